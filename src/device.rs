@@ -1,0 +1,176 @@
+//! Device identifiers as given on the command line or by udev.
+//!
+//! A BitBabbler can be named three ways: by its serial number (stable across
+//! replugs), by its logical address `BUS:DEV` (what libvirt's `<hostdev>` needs,
+//! changes on every replug), or by its physical address `BUS-PORT[.PORT...]`
+//! (stable while it stays in the same socket). Parsing is pure; the lookup of
+//! the other two forms happens in [`crate::sysfs`].
+
+use std::fmt;
+
+/// Why a string is not a device identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid device identifier '{}': expected a serial number (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]", .0.escape_debug())]
+pub struct InvalidDeviceId(pub String);
+
+/// One way of naming a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceId {
+    /// A BitBabbler serial number such as `KWIF4Q`.
+    Serial(String),
+    /// A logical address: USB bus number and device number.
+    Address { bus: u32, dev: u32 },
+    /// A physical address: bus number and the chain of hub ports, as in sysfs
+    /// device names (`3-1.4.2` is bus 3, ports 1, 4, 2).
+    Physical { bus: u32, ports: Vec<u32> },
+}
+
+/// True when `s` has the form of a BitBabbler serial number: 6 or 7 characters
+/// of `A-Z` and `0-9`. Only such serials are ever routed or put into a libvirt
+/// alias, whatever a USB descriptor or a config file claims.
+pub fn is_valid_serial(s: &str) -> bool {
+    (6..=7).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Parses a decimal number of 1-3 digits (leading zeros allowed), as used for
+/// bus and device numbers.
+fn parse_num(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl DeviceId {
+    /// Parses a DEVICE argument.
+    pub fn parse(s: &str) -> Result<DeviceId, InvalidDeviceId> {
+        let bad = || InvalidDeviceId(s.to_string());
+        if let Some((bus, dev)) = s.split_once(':') {
+            let bus = parse_num(bus).ok_or_else(bad)?;
+            let dev = parse_num(dev).ok_or_else(bad)?;
+            return Ok(DeviceId::Address { bus, dev });
+        }
+        if let Some((bus, ports)) = s.split_once('-') {
+            let bus = parse_num(bus).ok_or_else(bad)?;
+            let ports = ports
+                .split('.')
+                .map(parse_num)
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(bad)?;
+            // USB allows at most 7 tiers below the root hub.
+            if ports.len() > 7 {
+                return Err(bad());
+            }
+            return Ok(DeviceId::Physical { bus, ports });
+        }
+        if is_valid_serial(s) {
+            return Ok(DeviceId::Serial(s.to_string()));
+        }
+        Err(bad())
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceId::Serial(s) => f.write_str(s),
+            DeviceId::Address { bus, dev } => write!(f, "{bus:03}:{dev:03}"),
+            DeviceId::Physical { bus, ports } => {
+                write!(f, "{bus}-")?;
+                for (i, p) in ports.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials() {
+        assert_eq!(
+            DeviceId::parse("KWIF4Q"),
+            Ok(DeviceId::Serial("KWIF4Q".into()))
+        );
+        assert_eq!(
+            DeviceId::parse("ABC1234"),
+            Ok(DeviceId::Serial("ABC1234".into()))
+        );
+        for bad in [
+            "", "ABCDE", "ABCDEFGH", "abcdef", "ABC DEF", "ABC-DE", "ÄBCDEF", "AB\nCDE", "--help",
+            "-D", "ABCDE ",
+        ] {
+            assert_eq!(
+                DeviceId::parse(bad),
+                Err(InvalidDeviceId(bad.into())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn logical_addresses() {
+        assert_eq!(
+            DeviceId::parse("1:2"),
+            Ok(DeviceId::Address { bus: 1, dev: 2 })
+        );
+        assert_eq!(
+            DeviceId::parse("001:012"),
+            Ok(DeviceId::Address { bus: 1, dev: 12 })
+        );
+        assert_eq!(
+            DeviceId::parse("255:127"),
+            Ok(DeviceId::Address { bus: 255, dev: 127 })
+        );
+        for bad in [
+            "1:", ":2", "1:2:3", "0001:2", "1:0002", "a:2", "1:-2", "1: 2", "+1:2",
+        ] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn physical_addresses() {
+        assert_eq!(
+            DeviceId::parse("3-1.4.2"),
+            Ok(DeviceId::Physical {
+                bus: 3,
+                ports: vec![1, 4, 2]
+            })
+        );
+        assert_eq!(
+            DeviceId::parse("1-1"),
+            Ok(DeviceId::Physical {
+                bus: 1,
+                ports: vec![1]
+            })
+        );
+        for bad in [
+            "3-",
+            "3-1.",
+            "3-.1",
+            "-1",
+            "3-1..2",
+            "3-1.2.3.4.5.6.7.8",
+            "3-1:1.0",
+        ] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["KWIF4Q", "001:002", "3-1.4.2"] {
+            assert_eq!(DeviceId::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

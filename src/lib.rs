@@ -1,0 +1,23 @@
+//! bbvirt: pass BitBabbler USB random number generators through to libvirt
+//! guests, by serial number, across hotplug, unplug and guest restarts.
+//!
+//! One module per concern:
+//! - [`cli`]: the command line (same as the original bash `bbvirt`).
+//! - [`config`]: `/etc/bit-babbler/vm.conf`, parsed natively or through bash.
+//! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`).
+//! - [`sysfs`]: finding BitBabblers under `/sys/bus/usb/devices`.
+//! - [`hostdev`]: the `<hostdev>` XML bbvirt writes and reads back.
+//! - [`libvirt`]: a narrow trait over the hypervisor, and its `virt` implementation.
+//! - [`actions`]: attach, detach, attach-all, detach-all on top of the traits.
+//! - [`hook`]: the libvirt qemu hook (never calls libvirt).
+//! - [`log`]: verbosity levels, stderr and syslog.
+
+pub mod actions;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod hook;
+pub mod hostdev;
+pub mod libvirt;
+pub mod log;
+pub mod sysfs;
