@@ -1,1 +1,459 @@
-//! (being written)
+//! The command line, compatible with the original bash `bbvirt`:
+//! `bbvirt attach|detach DEVICE [options]`, `bbvirt attach-all|detach-all
+//! [DOMAIN] [options]`, options before or after the action, `--opt=value` and
+//! `--opt value`, `-v` repeatable, `-?` for help.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Exit statuses, as documented in `--help`, the README and bbvirt(1).
+pub mod exit {
+    /// Done, or nothing to do (device not assigned, guest not running...).
+    pub const OK: i32 = 0;
+    /// libvirt refused or failed, or a deadline passed.
+    pub const FAILED: i32 = 1;
+    /// Bad command line or invalid device identifier.
+    pub const USAGE: i32 = 2;
+    /// vm.conf unreadable, invalid or unsafe.
+    pub const CONFIG: i32 = 3;
+    /// The named device is not present, or not where a hint says.
+    pub const NOT_FOUND: i32 = 4;
+}
+
+const AFTER_HELP: &str = "\
+DEVICE is a serial number (e.g. KWIF4Q), a logical address BUS:DEV (e.g. 3:12)
+or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
+
+Without --domain, a device goes to the guest whose DOMAIN_RNG_<id> list in the
+config holds its serial; unassigned devices stay with the host.
+
+Exit status:
+  0  done, or nothing to do (device not assigned, guest not running or not
+     defined, config file missing)
+  1  libvirt failed or a deadline passed
+  2  usage error or invalid device identifier
+  3  the config file is unreadable, invalid or unsafe
+  4  the named device is not present, or not at the bus/device a hint gives";
+
+/// Pass BitBabbler USB RNGs through to libvirt guests, by serial number.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bbvirt",
+    version,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    after_help = AFTER_HELP,
+    subcommand_value_name = "ACTION",
+    override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       bbvirt attach-all|detach-all [DOMAIN] [OPTIONS]",
+    subcommand_help_heading = "Actions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub action: Action,
+
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
+/// The options. They are accepted both before and after the action: clap
+/// parses each place into its own `Opts`, and [`Cli::parse_args`] merges
+/// them (counts add up, a value given after the action wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Opts {
+    /// Config file; a bare NAME means /etc/bit-babbler/NAME.conf
+    #[arg(short = 'C', long, value_name = "FILE")]
+    pub config: Option<String>,
+
+    /// libvirt URI (default: DOMAIN_URI_<id>, else libvirt's default)
+    #[arg(short = 'c', long, value_name = "URI")]
+    pub connect: Option<String>,
+
+    /// Guest to use instead of the configured one (config id or libvirt name)
+    #[arg(short = 'D', long, value_name = "NAME")]
+    pub domain: Option<String>,
+
+    /// The device must be on this USB bus (a hint, as udev gives it)
+    #[arg(short = 'b', long, value_name = "N", value_parser = parse_usb_number)]
+    pub busnum: Option<u32>,
+
+    /// The device must have this device number (a hint, as udev gives it)
+    #[arg(short = 'd', long, value_name = "N", value_parser = parse_usb_number)]
+    pub devnum: Option<u32>,
+
+    /// Log to syslog (ident bbvirt) as well as to stderr
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Change nothing; print what would be done (implies -v)
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+
+    /// More output; repeat for more (up to -vvvv)
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Seconds allowed for all of libvirt's work before bbvirt gives up [default: 20]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Print help
+    #[arg(short = '?', long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+impl Opts {
+    /// Merges options given before the action (`self`) with those after it.
+    fn merge(self, after: Opts) -> Opts {
+        Opts {
+            config: after.config.or(self.config),
+            connect: after.connect.or(self.connect),
+            domain: after.domain.or(self.domain),
+            busnum: after.busnum.or(self.busnum),
+            devnum: after.devnum.or(self.devnum),
+            syslog: self.syslog || after.syslog,
+            dry_run: self.dry_run || after.dry_run,
+            verbose: self.verbose.saturating_add(after.verbose),
+            timeout: after.timeout.or(self.timeout),
+            help: None,
+        }
+    }
+
+    /// The verbosity in force: `-n` implies one `-v`.
+    pub fn verbosity(&self) -> u8 {
+        if self.dry_run {
+            self.verbose.max(1)
+        } else {
+            self.verbose
+        }
+    }
+
+    /// The libvirt deadline in force.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+}
+
+/// How long libvirt may take, all calls of one run together, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Cli {
+    /// Parses the command line, merging options before and after the action.
+    pub fn parse_args<I, T>(args: I) -> Result<(Action, Opts), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        let (action, after) = cli.action.split();
+        Ok((action, cli.opts.merge(after)))
+    }
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Action {
+    /// Attach a device to its guest (live only)
+    Attach {
+        /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
+        device: String,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Detach a device from its guest (live only)
+    Detach {
+        /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
+        device: String,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Attach every present device assigned to DOMAIN (or to every guest)
+    AttachAll {
+        /// Config id or libvirt name
+        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        domain: Option<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Detach every bbvirt device from DOMAIN (or from every configured guest)
+    DetachAll {
+        /// Config id or libvirt name
+        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        domain: Option<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Run as libvirt's qemu hook: DOMAIN OPERATION SUBOP EXTRA (never calls libvirt)
+    #[command(hide = true)]
+    Hook {
+        #[arg(allow_hyphen_values = true, num_args = 0.., trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+impl Action {
+    /// Takes the options given after the action out, leaving the action
+    /// with default options (so actions compare equal in tests).
+    fn split(self) -> (Action, Opts) {
+        match self {
+            Action::Attach { device, opts } => (
+                Action::Attach {
+                    device,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::Detach { device, opts } => (
+                Action::Detach {
+                    device,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::AttachAll { domain, opts } => (
+                Action::AttachAll {
+                    domain,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::DetachAll { domain, opts } => (
+                Action::DetachAll {
+                    domain,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            hook @ Action::Hook { .. } => (hook, Opts::default()),
+        }
+    }
+}
+
+/// A USB bus or device number: decimal, 1-3 digits, leading zeros allowed
+/// (udev gives `003`).
+fn parse_usb_number(s: &str) -> Result<u32, String> {
+    if !(1..=3).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{s}' is not a number of 1-3 decimal digits"));
+    }
+    s.parse().map_err(|e| format!("'{s}': {e}"))
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "'{s}' is not a whole number of seconds from 1 to 3600"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<(Action, Opts), clap::Error> {
+        Cli::parse_args(std::iter::once("bbvirt").chain(args.iter().copied()))
+    }
+
+    fn attach(device: &str) -> Action {
+        Action::Attach {
+            device: device.into(),
+            opts: Opts::default(),
+        }
+    }
+
+    #[test]
+    fn options_in_both_forms_before_and_after() {
+        let forms: &[&[&str]] = &[
+            &[
+                "-C",
+                "x",
+                "-c",
+                "qemu:///system",
+                "-D",
+                "g",
+                "-b",
+                "3",
+                "-d",
+                "012",
+                "attach",
+                "KWIF4Q",
+            ],
+            &[
+                "attach",
+                "KWIF4Q",
+                "-C",
+                "x",
+                "-c",
+                "qemu:///system",
+                "-D",
+                "g",
+                "-b",
+                "3",
+                "-d",
+                "012",
+            ],
+            &[
+                "--config=x",
+                "--connect=qemu:///system",
+                "attach",
+                "--domain=g",
+                "--busnum=3",
+                "--devnum=012",
+                "KWIF4Q",
+            ],
+            &[
+                "--config",
+                "x",
+                "--connect",
+                "qemu:///system",
+                "--domain",
+                "g",
+                "attach",
+                "KWIF4Q",
+                "--busnum",
+                "3",
+                "--devnum",
+                "012",
+            ],
+            &[
+                "-Cx",
+                "-cqemu:///system",
+                "-Dg",
+                "-b3",
+                "-d012",
+                "attach",
+                "KWIF4Q",
+            ],
+            &[
+                "attach",
+                "-Cx",
+                "-cqemu:///system",
+                "-Dg",
+                "-b3",
+                "-d012",
+                "KWIF4Q",
+            ],
+        ];
+        for f in forms {
+            let (action, o) = parse(f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+            assert_eq!(action, attach("KWIF4Q"), "{f:?}");
+            assert_eq!(o.config.as_deref(), Some("x"), "{f:?}");
+            assert_eq!(o.connect.as_deref(), Some("qemu:///system"), "{f:?}");
+            assert_eq!(o.domain.as_deref(), Some("g"), "{f:?}");
+            assert_eq!((o.busnum, o.devnum), (Some(3), Some(12)), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn value_after_the_action_wins() {
+        let (_, o) = parse(&["-D", "before", "attach", "KWIF4Q", "-D", "after"]).unwrap();
+        assert_eq!(o.domain.as_deref(), Some("after"));
+    }
+
+    #[test]
+    fn flags_and_verbosity() {
+        let (_, o) = parse(&["detach", "1:2"]).unwrap();
+        assert_eq!(
+            (o.verbose, o.dry_run, o.syslog, o.verbosity()),
+            (0, false, false, 0)
+        );
+        assert_eq!(o.timeout(), DEFAULT_TIMEOUT);
+        let (_, o) = parse(&["-vvvv", "detach", "1:2"]).unwrap();
+        assert_eq!(o.verbosity(), 4);
+        let (_, o) = parse(&["-v", "detach", "1:2", "-v", "--verbose"]).unwrap();
+        assert_eq!(o.verbosity(), 3);
+        let (_, o) = parse(&["-v", "-v", "detach", "1:2", "-vv"]).unwrap();
+        assert_eq!(o.verbosity(), 4);
+        let (_, o) = parse(&["detach", "1:2", "-n"]).unwrap();
+        assert_eq!((o.dry_run, o.verbosity()), (true, 1));
+        let (_, o) = parse(&["--dry-run", "-vv", "--syslog", "detach", "1:2"]).unwrap();
+        assert_eq!((o.dry_run, o.syslog, o.verbosity()), (true, true, 2));
+        let (a, o) = parse(&["attach-all", "--timeout", "5"]).unwrap();
+        assert_eq!(o.timeout(), Duration::from_secs(5));
+        assert_eq!(
+            a,
+            Action::AttachAll {
+                domain: None,
+                opts: Opts::default()
+            }
+        );
+        let (_, o) = parse(&["--timeout=7", "attach-all"]).unwrap();
+        assert_eq!(o.timeout(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn actions() {
+        assert_eq!(
+            parse(&["attach-all", "guest1"]).unwrap().0,
+            Action::AttachAll {
+                domain: Some("guest1".into()),
+                opts: Opts::default()
+            }
+        );
+        assert_eq!(
+            parse(&["detach-all"]).unwrap().0,
+            Action::DetachAll {
+                domain: None,
+                opts: Opts::default()
+            }
+        );
+        assert_eq!(
+            parse(&["detach", "3-1.4"]).unwrap().0,
+            Action::Detach {
+                device: "3-1.4".into(),
+                opts: Opts::default()
+            }
+        );
+        assert_eq!(
+            parse(&["hook", "guest1", "started", "begin", "-"])
+                .unwrap()
+                .0,
+            Action::Hook {
+                args: vec![
+                    "guest1".into(),
+                    "started".into(),
+                    "begin".into(),
+                    "-".into()
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn help() {
+        for h in [&["-?"][..], &["--help"], &["-v", "-?"]] {
+            let e = parse(h).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{h:?}");
+            let text = e.to_string();
+            assert!(text.contains("Exit status:"), "{text}");
+            assert!(text.contains("attach-all"), "{text}");
+            assert!(text.contains("--dry-run"), "{text}");
+        }
+        for h in [&["attach", "-?"][..], &["detach-all", "--help"]] {
+            let e = parse(h).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{h:?}");
+            assert!(e.to_string().contains("--connect <URI>"), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            &[][..],
+            &["attach"],
+            &["detach"],
+            &["frobnicate", "X"],
+            &["attach", "A", "B"],
+            &["attach-all", "a", "b"],
+            &["-b", "x", "attach", "KWIF4Q"],
+            &["-b", "1234", "attach", "KWIF4Q"],
+            &["attach", "KWIF4Q", "-d", ""],
+            &["--timeout", "0", "attach", "KWIF4Q"],
+            &["--bogus", "attach", "KWIF4Q"],
+            &["attach", "KWIF4Q", "--config"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE, "{bad:?}");
+        }
+    }
+}

@@ -1,1 +1,211 @@
-//! (being written)
+//! The hypervisor boundary: a narrow trait with the four things bbvirt asks of
+//! libvirt, and its implementation on the official bindings (crate `virt`).
+//!
+//! Errors are classified by libvirt's error *code* and the domain's state,
+//! never by message text: "no such domain" and "domain not running" mean there
+//! is nothing to do (udev runs bbvirt for devices whose guest is off), anything
+//! else is a failure.
+
+use std::ffi::CString;
+
+/// What went wrong talking to libvirt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VirtError {
+    #[error("domain '{0}' is not defined")]
+    NoDomain(String),
+    #[error("domain '{0}' is not running")]
+    NotRunning(String),
+    #[error("connecting to libvirt at {uri}: {message}")]
+    Connect { uri: String, message: String },
+    #[error("{message} (libvirt error code {code})")]
+    Failed { code: i32, message: String },
+}
+
+impl VirtError {
+    /// True when the error means "nothing to do" rather than a failure.
+    pub fn is_nothing_to_do(&self) -> bool {
+        matches!(self, VirtError::NoDomain(_) | VirtError::NotRunning(_))
+    }
+}
+
+/// Opens connections.
+pub trait Hypervisor {
+    /// Connects to `uri`, or to libvirt's default for this user when None.
+    fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError>;
+}
+
+/// One open connection. Domains are named by their libvirt name.
+pub trait Connection {
+    /// The live XML of a running domain.
+    fn live_xml(&self, domain: &str) -> Result<String, VirtError>;
+    /// Attaches a device to the running domain only (`VIR_DOMAIN_AFFECT_LIVE`).
+    fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError>;
+    /// Asks for the device with this alias to be detached from the running
+    /// domain only. libvirt may finish the removal later: callers wait for the
+    /// alias to leave the live XML.
+    fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError>;
+    /// Names of the running domains.
+    fn running_domains(&self) -> Result<Vec<String>, VirtError>;
+}
+
+/// Classifies a libvirt error from its numeric code. `active` is the domain's
+/// state looked up after the failure (None when unknown): an operation refused
+/// because the domain stopped is "not running", not a failure.
+pub fn classify(domain: &str, code: i32, message: &str, active: Option<bool>) -> VirtError {
+    if code == virt::sys::VIR_ERR_NO_DOMAIN as i32 {
+        return VirtError::NoDomain(domain.to_string());
+    }
+    if active == Some(false) {
+        return VirtError::NotRunning(domain.to_string());
+    }
+    VirtError::Failed {
+        code,
+        message: message.to_string(),
+    }
+}
+
+/// The real thing: libvirt through the `virt` crate.
+#[derive(Debug, Default)]
+pub struct Libvirt;
+
+impl Libvirt {
+    /// Sets libvirt's error callback to one that prints nothing: bbvirt
+    /// reports errors itself, once, in its own words.
+    pub fn new() -> Libvirt {
+        virt::error::clear_error_callback();
+        Libvirt
+    }
+}
+
+fn code_of(e: &virt::error::Error) -> i32 {
+    e.code().to_raw() as i32
+}
+
+impl Hypervisor for Libvirt {
+    fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError> {
+        match virt::connect::Connect::open(uri) {
+            Ok(conn) => Ok(Box::new(LibvirtConnection { conn })),
+            Err(e) => Err(VirtError::Connect {
+                uri: uri.unwrap_or("libvirt's default URI").to_string(),
+                message: e.message().to_string(),
+            }),
+        }
+    }
+}
+
+struct LibvirtConnection {
+    conn: virt::connect::Connect,
+}
+
+impl LibvirtConnection {
+    fn lookup(&self, name: &str) -> Result<virt::domain::Domain, VirtError> {
+        self.conn
+            .lookup_domain_by_name(name)
+            .map_err(|e| classify(name, code_of(&e), e.message(), None))
+    }
+
+    /// Runs `op` on the running domain `name`, mapping errors by code.
+    fn with_running<T>(
+        &self,
+        name: &str,
+        op: impl FnOnce(&virt::domain::Domain) -> Result<T, virt::error::Error>,
+    ) -> Result<T, VirtError> {
+        let dom = self.lookup(name)?;
+        if !dom.is_active().unwrap_or(true) {
+            return Err(VirtError::NotRunning(name.to_string()));
+        }
+        op(&dom).map_err(|e| classify(name, code_of(&e), e.message(), dom.is_active().ok()))
+    }
+}
+
+impl Connection for LibvirtConnection {
+    fn live_xml(&self, domain: &str) -> Result<String, VirtError> {
+        self.with_running(domain, |d| d.xml_desc(0))
+    }
+
+    fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError> {
+        self.with_running(domain, |d| {
+            d.attach_device_flags(xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+        })
+    }
+
+    fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError> {
+        let c_alias = CString::new(alias).map_err(|_| VirtError::Failed {
+            code: -1,
+            message: format!("alias {alias:?} contains a NUL byte"),
+        })?;
+        self.with_running(domain, |d| {
+            // virt 0.5 does not wrap virDomainDetachDeviceAlias (libvirt >= 4.4).
+            // SAFETY: the domain pointer is valid while `d` lives; the alias
+            // is a NUL-terminated string that outlives the call.
+            let rc = unsafe {
+                virt::sys::virDomainDetachDeviceAlias(
+                    d.as_ptr(),
+                    c_alias.as_ptr(),
+                    virt::sys::VIR_DOMAIN_AFFECT_LIVE,
+                )
+            };
+            if rc < 0 {
+                Err(virt::error::Error::last_error())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn running_domains(&self) -> Result<Vec<String>, VirtError> {
+        let doms = self
+            .conn
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(|e| VirtError::Failed {
+                code: code_of(&e),
+                message: e.message().to_string(),
+            })?;
+        Ok(doms.iter().filter_map(|d| d.name().ok()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_by_code() {
+        let no_domain = virt::sys::VIR_ERR_NO_DOMAIN as i32;
+        let invalid = virt::sys::VIR_ERR_OPERATION_INVALID as i32;
+        assert_eq!(
+            classify("g", no_domain, "whatever text", None),
+            VirtError::NoDomain("g".into())
+        );
+        // Same code, different meaning depending on the domain's state.
+        assert_eq!(
+            classify("g", invalid, "domain is not running", Some(false)),
+            VirtError::NotRunning("g".into())
+        );
+        assert_eq!(
+            classify("g", invalid, "USB device 001:002 is in use", Some(true)),
+            VirtError::Failed {
+                code: invalid,
+                message: "USB device 001:002 is in use".into()
+            }
+        );
+        // The message text never decides.
+        assert!(matches!(
+            classify(
+                "g",
+                1,
+                "Domain not found: no domain with matching name",
+                None
+            ),
+            VirtError::Failed { .. }
+        ));
+        assert!(VirtError::NotRunning("g".into()).is_nothing_to_do());
+        assert!(
+            !VirtError::Failed {
+                code: 1,
+                message: String::new()
+            }
+            .is_nothing_to_do()
+        );
+    }
+}

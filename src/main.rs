@@ -1,1 +1,131 @@
-fn main() {}
+//! bbvirt's entry point: parse, then run the action under a deadline, then
+//! map the result to the documented exit status (see `bbvirt --help`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bbvirt::actions::{ActionError, Env, Outcome};
+use bbvirt::cli::{Action, Cli, Opts, exit};
+use bbvirt::config::{self, Config};
+use bbvirt::libvirt::Libvirt;
+use bbvirt::sysfs::Sysfs;
+use bbvirt::{error, hook, log, note};
+
+/// The hook's own bound: it only reads files and writes to sysfs.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    ExitCode::from(run().clamp(0, 255) as u8)
+}
+
+fn run() -> i32 {
+    let (action, opts) = match Cli::parse_args(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let is_hook = matches!(action, Action::Hook { .. });
+    // The hook runs under libvirtd, whose stderr nobody reads: always syslog.
+    log::init(opts.verbosity(), opts.syslog || is_hook);
+    let limit = if is_hook {
+        HOOK_TIMEOUT
+    } else {
+        opts.timeout()
+    };
+
+    // Everything that may block (bash evaluating vm.conf, libvirt) runs in a
+    // worker; when the deadline passes, the process exits, taking it along.
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("bbvirt".into())
+        .spawn(move || {
+            let _ = tx.send(execute(action, &opts));
+        });
+    if let Err(e) = worker {
+        error!("starting the worker thread: {e}");
+        return exit::FAILED;
+    }
+    match rx.recv_timeout(limit) {
+        Ok(code) => code,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            error!(
+                "timed out after {} s {}",
+                limit.as_secs(),
+                log::current_step()
+            );
+            if is_hook { exit::OK } else { exit::FAILED }
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            error!("internal error while {}", log::current_step());
+            if is_hook { exit::OK } else { exit::FAILED }
+        }
+    }
+}
+
+fn config_path(opts: &Opts) -> PathBuf {
+    match &opts.config {
+        Some(arg) => config::resolve_config_path(arg),
+        None => PathBuf::from(config::DEFAULT_CONFIG),
+    }
+}
+
+/// Loads the config; a missing file is an empty config (udev runs bbvirt on
+/// hosts that assign nothing).
+fn load_config(opts: &Opts) -> Result<Config, i32> {
+    let path = config_path(opts);
+    log::step(&format!("reading {}", path.display()));
+    match Config::load(&path) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            note!(
+                "{} does not exist: no device is assigned to a guest",
+                path.display()
+            );
+            Ok(Config {
+                path,
+                ..Config::default()
+            })
+        }
+        Err(e) => {
+            error!("{}", log::chain(&e));
+            Err(exit::CONFIG)
+        }
+    }
+}
+
+fn execute(action: Action, opts: &Opts) -> i32 {
+    let sysfs = Sysfs::from_env();
+    let config = match (load_config(opts), &action) {
+        (config, Action::Hook { args }) => {
+            hook::run(args, config.ok().as_ref(), &sysfs);
+            return exit::OK;
+        }
+        (Ok(c), _) => c,
+        (Err(code), _) => return code,
+    };
+    let hv = Libvirt::new();
+    let env = Env {
+        config: &config,
+        sysfs: &sysfs,
+        hv: &hv,
+        opts,
+    };
+    let result: Result<Outcome, ActionError> = match &action {
+        Action::Attach { device, .. } => env.attach(device),
+        Action::Detach { device, .. } => env.detach(device),
+        Action::AttachAll { domain, .. } => env.attach_all(domain.as_deref()),
+        Action::DetachAll { domain, .. } => env.detach_all(domain.as_deref()),
+        Action::Hook { .. } => Ok(Outcome::NothingToDo),
+    };
+    match result {
+        Ok(_) => exit::OK,
+        Err(e) => {
+            error!("{}", log::chain(&e));
+            e.exit_code()
+        }
+    }
+}
