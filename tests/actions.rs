@@ -1,0 +1,526 @@
+//! attach, detach, attach-all, detach-all against fixture sysfs trees and a
+//! fake hypervisor (real libvirt is exercised by tests/cli.rs with libvirt's
+//! test driver and by the lab).
+
+mod common;
+mod sysfs_fixture;
+
+use bbvirt::actions::{ActionError, Env, Outcome};
+use bbvirt::cli::{Opts, exit};
+use bbvirt::config::{Config, DomainConf};
+use bbvirt::libvirt::VirtError;
+use common::FakeHv;
+use sysfs_fixture::FixtureTree;
+
+fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) -> DomainConf {
+    DomainConf {
+        id: id.into(),
+        name: name.map(Into::into),
+        uri: uri.map(Into::into),
+        serials: serials.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn config(domains: Vec<DomainConf>) -> Config {
+    Config {
+        path: "/etc/bit-babbler/vm.conf".into(),
+        domains,
+    }
+}
+
+/// Two guests on the default URI: g1 has KWIF4Q and JAMMB3, g2 has QX3TZ7A.
+fn two_guests() -> Config {
+    config(vec![
+        dom("g1", None, None, &["KWIF4Q", "JAMMB3"]),
+        dom("g2", None, None, &["QX3TZ7A"]),
+    ])
+}
+
+fn tree() -> FixtureTree {
+    FixtureTree::new()
+        .root_hub(1)
+        .root_hub(3)
+        .bitbabbler("1-1", Some("KWIF4Q"), 1, 4)
+        .bitbabbler("1-2", Some("JAMMB3"), 1, 5)
+        .usb_device("3-1", "05e3", "0608", None, 3, 2)
+        .usb_device("3-1.4", "05e3", "0608", None, 3, 3)
+        .bitbabbler("3-1.4.2", Some("QX3TZ7A"), 3, 9)
+        .bitbabbler("3-1.4.3", Some("UNASS1"), 3, 10)
+}
+
+fn run<T>(
+    cfg: &Config,
+    tree: &FixtureTree,
+    hv: &FakeHv,
+    opts: Opts,
+    f: impl FnOnce(&Env) -> T,
+) -> T {
+    let sysfs = tree.sysfs();
+    let env = Env {
+        config: cfg,
+        sysfs: &sysfs,
+        hv,
+        opts: &opts,
+    };
+    f(&env)
+}
+
+fn running(names: &[&str]) -> FakeHv {
+    names
+        .iter()
+        .fold(FakeHv::new(), |hv, n| hv.domain(None, n, true))
+}
+
+#[test]
+fn attach_by_each_device_form_goes_to_the_configured_guest() {
+    for device in ["KWIF4Q", "1:4", "001:004", "1-1"] {
+        let hv = running(&["g1", "g2"]);
+        let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+            e.attach(device)
+        });
+        assert_eq!(out.unwrap(), Outcome::Done, "{device}");
+        assert_eq!(
+            hv.hostdevs(None, "g1"),
+            vec![("ua-bbvirt-KWIF4Q".into(), 1, 4)]
+        );
+        assert!(hv.hostdevs(None, "g2").is_empty());
+        assert_eq!(hv.connects(), vec![None], "default URI: no URI passed");
+    }
+}
+
+#[test]
+fn attach_twice_is_a_no_op() {
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.calls().is_empty());
+    assert_eq!(hv.hostdevs(None, "g1").len(), 1);
+}
+
+#[test]
+fn stale_entry_at_an_old_address_is_replaced() {
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 2);
+    hv.0.borrow_mut().detach_lag = 3;
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("1:4")
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.calls(),
+        vec![
+            "detach - g1 ua-bbvirt-KWIF4Q",
+            "attach - g1 ua-bbvirt-KWIF4Q 1:4"
+        ]
+    );
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![("ua-bbvirt-KWIF4Q".into(), 1, 4)]
+    );
+}
+
+#[test]
+fn unassigned_device_stays_with_the_host_without_asking_libvirt() {
+    let hv = running(&["g1", "g2"]);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("UNASS1")
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.connects().is_empty());
+}
+
+#[test]
+fn guest_not_running_or_not_defined_is_nothing_to_do() {
+    let hv = FakeHv::new().domain(None, "g1", false);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("QX3TZ7A")
+    });
+    assert_eq!(
+        out.unwrap(),
+        Outcome::NothingToDo,
+        "g2 is not defined at all"
+    );
+    assert!(hv.calls().is_empty());
+}
+
+#[test]
+fn libvirt_failures_are_errors_with_exit_1() {
+    let hv = running(&["g1"]);
+    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+        code: 1,
+        message: "internal error".into(),
+    });
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("KWIF4Q")
+    })
+    .unwrap_err();
+    assert_eq!(err.exit_code(), exit::FAILED);
+    assert!(
+        err.to_string().contains("attaching KWIF4Q on domain 'g1'"),
+        "{err}"
+    );
+
+    let hv = running(&["g1"]);
+    hv.0.borrow_mut().connect_error = Some(VirtError::Connect {
+        uri: "qemu:///system".into(),
+        message: "Failed to connect socket".into(),
+    });
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("KWIF4Q")
+    })
+    .unwrap_err();
+    assert_eq!(err.exit_code(), exit::FAILED);
+    // A race: the guest stopped between the XML read and the attach.
+    let hv = running(&["g1"]);
+    hv.0.borrow_mut().attach_error = Some(VirtError::NotRunning("g1".into()));
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+}
+
+#[test]
+fn domain_and_uri_precedence_with_name_mapping() {
+    let cfg = config(vec![
+        dom(
+            "kbsd",
+            Some("kbsd-unstable"),
+            Some("qemu+ssh://h/system"),
+            &["KWIF4Q"],
+        ),
+        dom("other", None, None, &["JAMMB3"]),
+    ]);
+    // Configured routing: DOMAIN_NAME_ and DOMAIN_URI_ apply.
+    let hv = FakeHv::new().domain(Some("qemu+ssh://h/system"), "kbsd-unstable", true);
+    run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
+    assert_eq!(
+        hv.calls(),
+        vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-KWIF4Q 1:4"]
+    );
+
+    // --domain by config id maps to the libvirt name and the id's URI.
+    let hv = FakeHv::new().domain(Some("qemu+ssh://h/system"), "kbsd-unstable", true);
+    let opts = Opts {
+        domain: Some("kbsd".into()),
+        ..Opts::default()
+    };
+    run(&cfg, &tree(), &hv, opts, |e| e.attach("JAMMB3")).unwrap();
+    assert_eq!(
+        hv.calls(),
+        vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-JAMMB3 1:5"]
+    );
+
+    // --domain by libvirt name finds the same entry.
+    let hv = FakeHv::new().domain(Some("qemu+ssh://h/system"), "kbsd-unstable", true);
+    let opts = Opts {
+        domain: Some("kbsd-unstable".into()),
+        ..Opts::default()
+    };
+    run(&cfg, &tree(), &hv, opts, |e| e.attach("JAMMB3")).unwrap();
+    assert_eq!(hv.connects(), vec![Some("qemu+ssh://h/system".into())]);
+
+    // --connect beats DOMAIN_URI_.
+    let hv = FakeHv::new().domain(Some("qemu:///session"), "kbsd-unstable", true);
+    let opts = Opts {
+        connect: Some("qemu:///session".into()),
+        ..Opts::default()
+    };
+    run(&cfg, &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap();
+    assert_eq!(hv.connects(), vec![Some("qemu:///session".into())]);
+
+    // An unconfigured --domain is used verbatim, on the default URI.
+    let hv = FakeHv::new().domain(None, "adhoc guest", true);
+    let opts = Opts {
+        domain: Some("adhoc guest".into()),
+        ..Opts::default()
+    };
+    run(&cfg, &tree(), &hv, opts, |e| e.attach("UNASS1")).unwrap();
+    assert_eq!(
+        hv.calls(),
+        vec!["attach - adhoc guest ua-bbvirt-UNASS1 3:10"]
+    );
+}
+
+#[test]
+fn first_domain_in_file_order_wins_a_shared_serial() {
+    let cfg = config(vec![
+        dom("a", None, None, &["KWIF4Q"]),
+        dom("b", None, None, &["KWIF4Q"]),
+    ]);
+    let hv = running(&["a", "b"]);
+    run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
+    assert_eq!(hv.calls(), vec!["attach - a ua-bbvirt-KWIF4Q 1:4"]);
+    // attach-all b does not steal it.
+    let hv = running(&["a", "b"]);
+    run(&cfg, &tree(), &hv, Opts::default(), |e| {
+        e.attach_all(Some("b"))
+    })
+    .unwrap();
+    assert!(hv.calls().is_empty());
+}
+
+#[test]
+fn hints_must_agree_with_sysfs() {
+    let hv = running(&["g1"]);
+    let opts = Opts {
+        busnum: Some(2),
+        ..Opts::default()
+    };
+    let err = run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap_err();
+    assert_eq!(err.exit_code(), exit::NOT_FOUND);
+    assert_eq!(
+        err.to_string(),
+        "device KWIF4Q has bus number 1, but --busnum says 2"
+    );
+    let opts = Opts {
+        busnum: Some(1),
+        devnum: Some(5),
+        ..Opts::default()
+    };
+    let err = run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "device KWIF4Q has device number 4, but --devnum says 5"
+    );
+    let opts = Opts {
+        busnum: Some(1),
+        devnum: Some(4),
+        ..Opts::default()
+    };
+    run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap();
+    assert_eq!(hv.calls(), vec!["attach - g1 ua-bbvirt-KWIF4Q 1:4"]);
+}
+
+#[test]
+fn absent_and_invalid_devices() {
+    let hv = running(&["g1"]);
+    for (device, code) in [
+        ("ZZZZZZ", exit::NOT_FOUND),
+        ("9:9", exit::NOT_FOUND),
+        ("1-7", exit::NOT_FOUND),
+        ("kwif4q", exit::USAGE),
+        ("1:2:3", exit::USAGE),
+    ] {
+        let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+            e.attach(device)
+        })
+        .unwrap_err();
+        assert_eq!(err.exit_code(), code, "{device}: {err}");
+    }
+}
+
+#[test]
+fn hostile_serial_cannot_choose_its_domain() {
+    // The serial claims "-D victim"; even a config entry with that exact
+    // string does not make it routable.
+    let t = tree().bitbabbler("1-3", Some("AAAAAA -D victim"), 1, 7);
+    let cfg = config(vec![
+        dom("g1", None, None, &["AAAAAA -D victim"]),
+        dom("victim", None, None, &[]),
+    ]);
+    let hv = running(&["g1", "victim"]);
+    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.attach("1:7"));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.connects().is_empty());
+    // Asked explicitly, it is an error, not an attach.
+    let opts = Opts {
+        domain: Some("g1".into()),
+        ..Opts::default()
+    };
+    let err = run(&cfg, &t, &hv, opts, |e| e.attach("1:7")).unwrap_err();
+    assert!(matches!(err, ActionError::UnusableSerial { .. }), "{err}");
+    assert!(hv.calls().is_empty());
+    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.attach_all(None));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.calls().is_empty());
+}
+
+#[test]
+fn detach_by_serial_after_unplug_goes_by_alias() {
+    let t = tree().vanish("1-1");
+    let hv = running(&["g1"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
+        .with_hostdev(None, "g1", "hostdev0", 1, 9);
+    hv.0.borrow_mut().detach_lag = 2;
+    let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
+        e.detach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![("hostdev0".into(), 1, 9)],
+        "only bbvirt's entry goes"
+    );
+}
+
+#[test]
+fn detach_by_address_after_unplug_searches_configured_guests() {
+    let t = tree().vanish("1-1").vanish("3-1.4.2");
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
+        .with_hostdev(None, "g2", "ua-bbvirt-QX3TZ7A", 3, 9)
+        .with_hostdev(None, "g2", "manual", 1, 4);
+    let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
+        e.detach("001:004")
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert!(hv.hostdevs(None, "g1").is_empty());
+    assert_eq!(
+        hv.hostdevs(None, "g2").len(),
+        2,
+        "the admin's own hostdev at 1:4 is left alone"
+    );
+    // Nothing at that address any more: a no-op.
+    let out = run(&two_guests(), &t, &hv, Opts::default(), |e| e.detach("1:4"));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    // A physical address of an absent device cannot be resolved.
+    let err = run(&two_guests(), &t, &hv, Opts::default(), |e| e.detach("1-1")).unwrap_err();
+    assert_eq!(err.exit_code(), exit::NOT_FOUND);
+}
+
+#[test]
+fn detach_by_serial_with_hints_only_takes_the_hinted_address() {
+    // The original's udev rules pass the serial plus --busnum/--devnum on remove.
+    let t = tree().vanish("1-1");
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 6);
+    let opts = Opts {
+        busnum: Some(1),
+        devnum: Some(4),
+        ..Opts::default()
+    };
+    let out = run(&two_guests(), &t, &hv, opts, |e| e.detach("KWIF4Q"));
+    assert_eq!(
+        out.unwrap(),
+        Outcome::NothingToDo,
+        "the entry at 1:6 is a newer plug"
+    );
+    assert_eq!(hv.hostdevs(None, "g1").len(), 1);
+}
+
+#[test]
+fn detach_of_a_present_device_and_a_no_op() {
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach("1-1")
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert_eq!(hv.calls(), vec!["detach - g1 ua-bbvirt-KWIF4Q"]);
+}
+
+#[test]
+fn detach_that_never_completes_times_out_with_an_error() {
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
+    hv.0.borrow_mut().detach_never_completes = true;
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach("KWIF4Q")
+    })
+    .unwrap_err();
+    assert!(matches!(err, ActionError::DetachTimeout { .. }), "{err}");
+    assert_eq!(err.exit_code(), exit::FAILED);
+}
+
+#[test]
+fn attach_all_one_connection_per_uri_and_skips_absent() {
+    let cfg = config(vec![
+        dom("g1", None, None, &["KWIF4Q", "ABSENT1", "JAMMB3"]),
+        dom("g2", None, Some("qemu:///other"), &["QX3TZ7A"]),
+        dom("g3", None, None, &[]),
+    ]);
+    let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
+    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach_all(None));
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.calls(),
+        vec![
+            "attach - g1 ua-bbvirt-KWIF4Q 1:4",
+            "attach - g1 ua-bbvirt-JAMMB3 1:5",
+            "attach qemu:///other g2 ua-bbvirt-QX3TZ7A 3:9",
+        ]
+    );
+    assert_eq!(hv.connects(), vec![None, Some("qemu:///other".into())]);
+    // Again: all already there.
+    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach_all(None));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    // Only one domain, by positional DOMAIN or by --domain.
+    let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
+    run(&cfg, &tree(), &hv, Opts::default(), |e| {
+        e.attach_all(Some("g2"))
+    })
+    .unwrap();
+    assert_eq!(
+        hv.calls(),
+        vec!["attach qemu:///other g2 ua-bbvirt-QX3TZ7A 3:9"]
+    );
+    let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
+    let opts = Opts {
+        domain: Some("g1".into()),
+        ..Opts::default()
+    };
+    run(&cfg, &tree(), &hv, opts, |e| e.attach_all(None)).unwrap();
+    assert_eq!(hv.calls().len(), 2);
+    // An unconfigured domain has nothing assigned.
+    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| {
+        e.attach_all(Some("nope"))
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+}
+
+#[test]
+fn attach_all_carries_on_after_a_failure_and_reports_it() {
+    let hv = running(&["g2"]); // g1 is not defined: nothing to do there
+    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+        code: 1,
+        message: "boom".into(),
+    });
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach_all(None)
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "1 of 3 devices failed (see above)");
+}
+
+#[test]
+fn detach_all_removes_only_bbvirt_entries() {
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
+        .with_hostdev(None, "g1", "ua-bbvirt-OLDONE", 2, 2)
+        .with_hostdev(None, "g1", "ua-mine", 2, 3)
+        .with_hostdev(None, "g2", "ua-bbvirt-QX3TZ7A", 3, 9);
+    run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach_all(Some("g1"))
+    })
+    .unwrap();
+    assert_eq!(hv.hostdevs(None, "g1"), vec![("ua-mine".into(), 2, 3)]);
+    assert_eq!(hv.hostdevs(None, "g2").len(), 1);
+    run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach_all(None)
+    })
+    .unwrap();
+    assert!(hv.hostdevs(None, "g2").is_empty());
+}
+
+#[test]
+fn dry_run_never_connects() {
+    let hv = running(&["g1", "g2"]);
+    let opts = Opts {
+        dry_run: true,
+        ..Opts::default()
+    };
+    for f in [
+        &(|e: &Env| e.attach("KWIF4Q")) as &dyn Fn(&Env) -> Result<Outcome, ActionError>,
+        &|e: &Env| e.attach_all(None),
+    ] {
+        let out = run(&two_guests(), &tree(), &hv, opts.clone(), f);
+        assert_eq!(out.unwrap(), Outcome::Done);
+    }
+    assert!(hv.connects().is_empty());
+}

@@ -1,0 +1,296 @@
+//! Helpers shared by the integration tests: a fake hypervisor behind
+//! bbvirt's narrow [`Hypervisor`] trait, and ripgrep-style helpers to run
+//! the built binary and check its exit status and output.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::rc::Rc;
+
+use bbvirt::hostdev::usb_hostdevs;
+use bbvirt::libvirt::{Connection, Hypervisor, VirtError};
+
+/// One hostdev in a fake domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dev {
+    pub alias: String,
+    pub bus: u32,
+    pub dev: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeDomain {
+    pub running: bool,
+    pub hostdevs: Vec<Dev>,
+}
+
+/// Everything the fake knows and records.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    /// Domains by (URI, name); URI None is the default connection.
+    pub domains: BTreeMap<(Option<String>, String), FakeDomain>,
+    /// Every URI a connection was opened to.
+    pub connects: Vec<Option<String>>,
+    /// Every change asked for: "attach URI NAME ALIAS BUS:DEV", "detach ...".
+    pub calls: Vec<String>,
+    /// When set, connecting fails with this.
+    pub connect_error: Option<VirtError>,
+    /// When set, attaching fails with this.
+    pub attach_error: Option<VirtError>,
+    /// How many live-XML reads a detached device stays visible for
+    /// (libvirt's detach is asynchronous).
+    pub detach_lag: u32,
+    /// When true, a detach request is accepted but never carried out.
+    pub detach_never_completes: bool,
+    pending: Vec<(Option<String>, String, String, u32)>,
+}
+
+/// A fake libvirt, shared between the test and the code under test.
+#[derive(Clone, Default)]
+pub struct FakeHv(pub Rc<RefCell<FakeState>>);
+
+impl FakeHv {
+    pub fn new() -> FakeHv {
+        FakeHv::default()
+    }
+
+    /// Adds a domain at `uri` (None = default URI).
+    pub fn domain(self, uri: Option<&str>, name: &str, running: bool) -> FakeHv {
+        self.0.borrow_mut().domains.insert(
+            (uri.map(str::to_string), name.to_string()),
+            FakeDomain {
+                running,
+                hostdevs: Vec::new(),
+            },
+        );
+        self
+    }
+
+    /// Puts a hostdev into a domain directly (as if attached earlier).
+    pub fn with_hostdev(
+        self,
+        uri: Option<&str>,
+        name: &str,
+        alias: &str,
+        bus: u32,
+        dev: u32,
+    ) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .domains
+            .get_mut(&(uri.map(str::to_string), name.to_string()))
+            .expect("domain defined first")
+            .hostdevs
+            .push(Dev {
+                alias: alias.to_string(),
+                bus,
+                dev,
+            });
+        self
+    }
+
+    /// The hostdevs of a domain, as (alias, bus, dev).
+    pub fn hostdevs(&self, uri: Option<&str>, name: &str) -> Vec<(String, u32, u32)> {
+        self.0.borrow().domains[&(uri.map(str::to_string), name.to_string())]
+            .hostdevs
+            .iter()
+            .map(|d| (d.alias.clone(), d.bus, d.dev))
+            .collect()
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.0.borrow().calls.clone()
+    }
+
+    pub fn connects(&self) -> Vec<Option<String>> {
+        self.0.borrow().connects.clone()
+    }
+}
+
+impl Hypervisor for FakeHv {
+    fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError> {
+        let mut st = self.0.borrow_mut();
+        st.connects.push(uri.map(str::to_string));
+        if let Some(e) = &st.connect_error {
+            return Err(e.clone());
+        }
+        Ok(Box::new(FakeConn {
+            hv: self.clone(),
+            uri: uri.map(str::to_string),
+        }))
+    }
+}
+
+struct FakeConn {
+    hv: FakeHv,
+    uri: Option<String>,
+}
+
+impl FakeConn {
+    fn with_running<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut FakeState, &(Option<String>, String)) -> Result<T, VirtError>,
+    ) -> Result<T, VirtError> {
+        let mut st = self.hv.0.borrow_mut();
+        let key = (self.uri.clone(), name.to_string());
+        match st.domains.get(&key) {
+            None => Err(VirtError::NoDomain(name.to_string())),
+            Some(d) if !d.running => Err(VirtError::NotRunning(name.to_string())),
+            Some(_) => f(&mut st, &key),
+        }
+    }
+}
+
+impl Connection for FakeConn {
+    fn live_xml(&self, domain: &str) -> Result<String, VirtError> {
+        self.with_running(domain, |st, key| {
+            // Carry out pending detaches whose lag has run out.
+            let mut done = Vec::new();
+            for p in st.pending.iter_mut() {
+                if (p.0.clone(), p.1.clone()) == *key {
+                    if p.3 == 0 {
+                        done.push(p.2.clone());
+                    } else {
+                        p.3 -= 1;
+                    }
+                }
+            }
+            st.pending
+                .retain(|p| !((p.0.clone(), p.1.clone()) == *key && done.contains(&p.2)));
+            let d = st.domains.get_mut(key).expect("checked");
+            d.hostdevs.retain(|h| !done.contains(&h.alias));
+            let mut xml = format!("<domain type='kvm'><name>{}</name><devices>", key.1);
+            for h in &d.hostdevs {
+                xml.push_str(&format!(
+                    "<hostdev mode='subsystem' type='usb' managed='no'><source>\
+                     <address bus='{}' device='{}'/></source><alias name='{}'/></hostdev>",
+                    h.bus, h.dev, h.alias
+                ));
+            }
+            xml.push_str("</devices></domain>");
+            Ok(xml)
+        })
+    }
+
+    fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError> {
+        let uri = self.uri.clone();
+        self.with_running(domain, |st, key| {
+            if let Some(e) = &st.attach_error {
+                return Err(e.clone());
+            }
+            let wrapped = format!("<domain><devices>{xml}</devices></domain>");
+            let hd = usb_hostdevs(&wrapped)
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .ok_or(VirtError::Failed {
+                    code: 27,
+                    message: "XML error".into(),
+                })?;
+            let dev = Dev {
+                alias: hd.alias.clone().unwrap_or_default(),
+                bus: hd.bus.unwrap_or(0),
+                dev: hd.device.unwrap_or(0),
+            };
+            // What libvirt refuses: a second device with the same alias, or
+            // a USB device already in use.
+            for d in st.domains.values() {
+                if d.hostdevs
+                    .iter()
+                    .any(|h| h.bus == dev.bus && h.dev == dev.dev)
+                {
+                    return Err(VirtError::Failed {
+                        code: 55,
+                        message: format!("USB device {:03}:{:03} is in use", dev.bus, dev.dev),
+                    });
+                }
+            }
+            let d = st.domains.get_mut(key).expect("checked");
+            if d.hostdevs.iter().any(|h| h.alias == dev.alias) {
+                return Err(VirtError::Failed {
+                    code: 67,
+                    message: "non unique alias detected".into(),
+                });
+            }
+            d.hostdevs.push(dev.clone());
+            st.calls.push(format!(
+                "attach {} {} {} {}:{}",
+                uri.as_deref().unwrap_or("-"),
+                key.1,
+                dev.alias,
+                dev.bus,
+                dev.dev
+            ));
+            Ok(())
+        })
+    }
+
+    fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError> {
+        let uri = self.uri.clone();
+        self.with_running(domain, |st, key| {
+            let d = st.domains.get(key).expect("checked");
+            if !d.hostdevs.iter().any(|h| h.alias == alias) {
+                return Err(VirtError::Failed {
+                    code: 99,
+                    message: format!("no device found with alias {alias}"),
+                });
+            }
+            st.calls.push(format!(
+                "detach {} {} {alias}",
+                uri.as_deref().unwrap_or("-"),
+                key.1
+            ));
+            let lag = if st.detach_never_completes {
+                u32::MAX
+            } else {
+                st.detach_lag
+            };
+            st.pending
+                .push((key.0.clone(), key.1.clone(), alias.to_string(), lag));
+            Ok(())
+        })
+    }
+
+    fn running_domains(&self) -> Result<Vec<String>, VirtError> {
+        let st = self.hv.0.borrow();
+        Ok(st
+            .domains
+            .iter()
+            .filter(|((u, _), d)| *u == self.uri && d.running)
+            .map(|((_, n), _)| n.clone())
+            .collect())
+    }
+}
+
+/// Writes a config file with safe permissions and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("vm.conf");
+    std::fs::write(&path, text).expect("writing vm.conf");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
+}
+
+/// Runs the bbvirt binary built for these tests.
+pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .args(args)
+        .env("BBVIRT_SYSFS_ROOT", sysfs_root)
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .output()
+        .expect("running bbvirt")
+}
+
+/// Asserts the exit status and returns (stdout, stderr).
+pub fn expect_exit(out: &Output, code: i32) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
