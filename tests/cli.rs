@@ -1,0 +1,281 @@
+//! The bbvirt binary end to end, short of a running libvirtd: exit codes,
+//! messages, dry-run output, the hook, the hostile-serial case, and real
+//! libvirt (its in-process test driver, `test:///default`) for error mapping.
+
+mod common;
+mod sysfs_fixture;
+
+use std::fs;
+
+use bbvirt::cli::exit;
+use common::{bbvirt, expect_exit, write_config};
+use sysfs_fixture::FixtureTree;
+
+const CONF: &str = "\
+# two guests
+DOMAIN_RNG_g1=( KWIF4Q JAMMB3 )
+DOMAIN_RNG_kbsd=( QX3TZ7A )
+DOMAIN_NAME_kbsd='kbsd-unstable'
+DOMAIN_URI_kbsd=\"qemu:///system\"
+";
+
+fn tree() -> FixtureTree {
+    FixtureTree::new()
+        .root_hub(1)
+        .root_hub(3)
+        .bitbabbler("1-1", Some("KWIF4Q"), 1, 4)
+        .bitbabbler("1-2", Some("JAMMB3"), 1, 5)
+        .usb_device("3-1", "05e3", "0608", None, 3, 2)
+        .bitbabbler("3-1.2", Some("QX3TZ7A"), 3, 9)
+        .bitbabbler("3-1.3", Some("UNASS1"), 3, 10)
+        .bitbabbler("3-1.4", Some("AAAAAA -D g1"), 3, 11)
+}
+
+struct Setup {
+    tree: FixtureTree,
+    _dir: tempfile::TempDir,
+    conf: String,
+}
+
+fn setup(conf: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), conf);
+    Setup {
+        tree: tree(),
+        conf: path.to_str().unwrap().to_string(),
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["-C", &self.conf];
+        all.extend_from_slice(args);
+        bbvirt(self.tree.root(), &all)
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let s = setup(CONF);
+    for h in ["-?", "--help"] {
+        let (out, _) = expect_exit(&s.run(&[h]), exit::OK);
+        assert!(out.contains("bbvirt attach|detach DEVICE"), "{out}");
+        assert!(out.contains("Exit status:"), "{out}");
+    }
+    let (out, _) = expect_exit(&s.run(&["--version"]), exit::OK);
+    assert!(out.starts_with("bbvirt "), "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let s = setup(CONF);
+    for args in [
+        &[][..],
+        &["attach"],
+        &["bogus", "X"],
+        &["attach", "KWIF4Q", "--nope"],
+    ] {
+        expect_exit(&s.run(args), exit::USAGE);
+    }
+    let (_, err) = expect_exit(&s.run(&["attach", "kwif4q"]), exit::USAGE);
+    assert_eq!(
+        err,
+        "bbvirt: error: invalid device identifier 'kwif4q': expected a serial number \
+         (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]\n"
+    );
+}
+
+#[test]
+fn not_found_and_hint_mismatch_exit_4() {
+    let s = setup(CONF);
+    let (_, err) = expect_exit(&s.run(&["attach", "ZZZZZZ"]), exit::NOT_FOUND);
+    assert_eq!(err, "bbvirt: error: device ZZZZZZ is not present\n");
+    let (_, err) = expect_exit(
+        &s.run(&["attach", "KWIF4Q", "--busnum", "003"]),
+        exit::NOT_FOUND,
+    );
+    assert!(err.contains("bus number 1, but --busnum says 3"), "{err}");
+    let (_, err) = expect_exit(&s.run(&["detach", "1:4", "-d", "5"]), exit::NOT_FOUND);
+    assert!(
+        err.contains("device number 4, but --devnum says 5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unassigned_device_or_missing_config_exit_0() {
+    let s = setup(CONF);
+    let (out, err) = expect_exit(&s.run(&["attach", "UNASS1", "-v"]), exit::OK);
+    assert_eq!(out, "");
+    assert!(
+        err.contains("UNASS1 is not assigned to any domain"),
+        "{err}"
+    );
+    let out = bbvirt(
+        s.tree.root(),
+        &["-C", "/nonexistent/vm.conf", "attach", "KWIF4Q", "-v"],
+    );
+    let (_, err) = expect_exit(&out, exit::OK);
+    assert!(err.contains("/nonexistent/vm.conf does not exist"), "{err}");
+}
+
+#[test]
+fn dry_run_prints_the_virsh_commands() {
+    let s = setup(CONF);
+    let (out, _) = expect_exit(&s.run(&["-n", "attach", "KWIF4Q"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g1 <xml> --live\n");
+    let (out, _) = expect_exit(&s.run(&["attach", "3-1.2", "--dry-run"]), exit::OK);
+    assert_eq!(
+        out,
+        "virsh -c qemu:///system attach-device kbsd-unstable <xml> --live\n"
+    );
+    let (out, _) = expect_exit(
+        &s.run(&["attach", "001:005", "-n", "-D", "my guest"]),
+        exit::OK,
+    );
+    assert_eq!(out, "virsh attach-device 'my guest' <xml> --live\n");
+    // -vv adds the XML.
+    let (_, err) = expect_exit(&s.run(&["-n", "-vv", "attach", "KWIF4Q"]), exit::OK);
+    assert!(
+        err.contains("<address type='usb' bus='1' device='4'/>")
+            && err.contains("<alias name='ua-bbvirt-KWIF4Q'/>"),
+        "{err}"
+    );
+    // -vvv adds how the domain was chosen.
+    let (_, err) = expect_exit(&s.run(&["-n", "-vvv", "attach", "QX3TZ7A"]), exit::OK);
+    assert!(
+        err.contains("DOMAIN_RNG_kbsd -> domain 'kbsd-unstable' at qemu:///system"),
+        "{err}"
+    );
+    // attach-all: every present assigned device, absent ones noted.
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q ABSENT JAMMB3 )\nDOMAIN_RNG_g2=( QX3TZ7A )\n");
+    let (out, err) = expect_exit(&s.run(&["attach-all", "-n"]), exit::OK);
+    assert_eq!(
+        out,
+        "virsh attach-device g1 <xml> --live\nvirsh attach-device g1 <xml> --live\n\
+         virsh attach-device g2 <xml> --live\n"
+    );
+    assert!(
+        err.contains("ABSENT (for 'g1') is not plugged in: skipped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_serial_cannot_choose_the_domain() {
+    // The device at 3:11 claims the serial "AAAAAA -D g1". udev's rule passes
+    // only BUS:DEV; bbvirt reads the serial itself and never routes it, even
+    // to a domain whose list holds AAAAAA or the whole string.
+    let s = setup("DOMAIN_RNG_g1=( AAAAAA 'AAAAAA -D g1' )\nDOMAIN_RNG_g2=( KWIF4Q )\n");
+    let (out, err) = expect_exit(&s.run(&["attach", "3:11", "-n"]), exit::OK);
+    assert_eq!(out, "", "nothing would be attached");
+    assert!(err.contains("no usable serial number"), "{err}");
+    let (out, _) = expect_exit(&s.run(&["attach-all", "-n"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    // And the installed rule never puts a descriptor string on a RUN line.
+    let rules = fs::read_to_string("dist/udev/rules.d/60-bbvirt.rules").unwrap();
+    for line in rules.lines().filter(|l| l.contains("RUN")) {
+        assert!(
+            !line.contains("$attr") && !line.contains("ID_SERIAL") && !line.contains("%s{"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn real_libvirt_errors_are_mapped_by_code() {
+    // libvirt's test driver runs in-process: a running domain "test" that
+    // supports no device attach.
+    let s = setup(CONF);
+    let (_, err) = expect_exit(
+        &s.run(&[
+            "attach",
+            "KWIF4Q",
+            "-c",
+            "test:///default",
+            "-D",
+            "nosuch",
+            "-v",
+        ]),
+        exit::OK,
+    );
+    assert!(err.contains("domain 'nosuch' is not defined"), "{err}");
+    let (_, err) = expect_exit(
+        &s.run(&["attach", "KWIF4Q", "-c", "test:///default", "-D", "test"]),
+        exit::FAILED,
+    );
+    assert!(
+        err.contains("attaching KWIF4Q on domain 'test'") && err.contains("not supported"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    // Nothing bbvirt's own is in "test": detach is a no-op.
+    expect_exit(
+        &s.run(&["detach", "KWIF4Q", "-c", "test:///default", "-D", "test"]),
+        exit::OK,
+    );
+    let (_, err) = expect_exit(
+        &s.run(&["attach", "KWIF4Q", "-c", "bogus:///x", "-D", "test"]),
+        exit::FAILED,
+    );
+    assert!(err.contains("connecting to libvirt at bogus:///x"), "{err}");
+}
+
+#[test]
+fn bad_config_exits_3_naming_file_and_line() {
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q\n\nDOMAIN_URI_g1=\"unterminated\n");
+    let (_, err) = expect_exit(&s.run(&["attach", "KWIF4Q"]), exit::CONFIG);
+    assert!(
+        err.starts_with(&format!("bbvirt: error: {}:", s.conf)),
+        "{err}"
+    );
+}
+
+#[test]
+fn hook_triggers_change_events_for_the_guests_devices_only() {
+    let s = setup(CONF);
+    // In sysfs, a write to `uevent` triggers the event; in the fixture it
+    // overwrites the start of the file (no truncation, as on a real sysfs).
+    let uevent = |name: &str| fs::read_to_string(s.tree.device_path(name).join("uevent")).unwrap();
+    let triggered = |name: &str| uevent(name).starts_with("change");
+    let before: Vec<String> = ["1-1", "1-2", "3-1.2", "3-1.3"]
+        .iter()
+        .map(|n| uevent(n))
+        .collect();
+    // Other operations do nothing.
+    for op in ["prepare", "start", "stopped", "release", "migrate"] {
+        expect_exit(&s.run(&["hook", "g1", op, "begin", "-"]), exit::OK);
+    }
+    assert_eq!(uevent("1-1"), before[0]);
+    expect_exit(&s.run(&["hook", "g1", "started", "begin", "-"]), exit::OK);
+    assert!(triggered("1-1"));
+    assert!(triggered("1-2"));
+    assert_eq!(uevent("3-1.2"), before[2], "kbsd's device untouched");
+    assert_eq!(uevent("3-1.3"), before[3], "unassigned device untouched");
+    // The hook gets the libvirt name: DOMAIN_NAME_ maps it back to kbsd; the
+    // config id itself is not a libvirt name here.
+    expect_exit(
+        &s.run(&["hook", "kbsd", "reconnect", "begin", "-"]),
+        exit::OK,
+    );
+    assert_eq!(uevent("3-1.2"), before[2]);
+    expect_exit(
+        &s.run(&["hook", "kbsd-unstable", "reconnect", "begin", "-"]),
+        exit::OK,
+    );
+    assert!(triggered("3-1.2"));
+}
+
+#[test]
+fn hook_always_exits_0() {
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q\n");
+    for args in [
+        &["hook"][..],
+        &["hook", "g1"],
+        &["hook", "g1", "started", "begin", "-"],
+        &["hook", "--weird", "-x", "--", "started"],
+    ] {
+        expect_exit(&s.run(args), exit::OK);
+    }
+}
