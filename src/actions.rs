@@ -148,23 +148,42 @@ pub struct Env<'a> {
     pub sysfs: &'a Sysfs,
     pub hv: &'a dyn Hypervisor,
     pub opts: &'a Opts,
+    /// Where the host-wide lock lives ([`crate::lock`]); None: no locking.
+    pub lock_dir: Option<&'a std::path::Path>,
 }
 
-/// One connection per URI for the whole run.
+/// One connection per URI for the whole run; the host lock is taken before
+/// the first one opens.
 struct Connections<'a> {
     hv: &'a dyn Hypervisor,
+    lock_dir: Option<&'a std::path::Path>,
+    lock: Option<crate::lock::HostLock>,
     open: HashMap<Option<String>, Box<dyn Connection>>,
 }
 
 impl<'a> Connections<'a> {
-    fn new(hv: &'a dyn Hypervisor) -> Self {
+    fn new(env: &Env<'a>) -> Self {
         Connections {
-            hv,
+            hv: env.hv,
+            lock_dir: env.lock_dir,
+            lock: None,
             open: HashMap::new(),
         }
     }
 
     fn get(&mut self, uri: Option<&str>) -> Result<&dyn Connection, VirtError> {
+        if let (Some(dir), None) = (self.lock_dir, &self.lock) {
+            crate::log::step(&format!("waiting for the lock in {}", dir.display()));
+            match crate::lock::acquire(dir) {
+                Ok(l) => self.lock = Some(l),
+                // Better unserialised than not at all (e.g. /run read-only).
+                Err(e) => warn!(
+                    "locking {}: {e}; carrying on without the lock",
+                    dir.display()
+                ),
+            }
+            self.lock_dir = None;
+        }
         let key = uri.map(str::to_string);
         if !self.open.contains_key(&key) {
             crate::log::step(&format!(
@@ -300,7 +319,7 @@ impl Env<'_> {
             note!("{serial} is not assigned to any domain: leaving it with the host");
             return Ok(Outcome::NothingToDo);
         };
-        self.attach_to(&mut Connections::new(self.hv), &dev, serial, &target)
+        self.attach_to(&mut Connections::new(self), &dev, serial, &target)
     }
 
     /// Attaches a present device with a valid serial to `target`, replacing a
@@ -555,7 +574,7 @@ impl Env<'_> {
                 && hint_dev.is_none_or(|d| h.device == Some(d))
         };
         self.detach_matching(
-            &mut Connections::new(self.hv),
+            &mut Connections::new(self),
             &targets,
             &id.to_string(),
             &wanted,
@@ -583,7 +602,7 @@ impl Env<'_> {
             return Ok(Outcome::NothingToDo);
         };
         let present = self.sysfs.bitbabblers()?;
-        let mut conns = Connections::new(self.hv);
+        let mut conns = Connections::new(self);
         let mut outcome = Outcome::NothingToDo;
         let (mut failed, mut total) = (0, 0);
         for d in domains {
@@ -638,7 +657,7 @@ impl Env<'_> {
             // An unconfigured name is still a libvirt domain the admin may mean.
             let t = self.explicit_target(name);
             return self.detach_matching(
-                &mut Connections::new(self.hv),
+                &mut Connections::new(self),
                 &[t],
                 "bbvirt devices",
                 &|_| true,
@@ -652,7 +671,7 @@ impl Env<'_> {
             }
         }
         self.detach_matching(
-            &mut Connections::new(self.hv),
+            &mut Connections::new(self),
             &targets,
             "bbvirt devices",
             &|_| true,

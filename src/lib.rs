@@ -10,6 +10,7 @@
 //! - [`libvirt`]: a narrow trait over the hypervisor, and its `virt` implementation.
 //! - [`actions`]: attach, detach, attach-all, detach-all on top of the traits.
 //! - [`hook`]: the libvirt qemu hook (never calls libvirt).
+//! - [`lock`]: one bbvirt at a time talks to libvirt.
 //! - [`log`]: verbosity levels, stderr and syslog.
 
 pub mod actions;
@@ -19,5 +20,6 @@ pub mod device;
 pub mod hook;
 pub mod hostdev;
 pub mod libvirt;
+pub mod lock;
 pub mod log;
 pub mod sysfs;

@@ -108,11 +108,13 @@ fn execute(action: Action, opts: &Opts) -> i32 {
         (Err(code), _) => return code,
     };
     let hv = Libvirt::new();
+    let lock_dir = bbvirt::lock::run_dir();
     let env = Env {
         config: &config,
         sysfs: &sysfs,
         hv: &hv,
         opts,
+        lock_dir: Some(&lock_dir),
     };
     let result: Result<Outcome, ActionError> = match &action {
         Action::Attach { device, .. } => env.attach(device),

@@ -61,6 +61,7 @@ fn run<T>(
         sysfs: &sysfs,
         hv,
         opts: &opts,
+        lock_dir: None,
     };
     f(&env)
 }
