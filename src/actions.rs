@@ -590,12 +590,55 @@ impl Env<'_> {
         }
     }
 
-    /// `bbvirt attach-all [DOMAIN]`: every present device assigned to DOMAIN
-    /// (or to any configured domain), over one connection per URI.
-    pub fn attach_all(&self, domain: Option<&str>) -> Result<Outcome, ActionError> {
+    /// The present devices a configured guest should have: its valid
+    /// serials that it wins routing for and that are plugged in. Problems
+    /// with the list are logged.
+    fn wanted_devices<'p>(
+        &self,
+        d: &DomainConf,
+        present: &'p [UsbDevice],
+    ) -> (Vec<&'p UsbDevice>, Vec<String>) {
+        let mut devices = Vec::new();
+        let mut serials = Vec::new();
+        for serial in &d.serials {
+            if !is_valid_serial(serial) {
+                warn!(
+                    "{}: DOMAIN_RNG_{} lists {:?}, which is not a BitBabbler serial: skipped",
+                    self.config.path.display(),
+                    d.id,
+                    serial
+                );
+                continue;
+            }
+            if let Some(first) = self.config.domain_for_serial(serial)
+                && first.id != d.id
+            {
+                warn!(
+                    "{serial} is assigned to {} first: not giving it to {}",
+                    first.id, d.id
+                );
+                continue;
+            }
+            serials.push(serial.clone());
+            match present.iter().find(|p| p.serial.as_deref() == Some(serial)) {
+                Some(dev) => devices.push(dev),
+                None => note!("{serial} (for '{}') is not plugged in", d.libvirt_name()),
+            }
+        }
+        (devices, serials)
+    }
+
+    /// `bbvirt sync [DOMAIN]` and `bbvirt attach-all [DOMAIN]`: makes each
+    /// running configured guest (or DOMAIN) hold exactly its present devices,
+    /// each once at its current address, and no stale bbvirt entry (device
+    /// absent, moved, or not assigned to it). One connection per URI.
+    ///
+    /// A dry run reads the live XML to say what would change; when libvirt
+    /// cannot be reached it says which devices it would ask to attach.
+    pub fn sync(&self, domain: Option<&str>) -> Result<Outcome, ActionError> {
         let Some(domains) = self.selected_domains(domain) else {
             note!(
-                "domain {} is not configured in {}: nothing to attach",
+                "domain {} is not configured in {}: nothing to do",
                 domain.or(self.opts.domain.as_deref()).unwrap_or_default(),
                 self.config.path.display()
             );
@@ -604,49 +647,86 @@ impl Env<'_> {
         let present = self.sysfs.bitbabblers()?;
         let mut conns = Connections::new(self);
         let mut outcome = Outcome::NothingToDo;
-        let (mut failed, mut total) = (0, 0);
+        let mut failures: Vec<ActionError> = Vec::new();
+        let mut total = 0;
         for d in domains {
             let target = self.target_for_conf(d);
-            for serial in &d.serials {
-                if !is_valid_serial(serial) {
-                    warn!(
-                        "{}: DOMAIN_RNG_{} lists {:?}, which is not a BitBabbler serial: skipped",
-                        self.config.path.display(),
-                        d.id,
-                        serial
-                    );
+            let (devices, serials) = self.wanted_devices(d, &present);
+            let wanted: Vec<&str> = serials.iter().map(String::as_str).collect();
+            let live = match conns.get(target.uri.as_deref()) {
+                Ok(conn) => match self.live_hostdevs(conn, &target.name) {
+                    Ok(Some(live)) => Some(live),
+                    Ok(None) => continue,
+                    Err(e) if self.opts.dry_run => {
+                        note!(
+                            "{}: showing the attach requests only",
+                            crate::log::chain(&e)
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        failures.push(e);
+                        continue;
+                    }
+                },
+                Err(e) if self.opts.dry_run => {
+                    note!("{e}: showing the attach requests only");
+                    None
+                }
+                Err(source) => {
+                    failures.push(ActionError::Virt {
+                        action: "syncing",
+                        what: "devices".into(),
+                        domain: target.name.clone(),
+                        source,
+                    });
                     continue;
                 }
-                if let Some(first) = self.config.domain_for_serial(serial)
-                    && first.id != d.id
+            };
+            let live = live.unwrap_or_default();
+            for stale in crate::reconcile::stale_entries(&live, &wanted, &present) {
+                total += 1;
+                warn!(
+                    "'{}' holds a stale entry for {} ({}): removing it",
+                    target.name, stale.serial, stale.reason
+                );
+                match conns
+                    .get(target.uri.as_deref())
+                    .map_err(|source| ActionError::Virt {
+                        action: "detaching",
+                        what: stale.alias.clone(),
+                        domain: target.name.clone(),
+                        source,
+                    })
+                    .and_then(|conn| self.detach_alias(conn, &target, &stale.alias))
                 {
-                    warn!(
-                        "{serial} is assigned to {} first: not attaching it to {}",
-                        first.id, d.id
-                    );
+                    Ok(o) => outcome = outcome.and(o),
+                    Err(e) => failures.push(e),
+                }
+            }
+            for dev in devices {
+                let serial = dev.serial.as_deref().unwrap_or_default();
+                if crate::reconcile::is_attached(&live, serial, dev) {
+                    note!("{serial} is already attached to '{}'", target.name);
                     continue;
                 }
-                let Some(dev) = present.iter().find(|p| p.serial.as_deref() == Some(serial)) else {
-                    note!(
-                        "{serial} (for '{}') is not plugged in: skipped",
-                        target.name
-                    );
-                    continue;
-                };
                 total += 1;
                 match self.attach_to(&mut conns, dev, serial, &target) {
                     Ok(o) => outcome = outcome.and(o),
-                    Err(e) => {
-                        crate::error!("{}", crate::log::chain(&e));
-                        failed += 1;
-                    }
+                    Err(e) => failures.push(e),
                 }
             }
         }
-        if failed > 0 {
-            return Err(ActionError::Partial { failed, total });
+        match failures.len() {
+            0 => Ok(outcome),
+            1 if total <= 1 => Err(failures.remove(0)),
+            failed => {
+                for e in &failures {
+                    crate::error!("{}", crate::log::chain(e));
+                }
+                Err(ActionError::Partial { failed, total })
+            }
         }
-        Ok(outcome)
     }
 
     /// `bbvirt detach-all [DOMAIN]`: every bbvirt hostdev (alias

@@ -45,7 +45,7 @@ Exit status:
     disable_help_subcommand = true,
     after_help = AFTER_HELP,
     subcommand_value_name = "ACTION",
-    override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       bbvirt attach-all|detach-all [DOMAIN] [OPTIONS]",
+    override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       bbvirt attach-all|detach-all|sync [DOMAIN] [OPTIONS]",
     subcommand_help_heading = "Actions"
 )]
 pub struct Cli {
@@ -166,8 +166,17 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Attach every present device assigned to DOMAIN (or to every guest)
+    /// Attach every present device assigned to DOMAIN (or to every guest), as sync
     AttachAll {
+        /// Config id or libvirt name
+        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        domain: Option<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Make running guests hold exactly their present devices: attach what is
+    /// missing, detach stale bbvirt entries (also what attach-all does)
+    Sync {
         /// Config id or libvirt name
         #[arg(id = "DOMAIN", value_name = "DOMAIN")]
         domain: Option<String>,
@@ -211,6 +220,13 @@ impl Action {
             ),
             Action::AttachAll { domain, opts } => (
                 Action::AttachAll {
+                    domain,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::Sync { domain, opts } => (
+                Action::Sync {
                     domain,
                     opts: Opts::default(),
                 },

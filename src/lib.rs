@@ -11,6 +11,7 @@
 //! - [`actions`]: attach, detach, attach-all, detach-all on top of the traits.
 //! - [`hook`]: the libvirt qemu hook (never calls libvirt).
 //! - [`lock`]: one bbvirt at a time talks to libvirt.
+//! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
 //! - [`log`]: verbosity levels, stderr and syslog.
 
 pub mod actions;
@@ -22,4 +23,5 @@ pub mod hostdev;
 pub mod libvirt;
 pub mod lock;
 pub mod log;
+pub mod reconcile;
 pub mod sysfs;

@@ -119,7 +119,9 @@ fn execute(action: Action, opts: &Opts) -> i32 {
     let result: Result<Outcome, ActionError> = match &action {
         Action::Attach { device, .. } => env.attach(device),
         Action::Detach { device, .. } => env.detach(device),
-        Action::AttachAll { domain, .. } => env.attach_all(domain.as_deref()),
+        Action::AttachAll { domain, .. } | Action::Sync { domain, .. } => {
+            env.sync(domain.as_deref())
+        }
         Action::DetachAll { domain, .. } => env.detach_all(domain.as_deref()),
         Action::Hook { .. } => Ok(Outcome::NothingToDo),
     };

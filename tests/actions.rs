@@ -258,10 +258,7 @@ fn first_domain_in_file_order_wins_a_shared_serial() {
     assert_eq!(hv.calls(), vec!["attach - a ua-bbvirt-KWIF4Q 1:4"]);
     // attach-all b does not steal it.
     let hv = running(&["a", "b"]);
-    run(&cfg, &tree(), &hv, Opts::default(), |e| {
-        e.attach_all(Some("b"))
-    })
-    .unwrap();
+    run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(Some("b"))).unwrap();
     assert!(hv.calls().is_empty());
 }
 
@@ -336,7 +333,7 @@ fn hostile_serial_cannot_choose_its_domain() {
     let err = run(&cfg, &t, &hv, opts, |e| e.attach("1:7")).unwrap_err();
     assert!(matches!(err, ActionError::UnusableSerial { .. }), "{err}");
     assert!(hv.calls().is_empty());
-    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.attach_all(None));
+    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.sync(None));
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert!(hv.calls().is_empty());
 }
@@ -437,7 +434,7 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
         dom("g3", None, None, &[]),
     ]);
     let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
-    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach_all(None));
+    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(None));
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
         hv.calls(),
@@ -449,14 +446,11 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
     );
     assert_eq!(hv.connects(), vec![None, Some("qemu:///other".into())]);
     // Again: all already there.
-    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach_all(None));
+    let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(None));
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     // Only one domain, by positional DOMAIN or by --domain.
     let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
-    run(&cfg, &tree(), &hv, Opts::default(), |e| {
-        e.attach_all(Some("g2"))
-    })
-    .unwrap();
+    run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(Some("g2"))).unwrap();
     assert_eq!(
         hv.calls(),
         vec!["attach qemu:///other g2 ua-bbvirt-QX3TZ7A 3:9"]
@@ -466,11 +460,11 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
         domain: Some("g1".into()),
         ..Opts::default()
     };
-    run(&cfg, &tree(), &hv, opts, |e| e.attach_all(None)).unwrap();
+    run(&cfg, &tree(), &hv, opts, |e| e.sync(None)).unwrap();
     assert_eq!(hv.calls().len(), 2);
     // An unconfigured domain has nothing assigned.
     let out = run(&cfg, &tree(), &hv, Opts::default(), |e| {
-        e.attach_all(Some("nope"))
+        e.sync(Some("nope"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
 }
@@ -483,10 +477,25 @@ fn attach_all_carries_on_after_a_failure_and_reports_it() {
         message: "boom".into(),
     });
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach_all(None)
+        e.sync(None)
     })
     .unwrap_err();
-    assert_eq!(err.to_string(), "1 of 3 devices failed (see above)");
+    // g1 is not running, so only g2's device was tried: its own error shows.
+    assert_eq!(
+        err.to_string(),
+        "attaching QX3TZ7A on domain 'g2': boom (libvirt error code 1)"
+    );
+    let hv = running(&["g1", "g2"]);
+    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+        code: 1,
+        message: "boom".into(),
+    });
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.sync(None)
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "3 of 3 devices failed (see above)");
+    assert_eq!(err.exit_code(), exit::FAILED);
 }
 
 #[test]
@@ -510,18 +519,79 @@ fn detach_all_removes_only_bbvirt_entries() {
 }
 
 #[test]
-fn dry_run_never_connects() {
-    let hv = running(&["g1", "g2"]);
+fn dry_run_changes_nothing() {
+    // A single attach does not even connect.
+    let hv = running(&["g1", "g2"]).with_hostdev(None, "g2", "ua-bbvirt-GONE01", 9, 9);
     let opts = Opts {
         dry_run: true,
         ..Opts::default()
     };
+    let out = run(&two_guests(), &tree(), &hv, opts.clone(), |e| {
+        e.attach("KWIF4Q")
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert!(hv.connects().is_empty());
+    // sync reads the live XML to say what it would do, and does nothing.
     for f in [
-        &(|e: &Env| e.attach("KWIF4Q")) as &dyn Fn(&Env) -> Result<Outcome, ActionError>,
-        &|e: &Env| e.attach_all(None),
+        &(|e: &Env| e.sync(None)) as &dyn Fn(&Env) -> Result<Outcome, ActionError>,
+        &|e: &Env| e.detach_all(None),
+        &|e: &Env| e.detach("GONE01"),
     ] {
         let out = run(&two_guests(), &tree(), &hv, opts.clone(), f);
         assert_eq!(out.unwrap(), Outcome::Done);
     }
-    assert!(hv.connects().is_empty());
+    assert!(hv.calls().is_empty());
+    assert_eq!(hv.hostdevs(None, "g2").len(), 1);
+}
+
+#[test]
+fn sync_removes_stale_entries_and_adds_missing_devices() {
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4) // right: kept
+        .with_hostdev(None, "g1", "ua-bbvirt-JAMMB3", 1, 2) // moved to 1:5
+        .with_hostdev(None, "g1", "ua-bbvirt-GONE01", 2, 2) // unplugged
+        .with_hostdev(None, "g1", "ua-bbvirt-QX3TZ7A", 2, 3) // belongs to g2
+        .with_hostdev(None, "g1", "hostdev7", 2, 4); // the admin's
+    hv.0.borrow_mut().detach_lag = 1;
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.sync(None)
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    let mut g1 = hv.hostdevs(None, "g1");
+    g1.sort();
+    assert_eq!(
+        g1,
+        vec![
+            ("hostdev7".into(), 2, 4),
+            ("ua-bbvirt-JAMMB3".into(), 1, 5),
+            ("ua-bbvirt-KWIF4Q".into(), 1, 4),
+        ]
+    );
+    assert_eq!(
+        hv.hostdevs(None, "g2"),
+        vec![("ua-bbvirt-QX3TZ7A".into(), 3, 9)]
+    );
+    // Converged: a second sync finds nothing to do and changes nothing.
+    let calls = hv.calls().len();
+    let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.sync(None)
+    });
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert_eq!(hv.calls().len(), calls);
+}
+
+#[test]
+fn sync_of_one_domain_leaves_the_others_alone() {
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbvirt-GONE01", 2, 2)
+        .with_hostdev(None, "g2", "ua-bbvirt-GONE02", 2, 3);
+    run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.sync(Some("g2"))
+    })
+    .unwrap();
+    assert_eq!(hv.hostdevs(None, "g1").len(), 1);
+    assert_eq!(
+        hv.hostdevs(None, "g2"),
+        vec![("ua-bbvirt-QX3TZ7A".into(), 3, 9)]
+    );
 }

@@ -148,18 +148,22 @@ fn dry_run_prints_the_virsh_commands() {
         err.contains("DOMAIN_RNG_kbsd -> domain 'kbsd-unstable' at qemu:///system"),
         "{err}"
     );
-    // attach-all: every present assigned device, absent ones noted.
+    // attach-all (= sync) asks libvirt what is there; when libvirt cannot
+    // be reached it shows the attach requests it would make.
     let s = setup("DOMAIN_RNG_g1=( KWIF4Q ABSENT JAMMB3 )\nDOMAIN_RNG_g2=( QX3TZ7A )\n");
-    let (out, err) = expect_exit(&s.run(&["attach-all", "-n"]), exit::OK);
+    let (out, err) = expect_exit(&s.run(&["attach-all", "-n", "-c", "bogus:///x"]), exit::OK);
     assert_eq!(
         out,
-        "virsh attach-device g1 <xml> --live\nvirsh attach-device g1 <xml> --live\n\
-         virsh attach-device g2 <xml> --live\n"
+        "virsh -c bogus:///x attach-device g1 <xml> --live\n\
+         virsh -c bogus:///x attach-device g1 <xml> --live\n\
+         virsh -c bogus:///x attach-device g2 <xml> --live\n"
     );
-    assert!(
-        err.contains("ABSENT (for 'g1') is not plugged in: skipped"),
-        "{err}"
-    );
+    assert!(err.contains("ABSENT (for 'g1') is not plugged in"), "{err}");
+    assert!(err.contains("showing the attach requests only"), "{err}");
+    // Guests that libvirt does not know: nothing would be done.
+    let (out, err) = expect_exit(&s.run(&["sync", "-n", "-c", "test:///default"]), exit::OK);
+    assert_eq!(out, "");
+    assert!(err.contains("domain 'g1' is not defined"), "{err}");
 }
 
 #[test]
@@ -171,8 +175,8 @@ fn hostile_serial_cannot_choose_the_domain() {
     let (out, err) = expect_exit(&s.run(&["attach", "3:11", "-n"]), exit::OK);
     assert_eq!(out, "", "nothing would be attached");
     assert!(err.contains("no usable serial number"), "{err}");
-    let (out, _) = expect_exit(&s.run(&["attach-all", "-n"]), exit::OK);
-    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    let (out, _) = expect_exit(&s.run(&["attach-all", "-n", "-c", "bogus:///"]), exit::OK);
+    assert_eq!(out, "virsh -c bogus:/// attach-device g2 <xml> --live\n");
     // And the installed rule never puts a descriptor string on a RUN line.
     let rules = fs::read_to_string("dist/udev/rules.d/60-bbvirt.rules").unwrap();
     for line in rules.lines().filter(|l| l.contains("RUN")) {

@@ -1,0 +1,141 @@
+//! Reconciliation: what a running guest's bbvirt devices should be, compared
+//! with what its live XML says.
+//!
+//! The truth is sysfs (which devices are present, at which address) plus
+//! vm.conf (which guest each serial belongs to). A guest's `ua-bbvirt-*`
+//! hostdev is stale when its device is absent (a remove event was missed), has
+//! moved to another address (replugged while bbvirt missed it), or is no
+//! longer assigned to that guest. Hostdevs without bbvirt's alias are never
+//! judged. Pure functions: the caller does the I/O.
+
+use crate::hostdev::UsbHostdev;
+use crate::sysfs::UsbDevice;
+
+/// Why a bbvirt hostdev has to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaleReason {
+    /// No device with that serial is plugged in.
+    Absent,
+    /// The device is present at another address now.
+    Moved { bus: u32, dev: u32 },
+    /// The serial is not assigned to this guest (any more).
+    NotAssigned,
+}
+
+impl std::fmt::Display for StaleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StaleReason::Absent => f.write_str("device not plugged in"),
+            StaleReason::Moved { bus, dev } => write!(f, "device now at {bus:03}:{dev:03}"),
+            StaleReason::NotAssigned => f.write_str("not assigned to this guest"),
+        }
+    }
+}
+
+/// A bbvirt hostdev that should not be in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    pub alias: String,
+    pub serial: String,
+    pub bus: Option<u32>,
+    pub dev: Option<u32>,
+    pub reason: StaleReason,
+}
+
+/// The stale bbvirt hostdevs among `live`, for a guest whose assigned
+/// serials are `wanted`.
+pub fn stale_entries(live: &[UsbHostdev], wanted: &[&str], present: &[UsbDevice]) -> Vec<Stale> {
+    live.iter()
+        .filter_map(|h| {
+            let serial = h.bbvirt_serial()?;
+            let reason = if !wanted.contains(&serial) {
+                StaleReason::NotAssigned
+            } else {
+                match present.iter().find(|p| p.serial.as_deref() == Some(serial)) {
+                    None => StaleReason::Absent,
+                    Some(p) if !h.is_at(p.busnum, p.devnum) => StaleReason::Moved {
+                        bus: p.busnum,
+                        dev: p.devnum,
+                    },
+                    Some(_) => return None,
+                }
+            };
+            Some(Stale {
+                alias: h.alias.clone().unwrap_or_default(),
+                serial: serial.to_string(),
+                bus: h.bus,
+                dev: h.device,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// Whether `dev` (with `serial`) is attached, at its current address, in `live`.
+pub fn is_attached(live: &[UsbHostdev], serial: &str, dev: &UsbDevice) -> bool {
+    live.iter()
+        .any(|h| h.bbvirt_serial() == Some(serial) && h.is_at(dev.busnum, dev.devnum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hd(alias: &str, bus: u32, dev: u32) -> UsbHostdev {
+        UsbHostdev {
+            alias: Some(alias.into()),
+            bus: Some(bus),
+            device: Some(dev),
+        }
+    }
+
+    fn usb(serial: &str, bus: u32, dev: u32) -> UsbDevice {
+        UsbDevice {
+            name: format!("{bus}-1"),
+            serial: Some(serial.into()),
+            busnum: bus,
+            devnum: dev,
+            ports: vec![1],
+            path: "/nonexistent".into(),
+        }
+    }
+
+    #[test]
+    fn judges_only_bbvirt_entries() {
+        let live = vec![
+            hd("ua-bbvirt-AAAAAA", 1, 2), // right
+            hd("ua-bbvirt-BBBBBB", 1, 3), // moved to 2:5
+            hd("ua-bbvirt-CCCCCC", 1, 4), // unplugged
+            hd("ua-bbvirt-DDDDDD", 1, 5), // present but someone else's
+            hd("hostdev0", 1, 9),         // the admin's: never judged
+            hd("ua-mine", 1, 10),
+        ];
+        let present = vec![
+            usb("AAAAAA", 1, 2),
+            usb("BBBBBB", 2, 5),
+            usb("DDDDDD", 1, 5),
+        ];
+        let stale = stale_entries(&live, &["AAAAAA", "BBBBBB", "CCCCCC"], &present);
+        let got: Vec<(&str, &StaleReason)> = stale
+            .iter()
+            .map(|s| (s.serial.as_str(), &s.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("BBBBBB", &StaleReason::Moved { bus: 2, dev: 5 }),
+                ("CCCCCC", &StaleReason::Absent),
+                ("DDDDDD", &StaleReason::NotAssigned),
+            ]
+        );
+        assert_eq!(stale[0].alias, "ua-bbvirt-BBBBBB");
+        assert_eq!((stale[0].bus, stale[0].dev), (Some(1), Some(3)));
+        assert!(is_attached(&live, "AAAAAA", &present[0]));
+        assert!(!is_attached(&live, "BBBBBB", &present[1]));
+    }
+
+    #[test]
+    fn nothing_live_nothing_stale() {
+        assert!(stale_entries(&[], &["AAAAAA"], &[usb("AAAAAA", 1, 2)]).is_empty());
+    }
+}
