@@ -191,6 +191,37 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
+    /// Show every BitBabbler, where it is assigned and attached, and stale entries
+    Status {
+        /// Machine-readable output (schema in bbvirt(1))
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Check vm.conf and the installation; one line per finding, with its fix
+    Check {
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Install the udev rule, the libvirt hook and an example vm.conf
+    Install {
+        /// Install under this directory instead of /
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Remove what `bbvirt install` put in place (never other files)
+    Uninstall {
+        /// Uninstall under this directory instead of /
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: std::path::PathBuf,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Print a completion script for SHELL (bash, zsh or fish)
+    Completions { shell: clap_complete::Shell },
     /// Run as libvirt's qemu hook: DOMAIN OPERATION SUBOP EXTRA (never calls libvirt)
     #[command(hide = true)]
     Hook {
@@ -239,7 +270,34 @@ impl Action {
                 },
                 opts,
             ),
-            hook @ Action::Hook { .. } => (hook, Opts::default()),
+            Action::Status { json, opts } => (
+                Action::Status {
+                    json,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::Check { opts } => (
+                Action::Check {
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::Install { root, opts } => (
+                Action::Install {
+                    root,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            Action::Uninstall { root, opts } => (
+                Action::Uninstall {
+                    root,
+                    opts: Opts::default(),
+                },
+                opts,
+            ),
+            other @ (Action::Completions { .. } | Action::Hook { .. }) => (other, Opts::default()),
         }
     }
 }

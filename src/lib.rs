@@ -12,16 +12,21 @@
 //! - [`hook`]: the libvirt qemu hook (never calls libvirt).
 //! - [`lock`]: one bbvirt at a time talks to libvirt.
 //! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
+//! - [`status`], [`check`], [`install`], [`completions`]: for the admin.
 //! - [`log`]: verbosity levels, stderr and syslog.
 
 pub mod actions;
+pub mod check;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod device;
 pub mod hook;
 pub mod hostdev;
+pub mod install;
 pub mod libvirt;
 pub mod lock;
 pub mod log;
 pub mod reconcile;
+pub mod status;
 pub mod sysfs;

@@ -99,6 +99,19 @@ fn load_config(opts: &Opts) -> Result<Config, i32> {
 
 fn execute(action: Action, opts: &Opts) -> i32 {
     let sysfs = Sysfs::from_env();
+    // Actions that do not need a valid config, or report on it themselves.
+    match &action {
+        Action::Completions { shell } => {
+            bbvirt::completions::print(*shell, &mut std::io::stdout());
+            return exit::OK;
+        }
+        Action::Check { .. } => {
+            return bbvirt::check::run(&config_path(opts), opts, &sysfs, &Libvirt::new());
+        }
+        Action::Install { root, .. } => return bbvirt::install::install(root, opts),
+        Action::Uninstall { root, .. } => return bbvirt::install::uninstall(root, opts),
+        _ => {}
+    }
     let config = match (load_config(opts), &action) {
         (config, Action::Hook { args }) => {
             hook::run(args, config.ok().as_ref(), &sysfs);
@@ -123,7 +136,12 @@ fn execute(action: Action, opts: &Opts) -> i32 {
             env.sync(domain.as_deref())
         }
         Action::DetachAll { domain, .. } => env.detach_all(domain.as_deref()),
-        Action::Hook { .. } => Ok(Outcome::NothingToDo),
+        Action::Status { json, .. } => return bbvirt::status::run(&env, *json),
+        Action::Hook { .. }
+        | Action::Completions { .. }
+        | Action::Check { .. }
+        | Action::Install { .. }
+        | Action::Uninstall { .. } => Ok(Outcome::NothingToDo),
     };
     match result {
         Ok(_) => exit::OK,
