@@ -98,16 +98,37 @@ impl ActionError {
     }
 }
 
-/// Shell-quotes a word for the dry-run lines, so they can be pasted.
-fn shell_word(s: &str) -> String {
+/// Shell-quotes a word for the dry-run lines, so they can be pasted into
+/// bash and stay on one line: bare when safe, `'...'` otherwise, and bash's
+/// `$'...'` with escapes when the word holds control characters (a newline in
+/// a domain name must not start a new output line).
+pub fn shell_word(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,".contains(&b))
     {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+        return s.to_string();
     }
+    if !s.chars().any(char::is_control) {
+        return format!("'{}'", s.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            '\n' => out.push_str(r"\n"),
+            '\t' => out.push_str(r"\t"),
+            '\r' => out.push_str(r"\r"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 fn describe(dev: &UsbDevice) -> String {

@@ -78,6 +78,16 @@ pub fn log(level: Level, msg: &str) {
     if s.verbosity < level.min_verbosity() {
         return;
     }
+    // One message, one line: control characters from config values, domain
+    // names or devices are shown escaped, so nothing can forge log lines.
+    // (Detail messages are multi-line XML built from escaped values.)
+    let escaped;
+    let msg = if level != Level::Detail && msg.chars().any(char::is_control) {
+        escaped = escape_controls(msg);
+        escaped.as_str()
+    } else {
+        msg
+    };
     let prefix = match level {
         Level::Error => "error: ",
         Level::Warn => "warning: ",
@@ -92,6 +102,19 @@ pub fn log(level: Level, msg: &str) {
         // the message from being read as a format string.
         unsafe { libc::syslog(level.syslog_priority(), c"%s".as_ptr(), line.as_ptr()) };
     }
+}
+
+/// `msg` with control characters written as Rust escapes (`\n`, `\u{1b}`).
+pub fn escape_controls(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[macro_export]
@@ -148,4 +171,25 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("a\nb\tc\u{1b}[2J"), "a\\nb\\tc\\u{1b}[2J");
+        assert_eq!(escape_controls("ünïcode ok"), "ünïcode ok");
+    }
+
+    #[test]
+    fn chain_joins_causes_once() {
+        let io = std::io::Error::other("inner");
+        let e = crate::sysfs::SysfsError::Io {
+            path: "/sys/x".into(),
+            source: io,
+        };
+        assert_eq!(chain(&e), "reading /sys/x: inner");
+    }
 }
