@@ -89,6 +89,31 @@ pub struct Config {
     /// Every id that has any DOMAIN_* variable: in order of first appearance
     /// in the file (native parse) or alphabetical by id (bash evaluation).
     pub domains: Vec<DomainConf>,
+    /// `BBVIRT_TIMEOUT`: seconds allowed for libvirt's work (bbvirt's own
+    /// setting; `--timeout` overrides it).
+    pub timeout: Option<u64>,
+}
+
+/// The variable that sets bbvirt's libvirt deadline in vm.conf.
+pub const TIMEOUT_VAR: &str = "BBVIRT_TIMEOUT";
+
+/// `BBVIRT_TIMEOUT` from the variables: whole seconds, 1 to 3600.
+fn timeout_from_vars(path: &Path, vars: &[RawVar]) -> Result<Option<u64>, ConfigError> {
+    let Some(var) = vars.iter().rev().find(|v| v.name == TIMEOUT_VAR) else {
+        return Ok(None);
+    };
+    match var.first.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) && var.first.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(n))
+        }
+        _ => Err(ConfigError::Value {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{TIMEOUT_VAR}={:?} is not a whole number of seconds from 1 to 3600",
+                var.first
+            ),
+        }),
+    }
 }
 
 /// Errors reading vm.conf.
@@ -135,6 +160,9 @@ pub enum ConfigError {
     /// bash did not finish in time and was killed.
     #[error("evaluating {path} with bash timed out after {secs} s (killed)")]
     BashTimeout { path: PathBuf, secs: u64 },
+    /// A setting has a value bbvirt cannot use.
+    #[error("{path}: {msg}")]
+    Value { path: PathBuf, msg: String },
     /// bash ran, but what it reported back is unusable.
     #[error("evaluating {path} with bash: {msg}")]
     BashOutput { path: PathBuf, msg: String },
@@ -454,9 +482,11 @@ pub fn parse_native(path: &Path, text: &str) -> Result<Config, NativeError> {
     }
     let mut p = Parser::new(text);
     p.run().map_err(stop)?;
+    let vars = p.vars.into_raw();
     Ok(Config {
         path: path.to_path_buf(),
-        domains: domains_from_vars(&p.vars.into_raw()),
+        domains: domains_from_vars(&vars),
+        timeout: timeout_from_vars(path, &vars).map_err(NativeError::Invalid)?,
     })
 }
 
@@ -496,7 +526,7 @@ impl Vars {
     /// Bash semantics: a scalar assignment sets element 0 (`+=` appends to
     /// it); an array assignment replaces the array (`+=` appends elements).
     fn assign(&mut self, name: &str, append: bool, value: Value) {
-        if !name.starts_with("DOMAIN_") {
+        if !name.starts_with("DOMAIN_") && name != TIMEOUT_VAR {
             return;
         }
         if !self.values.contains_key(name) {
@@ -977,7 +1007,7 @@ if (( __bbvirt_rc != 0 )); then
     exit "$__bbvirt_rc"
 fi
 builtin printf 'bbvirt-vars-1\0' >&3
-for __bbvirt_n in "${!DOMAIN_@}"; do
+for __bbvirt_n in "${!DOMAIN_@}" "${!BBVIRT_TIMEOUT@}"; do
     __bbvirt_r="${__bbvirt_n}[@]"
     __bbvirt_v=( "${!__bbvirt_r}" )
     builtin printf 'V\0%s\0%s\0%d\0' "$__bbvirt_n" "${!__bbvirt_n}" "${#__bbvirt_v[@]}" >&3
@@ -1005,6 +1035,7 @@ fn run_bash(path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_path_buf(),
         domains,
+        timeout: timeout_from_vars(path, &vars)?,
     })
 }
 

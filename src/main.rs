@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bbvirt::actions::{ActionError, Env, Outcome};
 use bbvirt::cli::{Action, Cli, Opts, exit};
@@ -15,6 +16,10 @@ use bbvirt::{error, hook, log, note};
 
 /// The hook's own bound: it only reads files and writes to sysfs.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The deadline in seconds from the start: `--timeout`, else vm.conf's
+/// `BBVIRT_TIMEOUT` once the config is read, else 20 s.
+static DEADLINE_SECS: AtomicU64 = AtomicU64::new(0);
 
 fn main() -> ExitCode {
     ExitCode::from(run().clamp(0, 255) as u8)
@@ -36,6 +41,8 @@ fn run() -> i32 {
     } else {
         opts.timeout()
     };
+    DEADLINE_SECS.store(limit.as_secs(), Ordering::SeqCst);
+    let start = Instant::now();
 
     // Everything that may block (bash evaluating vm.conf, libvirt) runs in a
     // worker; when the deadline passes, the process exits, taking it along.
@@ -49,19 +56,24 @@ fn run() -> i32 {
         error!("starting the worker thread: {e}");
         return exit::FAILED;
     }
-    match rx.recv_timeout(limit) {
-        Ok(code) => code,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            error!(
-                "timed out after {} s {}",
-                limit.as_secs(),
-                log::current_step()
-            );
-            if is_hook { exit::OK } else { exit::FAILED }
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            error!("internal error while {}", log::current_step());
-            if is_hook { exit::OK } else { exit::FAILED }
+    loop {
+        let limit = Duration::from_secs(DEADLINE_SECS.load(Ordering::SeqCst));
+        let left = limit.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(code) => return code,
+            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() < limit => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                error!(
+                    "timed out after {} s {}",
+                    limit.as_secs(),
+                    log::current_step()
+                );
+                return if is_hook { exit::OK } else { exit::FAILED };
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                error!("internal error while {}", log::current_step());
+                return if is_hook { exit::OK } else { exit::FAILED };
+            }
         }
     }
 }
@@ -79,7 +91,12 @@ fn load_config(opts: &Opts) -> Result<Config, i32> {
     let path = config_path(opts);
     log::step(&format!("reading {}", path.display()));
     match Config::load(&path) {
-        Ok(Some(c)) => Ok(c),
+        Ok(Some(c)) => {
+            if let (None, Some(secs)) = (opts.timeout, c.timeout) {
+                DEADLINE_SECS.store(secs, Ordering::SeqCst);
+            }
+            Ok(c)
+        }
         Ok(None) => {
             note!(
                 "{} does not exist: no device is assigned to a guest",

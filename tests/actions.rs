@@ -25,6 +25,7 @@ fn config(domains: Vec<DomainConf>) -> Config {
     Config {
         path: "/etc/bit-babbler/vm.conf".into(),
         domains,
+        timeout: None,
     }
 }
 

@@ -278,6 +278,7 @@ pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bbvirt"))
         .args(args)
         .env("BBVIRT_SYSFS_ROOT", sysfs_root)
+        .env("BBVIRT_RUN_DIR", sysfs_root.join("run"))
         .env_remove("LIBVIRT_DEFAULT_URI")
         .output()
         .expect("running bbvirt")
