@@ -1,0 +1,757 @@
+//! `bbvirt check`: the pure checks on temp dirs (installation under a fake
+//! root, vm.conf files), domain lookups against the fake hypervisor, and the
+//! binary end to end against libvirt's in-process test driver.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bbvirt::check::{
+    self, CLEAN, ERRORS_FOUND, Finding, Severity, check_config_file, check_domains,
+    check_installation, check_libvirt_version, exit_status,
+};
+use bbvirt::config::{Config, DomainConf};
+use bbvirt::libvirt::VirtError;
+use common::{FakeHv, expect_exit, write_config};
+
+const BIN: &str = "/usr/bin/bbvirt";
+
+fn lines(found: &[Finding]) -> Vec<String> {
+    found.iter().map(ToString::to_string).collect()
+}
+
+fn of(found: &[Finding], s: Severity) -> Vec<String> {
+    found
+        .iter()
+        .filter(|f| f.severity == s)
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn errors(found: &[Finding]) -> Vec<String> {
+    of(found, Severity::Error)
+}
+
+fn warnings(found: &[Finding]) -> Vec<String> {
+    of(found, Severity::Warning)
+}
+
+// ---------------------------------------------------------------------------
+// Installation, under a temp root
+
+/// The rule and hook as `make install` writes them, for binary `bin`.
+fn rule_text(bin: &str) -> String {
+    fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/udev/rules.d/60-bbvirt.rules"
+    ))
+    .unwrap()
+    .replace("@BINDIR@/bbvirt", bin)
+}
+
+fn hook_text(bin: &str) -> String {
+    fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/libvirt/hooks/qemu.d/bbvirt"
+    ))
+    .unwrap()
+    .replace("@BINDIR@/bbvirt", bin)
+}
+
+fn put(root: &Path, rel: &str, text: &str, mode: u32) -> PathBuf {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// A root with the rule in /usr/lib and the hook, both for `bin`.
+fn installed(bin: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        &rule_text(bin),
+        0o644,
+    );
+    put(
+        root.path(),
+        "etc/libvirt/hooks/qemu.d/bbvirt",
+        &hook_text(bin),
+        0o755,
+    );
+    root
+}
+
+#[test]
+fn complete_installation_is_clean() {
+    let root = installed(BIN);
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
+    assert_eq!(
+        lines(&found),
+        [
+            "ok: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules runs this bbvirt (/usr/bin/bbvirt)",
+            "ok: libvirt hook /etc/libvirt/hooks/qemu.d/bbvirt is executable and runs this bbvirt (/usr/bin/bbvirt)",
+            "ok: the bit-babbler package's 60-bit-babbler.rules is not installed",
+        ]
+    );
+}
+
+#[test]
+fn rule_missing() {
+    let root = installed(BIN);
+    fs::remove_file(root.path().join("usr/lib/udev/rules.d/60-bbvirt.rules")).unwrap();
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    let e = errors(&found);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("error: udev rule 60-bbvirt.rules is not installed (not in /etc/udev/rules.d, /usr/local/lib/udev/rules.d, /usr/lib/udev/rules.d, /lib/udev/rules.d)"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].ends_with(": run `bbvirt install` (or `make install`)"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn rule_accepted_in_lib_and_etc() {
+    for dir in ["lib/udev/rules.d", "etc/udev/rules.d"] {
+        let root = installed(BIN);
+        fs::remove_file(root.path().join("usr/lib/udev/rules.d/60-bbvirt.rules")).unwrap();
+        put(
+            root.path(),
+            &format!("{dir}/60-bbvirt.rules"),
+            &rule_text(BIN),
+            0o644,
+        );
+        let found = check_installation(root.path(), Path::new(BIN));
+        assert_eq!(exit_status(&found), CLEAN, "{dir}: {:#?}", lines(&found));
+        assert!(lines(&found)[0].contains(&format!("/{dir}/60-bbvirt.rules")));
+    }
+}
+
+#[test]
+fn rule_pointing_elsewhere() {
+    let root = installed(BIN);
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        &rule_text("/usr/local/bin/bbvirt"),
+        0o644,
+    );
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(
+        errors(&found),
+        [
+            "error: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules runs /usr/local/bin/bbvirt, \
+          not this bbvirt (/usr/bin/bbvirt): reinstall it with `/usr/bin/bbvirt install`, or run \
+          `/usr/local/bin/bbvirt check` if that is the one meant"
+        ]
+    );
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+}
+
+#[test]
+fn rule_in_etc_overrides_and_masks() {
+    // /etc wins over /usr/lib: a good /etc copy hides a stale packaged one.
+    let root = installed("/usr/local/bin/bbvirt");
+    put(
+        root.path(),
+        "etc/libvirt/hooks/qemu.d/bbvirt",
+        &hook_text(BIN),
+        0o755,
+    );
+    put(
+        root.path(),
+        "etc/udev/rules.d/60-bbvirt.rules",
+        &rule_text(BIN),
+        0o644,
+    );
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert!(
+        lines(&found)[0].ends_with("(overrides /usr/lib/udev/rules.d/60-bbvirt.rules)"),
+        "{}",
+        lines(&found)[0]
+    );
+    // A link to /dev/null in /etc masks it.
+    fs::remove_file(root.path().join("etc/udev/rules.d/60-bbvirt.rules")).unwrap();
+    symlink(
+        "/dev/null",
+        root.path().join("etc/udev/rules.d/60-bbvirt.rules"),
+    )
+    .unwrap();
+    let e = errors(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("error: udev rule /etc/udev/rules.d/60-bbvirt.rules is masked"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn unsubstituted_template() {
+    let root = installed("@BINDIR@/bbvirt");
+    let e = errors(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e.iter()
+            .all(|l| l.contains("@BINDIR@ was never substituted")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn rule_that_never_runs_bbvirt() {
+    let root = installed(BIN);
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        "SUBSYSTEM==\"usb\", RUN+=\"/usr/bin/setfacl -m g:x:rw $devnode\"\n# RUN+=\"/usr/bin/bbvirt\"\n",
+        0o644,
+    );
+    assert_eq!(
+        errors(&check_installation(root.path(), Path::new(BIN))),
+        [
+            "error: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules never runs bbvirt: reinstall it with `bbvirt install`"
+        ]
+    );
+}
+
+#[test]
+fn hook_not_executable() {
+    let root = installed(BIN);
+    fs::set_permissions(
+        root.path().join("etc/libvirt/hooks/qemu.d/bbvirt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(
+        errors(&found),
+        [
+            "error: libvirt hook /etc/libvirt/hooks/qemu.d/bbvirt is not executable (mode 0644): \
+          libvirt skips it: chmod 0755 /etc/libvirt/hooks/qemu.d/bbvirt"
+        ]
+    );
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+}
+
+#[test]
+fn hook_missing_or_pointing_elsewhere() {
+    let root = installed(BIN);
+    let hook = root.path().join("etc/libvirt/hooks/qemu.d/bbvirt");
+    fs::remove_file(&hook).unwrap();
+    let e = errors(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("error: libvirt hook /etc/libvirt/hooks/qemu.d/bbvirt is not installed"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].ends_with("then restart libvirtd"), "{}", e[0]);
+
+    put(
+        root.path(),
+        "etc/libvirt/hooks/qemu.d/bbvirt",
+        &hook_text("/opt/old/bbvirt"),
+        0o755,
+    );
+    let e = errors(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with(
+            "error: libvirt hook /etc/libvirt/hooks/qemu.d/bbvirt runs /opt/old/bbvirt, not this bbvirt (/usr/bin/bbvirt)"
+        ),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn both_rules_active() {
+    let root = installed(BIN);
+    let original = "ACTION==\"add\", SUBSYSTEM==\"usb\", ATTR{idVendor}==\"0403\", \
+                    RUN+=\"/usr/bin/bbvirt attach $env{BUSNUM}:$env{DEVNUM}\"\n";
+    put(
+        root.path(),
+        "lib/udev/rules.d/60-bit-babbler.rules",
+        original,
+        0o644,
+    );
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(
+        warnings(&found),
+        [
+            "warning: udev rule /lib/udev/rules.d/60-bit-babbler.rules of the bit-babbler package \
+          is active too: both it and 60-bbvirt.rules would act on every BitBabbler: mask it: \
+          ln -s /dev/null /etc/udev/rules.d/60-bit-babbler.rules"
+        ]
+    );
+    // Warnings do not fail the check.
+    assert_eq!(exit_status(&found), CLEAN);
+
+    // Masked as the fix says: fine.
+    fs::create_dir_all(root.path().join("etc/udev/rules.d")).unwrap();
+    symlink(
+        "/dev/null",
+        root.path().join("etc/udev/rules.d/60-bit-babbler.rules"),
+    )
+    .unwrap();
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
+    assert!(
+        lines(&found).contains(
+            &"ok: the bit-babbler package's 60-bit-babbler.rules is masked by /etc/udev/rules.d/60-bit-babbler.rules"
+                .to_string()
+        ),
+        "{:#?}",
+        lines(&found)
+    );
+}
+
+#[test]
+fn original_rule_seen_once_through_merged_usr() {
+    // Merged /usr: /lib is a link to usr/lib; the rule is reported once.
+    let root = tempfile::tempdir().unwrap();
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bit-babbler.rules",
+        "RUN+=\"/usr/bin/bbvirt attach 1:2\"\n",
+        0o644,
+    );
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        &rule_text(BIN),
+        0o644,
+    );
+    symlink("usr/lib", root.path().join("lib")).unwrap();
+    let w = warnings(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains("/usr/lib/udev/rules.d/60-bit-babbler.rules"),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn run_programs_of_the_shipped_rule() {
+    let progs = check::rule_run_programs(&rule_text(BIN));
+    assert_eq!(
+        progs,
+        [
+            "/usr/bin/setfacl",
+            "/usr/bin/bbvirt",
+            "/usr/bin/bbvirt",
+            "/usr/bin/bbvirt",
+            "/usr/bin/bbvirt"
+        ]
+    );
+    assert_eq!(
+        check::rule_run_programs("RUN{program}+=\"/x/bbvirt a\", RUN=\"/y b\" PRERUN==\"/z\""),
+        ["/x/bbvirt", "/y"]
+    );
+    assert_eq!(check::hook_bbvirt_paths(&hook_text(BIN)), [BIN]);
+}
+
+// ---------------------------------------------------------------------------
+// vm.conf
+
+fn conf(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), text);
+    (dir, path)
+}
+
+#[test]
+fn bad_serial_names_domain_serial_and_line() {
+    let (_d, path) =
+        conf("# guests\nDOMAIN_RNG_ok=( KWIF4Q )\nDOMAIN_RNG_g1=( JAMMB3\n  kwif4q 'AB CD' )\n");
+    let (cfg, found) = check_config_file(&path);
+    assert_eq!(cfg.unwrap().domains.len(), 2);
+    let p = path.display();
+    assert_eq!(
+        errors(&found),
+        [
+            format!(
+                "error: {p}:4: DOMAIN_RNG_g1 lists \"kwif4q\", not a BitBabbler serial: \
+                 use 6-7 characters A-Z, 0-9 (\"KWIF4Q\"?)"
+            ),
+            format!(
+                "error: {p}:4: DOMAIN_RNG_g1 lists \"AB CD\", not a BitBabbler serial: \
+                 use 6-7 characters A-Z, 0-9"
+            ),
+        ]
+    );
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+}
+
+#[test]
+fn serial_for_two_guests() {
+    let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q )\nDOMAIN_RNG_b=( JAMMB3 KWIF4Q )\n");
+    let (_, found) = check_config_file(&path);
+    assert_eq!(
+        errors(&found),
+        [format!(
+            "error: {}:2: \"KWIF4Q\" is listed for guests a and b (a gets it, b never does): \
+             remove it from DOMAIN_RNG_a or DOMAIN_RNG_b",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn serial_twice_and_empty_guest_are_warnings() {
+    let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q KWIF4Q )\nDOMAIN_NAME_typo=x\n");
+    let (_, found) = check_config_file(&path);
+    assert_eq!(exit_status(&found), CLEAN);
+    let w = warnings(&found);
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[1].contains(":2: guest typo has no serial in DOMAIN_RNG_typo"),
+        "{}",
+        w[1]
+    );
+    assert!(
+        w[0].contains(":1: DOMAIN_RNG_a lists \"KWIF4Q\" twice: remove one"),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn name_clashes() {
+    // b and c both name libvirt domain "a", which is also id a's name.
+    let (_d, path) = conf(
+        "DOMAIN_RNG_a=( KWIF4Q )\nDOMAIN_RNG_b=( JAMMB3 )\nDOMAIN_NAME_b=a\n\
+         DOMAIN_RNG_c=( QX3TZ7A )\nDOMAIN_NAME_c=\"a\"\n",
+    );
+    let (_, found) = check_config_file(&path);
+    let p = path.display();
+    assert_eq!(
+        errors(&found),
+        [
+            format!(
+                "error: {p}:3: guests a and b both name libvirt domain 'a': give each its own \
+                 DOMAIN_NAME_, or merge DOMAIN_RNG_b into DOMAIN_RNG_a"
+            ),
+            format!(
+                "error: {p}:5: guests a and c both name libvirt domain 'a': give each its own \
+                 DOMAIN_NAME_, or merge DOMAIN_RNG_c into DOMAIN_RNG_a"
+            ),
+        ]
+    );
+
+    // x's libvirt name is the id of y, whose libvirt domain is 'other'.
+    let (_d, path) = conf(
+        "DOMAIN_RNG_x=( KWIF4Q )\nDOMAIN_NAME_x=y\nDOMAIN_RNG_y=( JAMMB3 )\nDOMAIN_NAME_y=other\n",
+    );
+    let (_, found) = check_config_file(&path);
+    assert!(errors(&found).is_empty(), "{:#?}", lines(&found));
+    let w = warnings(&found);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with(&format!(
+            "warning: {}:2: DOMAIN_NAME_x is 'y', also the id of guest y (libvirt domain 'other')",
+            path.display()
+        )),
+        "{}",
+        w[0]
+    );
+
+    // The same name at two different URIs is two different domains.
+    let (_d, path) = conf(
+        "DOMAIN_RNG_a=( KWIF4Q )\nDOMAIN_URI_a=qemu+ssh://h1/system\nDOMAIN_NAME_a=vm\n\
+         DOMAIN_RNG_b=( JAMMB3 )\nDOMAIN_URI_b=qemu+ssh://h2/system\nDOMAIN_NAME_b=vm\n",
+    );
+    let (_, found) = check_config_file(&path);
+    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
+}
+
+#[test]
+fn insecure_permissions() {
+    let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q )\n");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let (cfg, found) = check_config_file(&path);
+    assert!(cfg.is_none());
+    let p = path.display();
+    assert_eq!(
+        lines(&found),
+        [format!(
+            "error: {p} is writable by group or others (mode 0666): run chmod go-w {p}"
+        )]
+    );
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+}
+
+#[test]
+fn syntax_error_with_file_and_line() {
+    let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q )\nDOMAIN_RNG_b=( JAMMB3\n  'QX3TZ7A )\n");
+    let (cfg, found) = check_config_file(&path);
+    assert!(cfg.is_none());
+    assert_eq!(
+        lines(&found),
+        [format!(
+            "error: {}:3: unterminated single quote: correct that line (vm.conf is bash syntax; \
+             see bbvirt(1))",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn missing_config_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.conf");
+    let (cfg, found) = check_config_file(&path);
+    assert!(cfg.is_none());
+    assert_eq!(exit_status(&found), CLEAN);
+    let w = warnings(&found);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].starts_with(&format!(
+            "warning: {} does not exist: no BitBabbler is assigned to a guest: create it",
+            path.display()
+        )),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn clean_config() {
+    let (_d, path) = conf(
+        "DOMAIN_RNG_a=( KWIF4Q JAMMB3 )\nDOMAIN_RNG_kbsd=( QX3TZ7A )\nDOMAIN_NAME_kbsd=kbsd-unstable\n",
+    );
+    let (_, found) = check_config_file(&path);
+    let p = path.display();
+    assert_eq!(
+        lines(&found),
+        [
+            format!("ok: {p}: read, 2 guests"),
+            format!("ok: {p}: 3 serials for 2 guests, no clash"),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// libvirt
+
+fn domain(id: &str, name: Option<&str>, uri: Option<&str>) -> DomainConf {
+    DomainConf {
+        id: id.into(),
+        name: name.map(Into::into),
+        uri: uri.map(Into::into),
+        serials: vec!["KWIF4Q".into()],
+    }
+}
+
+fn config(domains: Vec<DomainConf>) -> Config {
+    Config {
+        path: "/etc/bit-babbler/vm.conf".into(),
+        domains,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn domains_defined_or_unknown() {
+    let hv = FakeHv::new()
+        .domain(None, "g1", false)
+        .domain(None, "kbsd-unstable", true)
+        .domain(Some("qemu:///system"), "remote", false);
+    let cfg = config(vec![
+        domain("g1", None, None),
+        domain("kbsd", Some("kbsd-unstable"), None),
+        domain("ghost", None, None),
+        domain("remote", None, Some("qemu:///system")),
+    ]);
+    let found = check_domains(&cfg, None, &hv);
+    assert_eq!(
+        lines(&found),
+        [
+            "ok: guest g1: domain 'g1' at the default URI is defined (not running)",
+            "ok: guest kbsd: domain 'kbsd-unstable' at the default URI is defined and running",
+            "error: guest ghost: libvirt at the default URI has no domain 'ghost': define it, or \
+             set DOMAIN_NAME_ghost (or DOMAIN_URI_ghost) to where it is (virsh list --all)",
+            "ok: guest remote: domain 'remote' at qemu:///system is defined (not running)",
+        ]
+    );
+    // One connection per URI.
+    assert_eq!(hv.connects(), [None, Some("qemu:///system".to_string())]);
+    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    // Nothing was changed.
+    assert!(hv.calls().is_empty());
+}
+
+#[test]
+fn connect_option_overrides_domain_uris() {
+    let hv = FakeHv::new().domain(Some("test:///x"), "g1", true);
+    let cfg = config(vec![
+        domain("g1", None, Some("qemu:///system")),
+        domain("g2", None, None),
+    ]);
+    let found = check_domains(&cfg, Some("test:///x"), &hv);
+    assert_eq!(hv.connects(), [Some("test:///x".to_string())]);
+    assert_eq!(errors(&found).len(), 1, "{:#?}", lines(&found));
+    assert!(errors(&found)[0].contains("(virsh -c test:///x list --all)"));
+}
+
+#[test]
+fn unreachable_libvirt_is_one_warning() {
+    let hv = FakeHv::new();
+    hv.0.borrow_mut().connect_error = Some(VirtError::Connect {
+        uri: "qemu:///system".into(),
+        message: "Failed to connect socket".into(),
+    });
+    let cfg = config(vec![
+        domain("a", None, Some("qemu:///system")),
+        domain("b", None, Some("qemu:///system")),
+    ]);
+    let found = check_domains(&cfg, None, &hv);
+    assert_eq!(
+        lines(&found),
+        [
+            "warning: libvirt not reachable at qemu:///system: Failed to connect socket (skipped \
+          domain checks): start libvirtd (or virtqemud), or correct DOMAIN_URI_/--connect"
+        ]
+    );
+    assert_eq!(exit_status(&found), CLEAN);
+    assert_eq!(hv.connects().len(), 1);
+}
+
+#[test]
+fn libvirt_version() {
+    assert_eq!(
+        check_libvirt_version(Ok(9_000_000)).to_string(),
+        "ok: libvirt 9.0.0 runs hooks from qemu.d"
+    );
+    assert_eq!(check_libvirt_version(Ok(6_005_000)).severity, Severity::Ok);
+    let old = check_libvirt_version(Ok(6_004_001));
+    assert_eq!(old.severity, Severity::Error);
+    assert!(
+        old.to_string()
+            .starts_with("error: libvirt 6.4.1 is older than 6.5 and ignores /etc/libvirt/hooks/qemu.d/bbvirt: upgrade libvirt"),
+        "{old}"
+    );
+    assert_eq!(
+        check_libvirt_version(Err("no".into())).severity,
+        Severity::Warning
+    );
+}
+
+#[test]
+fn findings_stay_on_one_line() {
+    let f = Finding::error("a\nb", "c\rd");
+    assert_eq!(f.to_string(), "error: a\\nb: c\\rd");
+    assert_eq!(Finding::ok("fine").to_string(), "ok: fine");
+}
+
+// ---------------------------------------------------------------------------
+// The binary, against libvirt's test driver (domain "test", running)
+
+fn run_check(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .arg("check")
+        .args(args)
+        .env(check::ROOT_ENV, root)
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .output()
+        .expect("running bbvirt")
+}
+
+#[test]
+fn binary_end_to_end() {
+    let bin = fs::canonicalize(env!("CARGO_BIN_EXE_bbvirt")).unwrap();
+    let root = installed(bin.to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+
+    // All good: exit 0, nothing on stdout; -v lists the ok lines.
+    let good = write_config(dir.path(), "DOMAIN_RNG_test=( KWIF4Q )\n");
+    let good = good.to_str().unwrap();
+    let (out, err) = expect_exit(
+        &run_check(root.path(), &["-C", good, "-c", "test:///default"]),
+        CLEAN,
+    );
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("check: 0 errors, 0 warnings"), "{err}");
+    let (out, _) = expect_exit(
+        &run_check(root.path(), &["-v", "-C", good, "-c", "test:///default"]),
+        CLEAN,
+    );
+    assert!(out.lines().all(|l| l.starts_with("ok: ")), "{out}");
+    assert!(
+        out.contains("ok: guest test: domain 'test' at test:///default is defined and running\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules runs this bbvirt"),
+        "{out}"
+    );
+    assert!(out.contains("ok: libvirt "), "{out}");
+
+    // An unknown guest and a bad serial: exit 1, one line each, with the fix.
+    let bad = write_config(
+        dir.path(),
+        "DOMAIN_RNG_test=( KWIF4Q )\nDOMAIN_RNG_ghost=( jammb3 )\n",
+    );
+    let (out, err) = expect_exit(
+        &run_check(
+            root.path(),
+            &["-C", bad.to_str().unwrap(), "-c", "test:///default"],
+        ),
+        ERRORS_FOUND,
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "error: {}:2: DOMAIN_RNG_ghost lists \"jammb3\", not a BitBabbler serial: use 6-7 \
+                 characters A-Z, 0-9 (\"JAMMB3\"?)",
+                bad.display()
+            ),
+            "error: guest ghost: libvirt at test:///default has no domain 'ghost': define it, or \
+             set DOMAIN_NAME_ghost (or DOMAIN_URI_ghost) to where it is (virsh -c \
+             test:///default list --all)"
+                .to_string(),
+        ],
+        "{err}"
+    );
+    assert!(err.contains("check: 2 errors, 0 warnings"), "{err}");
+
+    // A config that cannot be used is a finding (exit 1), not exit 3; a
+    // missing one is a warning (exit 0). An empty root lacks the rule and hook.
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o666)).unwrap();
+    let (out, _) = expect_exit(
+        &run_check(root.path(), &["-C", bad.to_str().unwrap()]),
+        ERRORS_FOUND,
+    );
+    assert!(out.contains("writable by group or others"), "{out}");
+    let empty = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.conf");
+    let (out, _) = expect_exit(
+        &run_check(empty.path(), &["-C", missing.to_str().unwrap()]),
+        ERRORS_FOUND,
+    );
+    let got: Vec<&str> = out.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(got, ["warning", "error", "error"], "{out}");
+    let (out, _) = expect_exit(
+        &run_check(root.path(), &["-C", missing.to_str().unwrap()]),
+        CLEAN,
+    );
+    assert!(out.starts_with("warning: "), "{out}");
+}
