@@ -43,3 +43,9 @@ test:
 
 clean:
 	$(CARGO) clean
+
+# Debian package: target/debian/bbvirt_VERSION_ARCH.deb (see packaging/build-deb;
+# BBVIRT_BIN=FILE packages a prebuilt binary). packaging/test-deb checks it.
+.PHONY: deb
+deb:
+	packaging/build-deb

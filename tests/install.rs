@@ -1,0 +1,320 @@
+//! `bbvirt install` and `bbvirt uninstall` end to end, always under
+//! `--root <tempdir>` (never on the running system).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bbvirt::cli::exit;
+use bbvirt::install::MARKER;
+use common::{bbvirt, expect_exit};
+
+const RULE: &str = "etc/udev/rules.d/60-bbvirt.rules";
+const HOOK: &str = "etc/libvirt/hooks/qemu.d/bbvirt";
+const CONF: &str = "etc/bit-babbler/vm.conf";
+
+struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    fn new() -> Root {
+        Root {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let root = self.dir.path().to_str().unwrap();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--root", root]);
+        bbvirt(self.dir.path(), &all)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    fn mode(&self, rel: &str) -> u32 {
+        fs::metadata(self.path(rel)).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// Every file under the root, with its content and mode.
+    fn snapshot(&self) -> Vec<(PathBuf, String, u32)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, String, u32)>) {
+            let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for e in entries {
+                let p = e.path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let mode = m.permissions().mode();
+                if m.is_dir() {
+                    out.push((p.clone(), String::new(), mode));
+                    walk(&p, out);
+                } else {
+                    let text = fs::read(&p)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    out.push((p, text, mode));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+fn bindir() -> String {
+    Path::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn installs_three_files_with_modes_and_the_binary_path() {
+    let r = Root::new();
+    let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);
+    for rel in [RULE, HOOK, CONF] {
+        assert!(
+            out.contains(&format!("installed {}", r.path(rel).display())),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("systemctl restart libvirtd"),
+        "new hook: {out}"
+    );
+    assert_eq!(r.mode(RULE), 0o644);
+    assert_eq!(r.mode(HOOK), 0o755);
+    assert_eq!(r.mode(CONF), 0o644);
+    let exe = env!("CARGO_BIN_EXE_bbvirt");
+    let rule = r.read(RULE);
+    let hook = r.read(HOOK);
+    for text in [&rule, &hook] {
+        assert!(!text.contains("@BINDIR@"), "{text}");
+        assert!(!text.contains("@UDEVRULESDIR@"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with(MARKER)), "{text}");
+    }
+    assert!(
+        rule.contains(&format!(
+            "RUN+=\"{exe} attach $env{{BUSNUM}}:$env{{DEVNUM}} --syslog\""
+        )),
+        "{rule}"
+    );
+    assert!(rule.contains(&format!("RUN+=\"{exe} detach ")), "{rule}");
+    assert!(
+        rule.contains("# Installed by bbvirt as /etc/udev/rules.d/60-bbvirt.rules;"),
+        "{rule}"
+    );
+    assert!(hook.starts_with("#!/bin/sh\n"), "{hook}");
+    assert!(
+        hook.contains(&format!("exec {}/bbvirt hook \"$@\"", bindir())),
+        "{hook}"
+    );
+    assert_eq!(
+        r.read(CONF),
+        include_str!("../dist/bit-babbler/vm.conf"),
+        "vm.conf is the example, unmarked"
+    );
+}
+
+#[test]
+fn second_run_is_unchanged() {
+    let r = Root::new();
+    expect_exit(&r.run(&["install"]), exit::OK);
+    let before = r.snapshot();
+    let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);
+    assert!(
+        out.contains(&format!("unchanged {}", r.path(RULE).display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("unchanged {}", r.path(HOOK).display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("kept {}", r.path(CONF).display())),
+        "{out}"
+    );
+    assert!(!out.contains("restart"), "the hook was there: {out}");
+    assert_eq!(r.snapshot(), before);
+}
+
+#[test]
+fn marked_file_is_updated_in_place() {
+    let r = Root::new();
+    expect_exit(&r.run(&["install"]), exit::OK);
+    r.write(
+        HOOK,
+        &format!("#!/bin/sh\n{MARKER}\nexec /old/bbvirt hook \"$@\"\n"),
+    );
+    fs::set_permissions(r.path(HOOK), fs::Permissions::from_mode(0o700)).unwrap();
+    let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);
+    assert!(
+        out.contains(&format!("updated {}", r.path(HOOK).display())),
+        "{out}"
+    );
+    assert!(r.read(HOOK).contains(&bindir()));
+    assert_eq!(r.mode(HOOK), 0o755);
+    assert!(!out.contains("restart"), "a hook existed: {out}");
+}
+
+#[test]
+fn foreign_files_are_refused_and_untouched() {
+    for target in [RULE, HOOK] {
+        let r = Root::new();
+        r.write(target, "# mine\n");
+        let before = r.snapshot();
+        let (out, err) = expect_exit(&r.run(&["install"]), exit::FAILED);
+        let shown = r.path(target).display().to_string();
+        assert!(
+            err.contains(&format!("refusing to overwrite {shown}")),
+            "{err}"
+        );
+        assert!(err.contains("not written by bbvirt install"), "{err}");
+        assert!(out.is_empty(), "nothing done: {out}");
+        assert_eq!(r.snapshot(), before, "nothing changed");
+        // Uninstall leaves it too.
+        let (out, _) = expect_exit(&r.run(&["uninstall"]), exit::OK);
+        assert!(out.contains(&format!("kept {shown}")), "{out}");
+        assert_eq!(r.read(target), "# mine\n");
+    }
+}
+
+#[test]
+fn symlink_in_the_way_is_refused() {
+    let r = Root::new();
+    fs::create_dir_all(r.path(RULE).parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/dev/null", r.path(RULE)).unwrap();
+    let (_, err) = expect_exit(&r.run(&["install"]), exit::FAILED);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(fs::read_link(r.path(RULE)).unwrap(), Path::new("/dev/null"));
+}
+
+#[test]
+fn existing_vm_conf_is_kept() {
+    let r = Root::new();
+    r.write(CONF, "DOMAIN_RNG_g=( KWIF4Q )\n");
+    fs::set_permissions(r.path(CONF), fs::Permissions::from_mode(0o600)).unwrap();
+    let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);
+    assert!(
+        out.contains(&format!("kept {}", r.path(CONF).display())),
+        "{out}"
+    );
+    assert_eq!(r.read(CONF), "DOMAIN_RNG_g=( KWIF4Q )\n");
+    assert_eq!(r.mode(CONF), 0o600);
+}
+
+#[test]
+fn uninstall_removes_only_marked_files() {
+    let r = Root::new();
+    expect_exit(&r.run(&["install"]), exit::OK);
+    let other_hook = "etc/libvirt/hooks/qemu.d/other";
+    r.write(other_hook, "#!/bin/sh\n");
+    let (out, _) = expect_exit(&r.run(&["uninstall"]), exit::OK);
+    for rel in [RULE, HOOK] {
+        assert!(
+            out.contains(&format!("removed {}", r.path(rel).display())),
+            "{out}"
+        );
+        assert!(!r.path(rel).exists(), "{rel}");
+    }
+    assert!(
+        out.contains(&format!("kept {}", r.path(CONF).display())),
+        "{out}"
+    );
+    assert!(r.path(CONF).exists());
+    assert!(r.path(other_hook).exists());
+    // Again: nothing left to remove.
+    let (out, _) = expect_exit(&r.run(&["uninstall"]), exit::OK);
+    assert!(
+        out.contains(&format!("absent {}", r.path(RULE).display())),
+        "{out}"
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let r = Root::new();
+    let (out, _) = expect_exit(&r.run(&["install", "--dry-run"]), exit::OK);
+    assert!(
+        out.contains(&format!("would install {}", r.path(RULE).display())),
+        "{out}"
+    );
+    assert!(r.snapshot().is_empty(), "{:?}", r.snapshot());
+    expect_exit(&r.run(&["install"]), exit::OK);
+    let before = r.snapshot();
+    let (out, _) = expect_exit(&r.run(&["-n", "uninstall"]), exit::OK);
+    assert!(
+        out.contains(&format!("would remove {}", r.path(HOOK).display())),
+        "{out}"
+    );
+    assert_eq!(r.snapshot(), before);
+}
+
+#[test]
+fn missing_root_is_an_error() {
+    let r = Root::new();
+    let gone = r.path("nope");
+    let out = bbvirt(r.dir.path(), &["install", "--root", gone.to_str().unwrap()]);
+    let (_, err) = expect_exit(&out, exit::FAILED);
+    assert!(err.contains("--root"), "{err}");
+}
+
+#[test]
+fn installed_hook_is_executable_and_runs_bbvirt_hook() {
+    let r = Root::new();
+    expect_exit(&r.run(&["install"]), exit::OK);
+    // Run it as libvirt would (by path, through its #! line). Without
+    // arguments, `bbvirt hook` says what it expected, and exits 0 as always.
+    let out = Command::new(r.path(HOOK))
+        .env("BBVIRT_SYSFS_ROOT", r.dir.path())
+        .output()
+        .expect("running the installed hook");
+    let (_, err) = expect_exit(&out, exit::OK);
+    assert!(
+        err.contains("hook: expected DOMAIN OPERATION SUBOP EXTRA"),
+        "{err}"
+    );
+    let out = Command::new(r.path(HOOK))
+        .args(["guest", "prepare", "begin", "-"])
+        .env("BBVIRT_SYSFS_ROOT", r.dir.path())
+        .output()
+        .unwrap();
+    expect_exit(&out, exit::OK);
+}
+
+#[test]
+fn identical_foreign_hook_is_kept_not_refused() {
+    // What the bbvirt package (or make install) puts there, for this binary.
+    let r = Root::new();
+    let dist = include_str!("../dist/libvirt/hooks/qemu.d/bbvirt").replace("@BINDIR@", &bindir());
+    r.write(HOOK, &dist);
+    fs::set_permissions(r.path(HOOK), fs::Permissions::from_mode(0o755)).unwrap();
+    let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);
+    assert!(
+        out.contains(&format!("kept {} (", r.path(HOOK).display())),
+        "{out}"
+    );
+    assert!(!out.contains("restart"), "{out}");
+    assert_eq!(r.read(HOOK), dist);
+    expect_exit(&r.run(&["uninstall"]), exit::OK);
+    assert_eq!(r.read(HOOK), dist, "uninstall keeps it");
+}
