@@ -180,6 +180,8 @@ struct Connections<'a> {
     lock_dir: Option<&'a std::path::Path>,
     lock: Option<crate::lock::HostLock>,
     open: HashMap<Option<String>, Box<dyn Connection>>,
+    /// URIs found without a daemon (warned about once).
+    down: std::collections::HashSet<Option<String>>,
 }
 
 impl<'a> Connections<'a> {
@@ -189,6 +191,7 @@ impl<'a> Connections<'a> {
             lock_dir: env.lock_dir,
             lock: None,
             open: HashMap::new(),
+            down: Default::default(),
         }
     }
 
@@ -211,7 +214,19 @@ impl<'a> Connections<'a> {
                 "connecting to libvirt at {}",
                 uri.unwrap_or("the default URI")
             ));
-            let conn = self.hv.connect(uri)?;
+            let conn = match self.hv.connect(uri) {
+                Ok(c) => c,
+                Err(e) if e.is_nothing_to_do() => {
+                    if self.down.insert(key.clone()) {
+                        warn!(
+                            "{e}: nothing changed; the guest's start (or libvirtd's, \
+                             through the qemu hook) brings its devices"
+                        );
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             self.open.insert(key.clone(), conn);
         }
         Ok(self.open[&key].as_ref())
@@ -370,9 +385,11 @@ impl Env<'_> {
             domain: target.name.clone(),
             source,
         };
-        let conn = conns
-            .get(target.uri.as_deref())
-            .map_err(|e| virt_err("attaching", e))?;
+        let conn = match conns.get(target.uri.as_deref()) {
+            Ok(c) => c,
+            Err(e) if e.is_nothing_to_do() => return Ok(Outcome::NothingToDo),
+            Err(e) => return Err(virt_err("attaching", e)),
+        };
         let Some(hds) = self.live_hostdevs(conn, &target.name)? else {
             return Ok(Outcome::NothingToDo);
         };
@@ -502,6 +519,7 @@ impl Env<'_> {
         for target in targets {
             let conn = match conns.get(target.uri.as_deref()) {
                 Ok(c) => c,
+                Err(source) if source.is_nothing_to_do() => continue,
                 Err(source) => {
                     failed.push(ActionError::Virt {
                         action: "detaching",
@@ -694,6 +712,7 @@ impl Env<'_> {
                     note!("{e}: showing the attach requests only");
                     None
                 }
+                Err(e) if e.is_nothing_to_do() => continue,
                 Err(source) => {
                     failures.push(ActionError::Virt {
                         action: "syncing",

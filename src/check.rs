@@ -504,7 +504,9 @@ pub fn check_domains(config: &Config, connect: Option<&str>, hv: &dyn Hypervisor
                 Ok(c) => Some(c),
                 Err(e) => {
                     let why = match &e {
-                        VirtError::Connect { message, .. } => message.clone(),
+                        VirtError::Connect { message, .. } | VirtError::Down { message, .. } => {
+                            message.clone()
+                        }
                         other => other.to_string(),
                     };
                     found.push(Finding::warning(

@@ -17,6 +17,11 @@ pub enum VirtError {
     NotRunning(String),
     #[error("connecting to libvirt at {uri}: {message}")]
     Connect { uri: String, message: String },
+    /// No daemon behind the socket (refused, or no socket at all): no guest
+    /// can be reached now, and the hook's `started`/`reconnect` events bring
+    /// the devices when libvirt and the guest come back.
+    #[error("libvirt is not running at {uri}: {message}")]
+    Down { uri: String, message: String },
     #[error("{message} (libvirt error code {code})")]
     Failed { code: i32, message: String },
 }
@@ -24,7 +29,10 @@ pub enum VirtError {
 impl VirtError {
     /// True when the error means "nothing to do" rather than a failure.
     pub fn is_nothing_to_do(&self) -> bool {
-        matches!(self, VirtError::NoDomain(_) | VirtError::NotRunning(_))
+        matches!(
+            self,
+            VirtError::NoDomain(_) | VirtError::NotRunning(_) | VirtError::Down { .. }
+        )
     }
 }
 
@@ -85,12 +93,37 @@ impl Hypervisor for Libvirt {
     fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError> {
         match virt::connect::Connect::open(uri) {
             Ok(conn) => Ok(Box::new(LibvirtConnection { conn })),
-            Err(e) => Err(VirtError::Connect {
-                uri: uri.unwrap_or("libvirt's default URI").to_string(),
-                message: e.message().to_string(),
-            }),
+            Err(e) => {
+                let uri = uri.unwrap_or("libvirt's default URI").to_string();
+                let message = e.message().to_string();
+                if daemon_absent(code_of(&e), last_errno()) {
+                    Err(VirtError::Down { uri, message })
+                } else {
+                    Err(VirtError::Connect { uri, message })
+                }
+            }
         }
     }
+}
+
+/// The `errno` libvirt recorded with its last error on this thread (its
+/// `int1` field, set by system errors such as a failed socket connect).
+fn last_errno() -> Option<i32> {
+    // SAFETY: virGetLastError returns this thread's error object (or NULL),
+    // owned by libvirt and valid until the next libvirt call on the thread.
+    let err = unsafe { virt::sys::virGetLastError() };
+    if err.is_null() {
+        return None;
+    }
+    Some(unsafe { (*err).int1 })
+}
+
+/// Whether a failed connect means "no daemon": a system error whose errno
+/// says the socket refused the connection or does not exist. Decided by code
+/// and errno, never by the (translated) message.
+pub fn daemon_absent(code: i32, errno: Option<i32>) -> bool {
+    code == virt::sys::VIR_ERR_SYSTEM_ERROR as i32
+        && matches!(errno, Some(libc::ECONNREFUSED) | Some(libc::ENOENT))
 }
 
 struct LibvirtConnection {
@@ -200,6 +233,22 @@ mod tests {
             VirtError::Failed { .. }
         ));
         assert!(VirtError::NotRunning("g".into()).is_nothing_to_do());
+        assert!(
+            VirtError::Down {
+                uri: "u".into(),
+                message: String::new()
+            }
+            .is_nothing_to_do()
+        );
+        let sys = virt::sys::VIR_ERR_SYSTEM_ERROR as i32;
+        assert!(daemon_absent(sys, Some(libc::ECONNREFUSED)));
+        assert!(daemon_absent(sys, Some(libc::ENOENT)));
+        assert!(!daemon_absent(sys, Some(libc::EACCES)));
+        assert!(!daemon_absent(sys, None));
+        assert!(!daemon_absent(
+            virt::sys::VIR_ERR_AUTH_FAILED as i32,
+            Some(libc::ECONNREFUSED)
+        ));
         assert!(
             !VirtError::Failed {
                 code: 1,

@@ -187,6 +187,32 @@ fn libvirt_failures_are_errors_with_exit_1() {
 }
 
 #[test]
+fn libvirt_not_running_is_nothing_to_do_for_every_action() {
+    let down = || {
+        let hv = running(&["g1", "g2"]);
+        hv.0.borrow_mut().connect_error = Some(VirtError::Down {
+            uri: "qemu:///system".into(),
+            message: "Failed to connect socket: Connection refused".into(),
+        });
+        hv
+    };
+    type Act = fn(&Env) -> Result<Outcome, bbvirt::actions::ActionError>;
+    let acts: [(&str, Act); 5] = [
+        ("attach", |e| e.attach("KWIF4Q")),
+        ("detach", |e| e.detach("KWIF4Q")),
+        ("sync", |e| e.sync(None)),
+        ("detach-all", |e| e.detach_all(None)),
+        ("sync g1", |e| e.sync(Some("g1"))),
+    ];
+    for (what, act) in acts {
+        let hv = down();
+        let out = run(&two_guests(), &tree(), &hv, Opts::default(), act);
+        assert_eq!(out.unwrap(), Outcome::NothingToDo, "{what}");
+        assert!(hv.calls().is_empty(), "{what}: {:?}", hv.calls());
+    }
+}
+
+#[test]
 fn domain_and_uri_precedence_with_name_mapping() {
     let cfg = config(vec![
         dom(
