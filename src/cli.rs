@@ -30,8 +30,11 @@ config holds its serial; unassigned devices stay with the host.
 
 Exit status:
   0  done, or nothing to do (device not assigned, guest not running or not
-     defined, config file missing)
-  1  libvirt failed or a deadline passed
+     defined, libvirt not running, config file missing); status: healthy;
+     check: no error found
+  1  libvirt failed or the deadline passed; status: something is wrong;
+     check: errors found; install/uninstall: a file could not be written
+     or is in the way
   2  usage error or invalid device identifier
   3  the config file is unreadable, invalid or unsafe
   4  the named device is not present, or not at the bus/device a hint gives";
@@ -45,7 +48,12 @@ Exit status:
     disable_help_subcommand = true,
     after_help = AFTER_HELP,
     subcommand_value_name = "ACTION",
-    override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       bbvirt attach-all|detach-all|sync [DOMAIN] [OPTIONS]",
+    override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       \
+                      bbvirt attach-all|detach-all|sync [DOMAIN] [OPTIONS]\n       \
+                      bbvirt status [--json] [OPTIONS]\n       \
+                      bbvirt check [OPTIONS]\n       \
+                      bbvirt install|uninstall [--root DIR] [OPTIONS]\n       \
+                      bbvirt completions SHELL",
     subcommand_help_heading = "Actions"
 )]
 pub struct Cli {
@@ -93,7 +101,8 @@ pub struct Opts {
     #[arg(short = 'v', long, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Seconds allowed for all of libvirt's work before bbvirt gives up [default: 20]
+    /// Seconds the whole run may take (config, lock, libvirt) before bbvirt
+    /// gives up [default: BBVIRT_TIMEOUT in vm.conf, else 20]
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
@@ -221,7 +230,12 @@ pub enum Action {
         opts: Opts,
     },
     /// Print a completion script for SHELL (bash, zsh or fish)
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+        /// Print help
+        #[arg(short = '?', long, action = ArgAction::Help)]
+        help: Option<bool>,
+    },
     /// Run as libvirt's qemu hook: DOMAIN OPERATION SUBOP EXTRA (never calls libvirt)
     #[command(hide = true)]
     Hook {

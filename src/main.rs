@@ -26,6 +26,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> i32 {
+    // Die quietly on a closed pipe (`bbvirt status | head`), as other
+    // command-line tools do, instead of failing a write.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let (action, opts) = match Cli::parse_args(std::env::args_os()) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -87,12 +93,14 @@ fn config_path(opts: &Opts) -> PathBuf {
 
 /// Loads the config; a missing file is an empty config (udev runs bbvirt on
 /// hosts that assign nothing).
-fn load_config(opts: &Opts) -> Result<Config, i32> {
+/// `BBVIRT_TIMEOUT` applies unless `--timeout` was given, and never to the
+/// hook, which keeps its own short bound ([`HOOK_TIMEOUT`]).
+fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, i32> {
     let path = config_path(opts);
     log::step(&format!("reading {}", path.display()));
     match Config::load(&path) {
         Ok(Some(c)) => {
-            if let (None, Some(secs)) = (opts.timeout, c.timeout) {
+            if let (false, None, Some(secs)) = (is_hook, opts.timeout, c.timeout) {
                 DEADLINE_SECS.store(secs, Ordering::SeqCst);
             }
             Ok(c)
@@ -118,7 +126,7 @@ fn execute(action: Action, opts: &Opts) -> i32 {
     let sysfs = Sysfs::from_env();
     // Actions that do not need a valid config, or report on it themselves.
     match &action {
-        Action::Completions { shell } => {
+        Action::Completions { shell, .. } => {
             bbvirt::completions::print(*shell, &mut std::io::stdout());
             return exit::OK;
         }
@@ -129,7 +137,8 @@ fn execute(action: Action, opts: &Opts) -> i32 {
         Action::Uninstall { root, .. } => return bbvirt::install::uninstall(root, opts),
         _ => {}
     }
-    let config = match (load_config(opts), &action) {
+    let is_hook = matches!(action, Action::Hook { .. });
+    let config = match (load_config(opts, is_hook), &action) {
         (config, Action::Hook { args }) => {
             hook::run(args, config.ok().as_ref(), &sysfs);
             return exit::OK;

@@ -65,6 +65,38 @@ fn help_and_version() {
     }
     let (out, _) = expect_exit(&s.run(&["--version"]), exit::OK);
     assert!(out.starts_with("bbvirt "), "{out}");
+    let (out, _) = expect_exit(&s.run(&["completions", "-?"]), exit::OK);
+    assert!(out.contains("bbvirt completions <SHELL>"), "{out}");
+}
+
+#[test]
+fn completions_come_from_the_cli_definition() {
+    let s = setup(CONF);
+    for (shell, marker) in [
+        ("bash", "_bbvirt()"),
+        ("zsh", "#compdef bbvirt"),
+        ("fish", "complete -c bbvirt"),
+    ] {
+        let (out, _) = expect_exit(&s.run(&["completions", shell]), exit::OK);
+        assert!(out.contains(marker), "{shell}: {out}");
+        for word in [
+            "attach-all",
+            "detach-all",
+            "sync",
+            "status",
+            "dry-run",
+            "timeout",
+        ] {
+            assert!(out.contains(word), "{shell} completions lack {word}");
+        }
+        // The hidden action may appear only in prose ("the libvirt hook").
+        assert_eq!(
+            out.matches("hook").count(),
+            out.matches("libvirt hook").count(),
+            "{shell}: the hidden hook action is offered"
+        );
+    }
+    expect_exit(&s.run(&["completions", "tcsh"]), exit::USAGE);
 }
 
 #[test]
@@ -238,7 +270,10 @@ fn real_libvirt_errors_are_mapped_by_code() {
         &s.run(&["attach", "KWIF4Q", "-c", "qemu://[x/system", "-D", "test"]),
         exit::FAILED,
     );
-    assert!(err.contains("connecting to libvirt at qemu://[x/system"), "{err}");
+    assert!(
+        err.contains("connecting to libvirt at qemu://[x/system"),
+        "{err}"
+    );
 }
 
 #[test]
