@@ -672,6 +672,26 @@ mod tests {
     }
 
     #[test]
+    fn hook_without_its_binary_lets_the_guest_start() {
+        // Package removed, conffile kept: the hook must not fail the start.
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("bbvirt");
+        let bindir = dir.path().join("gone");
+        fs::write(
+            &hook,
+            with_marker(&content(Kind::Hook, bindir.to_str().unwrap())),
+        )
+        .unwrap();
+        let st = Command::new("/bin/sh")
+            .arg(&hook)
+            .args(["guest1", "prepare", "begin", "-"])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{st}");
+    }
+
+    #[test]
     fn dist_files_are_not_marked() {
         for kind in Kind::ALL {
             assert!(!is_marked(&content(kind, "/usr/bin")), "{kind:?}");
