@@ -54,6 +54,12 @@ pub trait Connection {
     fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError>;
     /// Names of the running domains.
     fn running_domains(&self) -> Result<Vec<String>, VirtError>;
+    /// The URI libvirt says this connection is to (`virConnectGetURI`):
+    /// two URIs (`qemu:///system` and the default) may reach one daemon.
+    /// None when unknown.
+    fn canonical_uri(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Classifies a libvirt error from its numeric code. `active` is the domain's
@@ -195,6 +201,10 @@ impl Connection for LibvirtConnection {
                 message: e.message().to_string(),
             })?;
         Ok(doms.iter().filter_map(|d| d.name().ok()).collect())
+    }
+
+    fn canonical_uri(&self) -> Option<String> {
+        self.conn.uri().ok()
     }
 }
 

@@ -306,6 +306,11 @@ pub fn collect(env: &Env) -> Report {
     let mut scanned: Vec<Scanned> = Vec::new();
     let mut reachable = true;
     let mut libvirt_errors: Vec<String> = Vec::new();
+    // First every configured domain on every URI, then the other running
+    // domains of each daemon once: two URIs may reach the same daemon
+    // (`qemu:///system` and root's default), and a configured guest seen
+    // through the other URI is still the configured guest.
+    let mut conns: Vec<(Option<String>, Box<dyn crate::libvirt::Connection>)> = Vec::new();
     for uri in &uris {
         let names: Vec<&str> = config
             .domains
@@ -343,6 +348,23 @@ pub fn collect(env: &Env) -> Report {
                 scanned.push(scan_domain(conn.as_ref(), uri, name, true));
             }
         }
+        conns.push((uri.clone(), conn));
+    }
+    // The daemon each URI reached, as libvirt names it (else the URI itself).
+    let daemon: Vec<Option<String>> = conns
+        .iter()
+        .map(|(uri, c)| c.canonical_uri().or_else(|| uri.clone()))
+        .collect();
+    let daemon_of = |uri: &Option<String>| -> Option<Option<String>> {
+        conns
+            .iter()
+            .position(|(u, _)| u == uri)
+            .map(|i| daemon[i].clone())
+    };
+    for (i, (uri, conn)) in conns.iter().enumerate() {
+        if daemon[..i].contains(&daemon[i]) {
+            continue;
+        }
         crate::log::step(&format!(
             "listing the running domains at {}",
             uri_text(uri.as_deref())
@@ -350,7 +372,10 @@ pub fn collect(env: &Env) -> Report {
         match conn.running_domains() {
             Ok(running) => {
                 for name in running {
-                    if scanned.iter().any(|s| s.is(uri, &name)) {
+                    let known = scanned
+                        .iter()
+                        .any(|s| s.name == name && daemon_of(&s.uri) == Some(daemon[i].clone()));
+                    if known {
                         continue;
                     }
                     let s = scan_domain(conn.as_ref(), uri, &name, false);

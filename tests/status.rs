@@ -603,3 +603,33 @@ fn binary_with_the_libvirt_test_driver() {
     assert_eq!(v["devices"].as_array().unwrap().len(), 4);
     assert_eq!(v["domains"][0]["state"], "unknown");
 }
+
+#[test]
+fn two_uris_reaching_one_daemon_are_looked_at_once() {
+    // g1 names qemu:///system, g2 the default URI: for root both reach the
+    // same libvirtd (seen in the lab). Each guest is its configured self.
+    let cfg = config(vec![
+        dom("g1", None, Some("qemu:///system"), &["KWIF4Q", "JAMMB3"]),
+        dom("g2", None, None, &["QX3TZ7A"]),
+    ]);
+    let hv = all_attached().alias_uri(Some("qemu:///system"), None);
+    let r = report(&cfg, &tree(), &hv);
+    let v = json_of(&r);
+    assert_eq!(v["healthy"], true, "{v:#}");
+    assert_eq!(v["stale"], serde_json::json!([]), "{v:#}");
+    for serial in ["KWIF4Q", "JAMMB3", "QX3TZ7A"] {
+        let d = device(&v, serial);
+        assert_eq!(d["state"], "attached", "{d:#}");
+        assert_eq!(d["attached_to"].as_array().unwrap().len(), 1, "{d:#}");
+    }
+    // A device of g2 in g1 is still found through either URI, once.
+    let hv = all_attached()
+        .with_hostdev(None, "g1", "ua-bbvirt-QX3TZ7A", 3, 9)
+        .alias_uri(Some("qemu:///system"), None);
+    let v = json_of(&report(&cfg, &tree(), &hv));
+    assert_eq!(v["healthy"], false);
+    let stale = v["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1, "{v:#}");
+    assert_eq!(stale[0]["domain"], "g1");
+    assert_eq!(stale[0]["reason"], "not_assigned");
+}

@@ -44,6 +44,9 @@ pub struct FakeState {
     pub detach_lag: u32,
     /// When true, a detach request is accepted but never carried out.
     pub detach_never_completes: bool,
+    /// URIs that reach the daemon of another URI (as `qemu:///system`
+    /// and the default URI do for root): from -> to.
+    pub uri_aliases: BTreeMap<Option<String>, Option<String>>,
     pending: Vec<(Option<String>, String, String, u32)>,
 }
 
@@ -100,6 +103,15 @@ impl FakeHv {
             .collect()
     }
 
+    /// Makes connections to `from` reach the domains of `to`.
+    pub fn alias_uri(self, from: Option<&str>, to: Option<&str>) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .uri_aliases
+            .insert(from.map(str::to_string), to.map(str::to_string));
+        self
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.0.borrow().calls.clone()
     }
@@ -116,9 +128,11 @@ impl Hypervisor for FakeHv {
         if let Some(e) = &st.connect_error {
             return Err(e.clone());
         }
+        let uri = uri.map(str::to_string);
+        let uri = st.uri_aliases.get(&uri).cloned().unwrap_or(uri);
         Ok(Box::new(FakeConn {
             hv: self.clone(),
-            uri: uri.map(str::to_string),
+            uri,
         }))
     }
 }
@@ -261,6 +275,10 @@ impl Connection for FakeConn {
             .filter(|((u, _), d)| *u == self.uri && d.running)
             .map(|((_, n), _)| n.clone())
             .collect())
+    }
+
+    fn canonical_uri(&self) -> Option<String> {
+        Some(self.uri.clone().unwrap_or_else(|| "fake:///default".into()))
     }
 }
 
