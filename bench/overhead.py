@@ -14,8 +14,9 @@ and a vm.conf assigning them to 4 domains:
   bbvirt attach-all -n          all 16, dry run, reading the 4 domains'
                                 state from libvirt's in-process test driver
 
-and prints the median wall time, peak memory (max RSS) and, with valgrind,
-the instruction count of one run each, plus ratios to the baselines.
+and prints the median wall time, peak memory (max RSS, with GNU time) and,
+with valgrind, the instruction count of one run each, plus ratios to the
+baselines.
 
     python3 bench/overhead.py [--bbvirt target/release/bbvirt] [--runs 200]
 """
@@ -70,15 +71,28 @@ def make_conf(path):
 
 
 def run_once(cmd, env):
-    """Wall seconds and max RSS (KiB) of one run."""
+    """Wall seconds of one run."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"bench: {cmd} exited {p.returncode}")
-    return wall, ru.ru_maxrss
+    return wall
+
+
+def max_rss(cmd, env):
+    """Peak resident memory (KiB) of one run, from GNU time (Debian package
+    `time`), or None without it. Not from Python's own wait4: a child forked
+    from Python keeps Python's memory high-water mark across exec, so every
+    command would show Python's ~15 MB; GNU time's fork starts at ~1 MB."""
+    if not os.path.exists("/usr/bin/time"):
+        return None
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", "/dev/stdout"] + cmd, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        return int(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
 
 
 def instructions(cmd, env):
@@ -117,18 +131,16 @@ def main():
                                                       "-c", "test:///default"]),
         ]
         samples = {name: [] for name, _ in cases}
-        rss = {name: 0 for name, _ in cases}
         for _ in range(args.runs):
             for name, cmd in cases:
-                w, m = run_once(cmd, env)
-                samples[name].append(w)
-                rss[name] = max(rss[name], m)
+                samples[name].append(run_once(cmd, env))
+        rss = {name: max_rss(cmd, env) for name, cmd in cases}
         med = {n: statistics.median(s) for n, s in samples.items()}
         print(f"per-invocation overhead, {args.runs} interleaved runs each, median wall time")
         print(f"{'command':40} {'median ms':>10} {'max RSS KiB':>12} {'instructions':>14}")
         for name, cmd in cases:
             ir = instructions(cmd, env)
-            print(f"{name:40} {med[name] * 1000:10.2f} {rss[name]:12d} {ir if ir else '-':>14}")
+            print(f"{name:40} {med[name] * 1000:10.2f} {rss[name] or '-':>12} {ir if ir else '-':>14}")
         a, aa = med["bbvirt attach SERIAL -n"], med["bbvirt attach-all -n (16 dev, 4 dom)"]
         print("ratios (same run):")
         print(f"  bbvirt attach -n / bash sourcing vm.conf : {a / med['bash: source vm.conf']:.2f}")

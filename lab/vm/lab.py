@@ -1021,6 +1021,11 @@ def sc_hostile(lab):
     lab.hold({}, 'guests restarted with only hostile devices plugged')
 
 
+# The admin's side (status, check, the Debian package) and the benchmarks:
+# lab/vm/admin.py, registering into SCENARIOS.
+import admin  # noqa: E402,F401
+
+
 # -------------------------------------------------------------------- main
 
 def smoke(lab):
@@ -1095,6 +1100,8 @@ def main():
     ap.add_argument('--deb', default='', help='the bbvirt Debian package (host path) for the package scenario')
     ap.add_argument('--soak-steps', type=int, default=40, help='steps of the soak scenario')
     ap.add_argument('--soak-seed', type=int, default=None, help='seed of the soak scenario (default: random)')
+    ap.add_argument('--bench', action='store_true', help='add the benchmark scenario (40)')
+    ap.add_argument('--bench-rounds', type=int, default=5, help='rounds of each benchmark')
     ap.add_argument('--smoke', action='store_true', help='infrastructure smoke test, no bbvirt')
     ap.add_argument('--udev-debug', action='store_true')
     args = ap.parse_args()

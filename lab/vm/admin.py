@@ -1,0 +1,370 @@
+"""The bbvirt lab: the admin's side (issue 5) and the lab benchmarks.
+
+Imported by lab.py, which runs as __main__: the scenarios register in its
+list. Scenarios:
+  30 status/check   `bbvirt status --json` against libvirt's live XML in the
+                    routing state and with a device in the wrong guest;
+                    `bbvirt check` on the installed files; `sync` repairs
+  31 package        the Debian package installed with dpkg in place of
+                    `make install`, used (hotplug, unplug, coldplug through its
+                    hook), removed (the kept hook lets guests start)
+  40 bench          only with --bench (lab/run --bench): latencies of the
+                    chain next to bare virsh, and attach-all scaling; prints
+                    the figures BENCHMARKS.md records
+"""
+
+import json
+import os
+import re
+import statistics
+import sys
+
+import __main__ as lab
+from __main__ import (AB, BR, GUESTS, KW, LONER, STORM, WORK, check, must, now,
+                      out, run, settle, virsh, wfile)
+
+RULE_MASK = '/etc/udev/rules.d/60-bbvirt.rules'
+
+
+def status_json(L, want_rc):
+    r = L.bbvirt('status', '--json', ok=False)
+    check(r.rc == want_rc, 'bbvirt status exit %s, want %s: %s' % (r.rc, want_rc, r))
+    try:
+        st = json.loads(r.out)
+    except ValueError as e:
+        raise lab.Failure('bbvirt status --json is not JSON (%s): %s' % (e, r.out[:500]))
+    check(st.get('schema') == 1, 'status schema %r' % st.get('schema'))
+    check(st['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (st['healthy'], r.rc))
+    return st
+
+
+def live_bbvirt_hostdevs(L):
+    """{(domain, serial): (bus, dev)} of every ua-bbvirt-* hostdev in the
+    running guests' live XML (virsh dumpxml)."""
+    found = {}
+    act = L.active()
+    for dom in GUESTS:
+        if dom not in act:
+            continue
+        for h in L.hostdevs(dom):
+            if h.alias and h.alias.startswith(lab.ALIAS):
+                found[(dom, h.alias[len(lab.ALIAS):])] = (h.bus, h.dev)
+    return found
+
+
+def status_matches_live(L, st):
+    """status's view of attachments (devices' attached_to plus stale entries)
+    equals the live XML, entry for entry."""
+    live = live_bbvirt_hostdevs(L)
+    seen = {}
+    for d in st['devices']:
+        for a in d['attached_to']:
+            seen[(a['domain'], d['serial'])] = (a['bus'], a['dev'])
+    for s in st['stale']:
+        seen.setdefault((s['domain'], s['serial']), (s['bus'], s['dev']))
+    check(seen == live, 'status --json %s != live XML %s' % (sorted(seen.items()), sorted(live.items())))
+    return live
+
+
+def device(st, serial):
+    for d in st['devices']:
+        if d['serial'] == serial:
+            return d
+    raise lab.Failure('status --json lists no device %s' % serial)
+
+
+@lab.scenario(30, 'status/check')
+def sc_status(L):
+    L.reset()
+    r = L.bbvirt('check', ok=False)
+    check(r.rc == 0, 'bbvirt check on the installed files: %s' % r)
+    k, a, b, n = L.plug(KW, AB, BR, LONER)
+    expect = {'guestA': [k, a], 'guestB': [b]}
+    L.wait_state(expect, k.t_plug, 'routing')
+    L.hold(expect, 'routing', 1)
+    st = status_json(L, 0)
+    status_matches_live(L, st)
+    for dev, dom in ((k, 'guestA'), (a, 'guestA'), (b, 'guestB')):
+        d = device(st, dev.serial)
+        check(d['state'] == 'attached' and d['assigned_to'] == dom,
+              '%s: state %s, assigned to %s' % (dev.serial, d['state'], d['assigned_to']))
+        check((d['bus'], d['dev'], d['port']) == (dev.bus, dev.dev, dev.name),
+              '%s: status says %s:%s %s, sysfs %s' % (dev.serial, d['bus'], d['dev'], d['port'], dev))
+    d = device(st, LONER)
+    check(d['state'] == 'host' and d['assigned_to'] is None and not d['attached_to'],
+          '%s (unassigned): %s' % (LONER, d))
+    check(sorted(x['serial'] for x in st['absent']) == sorted(STORM),
+          'absent: %s, want %s' % (st['absent'], STORM))
+    check(not st['stale'], 'stale: %s' % st['stale'])
+    check([x['state'] for x in st['domains']] == ['running', 'running'], 'domains: %s' % st['domains'])
+    L.notes.append('healthy: %d devices, %d absent' % (len(st['devices']), len(st['absent'])))
+
+    # A device in the wrong guest: LONER (nobody's) attached to guestB by hand
+    # is stale there ("not_assigned"), and status says so with exit 1.
+    t = now()
+    L.bbvirt('attach', LONER, '-D', 'guestB')
+    wrong = {'guestA': [k, a], 'guestB': [b, n]}
+    L.wait_state(wrong, t, '%s attached to guestB by hand' % LONER, 30)
+    st = status_json(L, 1)
+    status_matches_live(L, st)
+    bad = [s for s in st['stale'] if s['serial'] == LONER]
+    check(len(st['stale']) == 1 and bad and bad[0]['domain'] == 'guestB'
+          and bad[0]['reason'] == 'not_assigned' and (bad[0]['bus'], bad[0]['dev']) == (n.bus, n.dev),
+          'stale: %s' % st['stale'])
+    r = L.bbvirt('status', ok=False)
+    stale_part = r.out.split('Stale:', 1)[-1].split('Domains:', 1)[0]
+    check(r.rc == 1 and LONER in stale_part and 'guestB' in stale_part,
+          'status table does not show %s in the wrong guest: %s' % (LONER, r))
+    # sync removes it; status is healthy again
+    t = now()
+    L.bbvirt('sync')
+    L.wait_state(expect, t, 'sync removing %s from guestB' % LONER, 30)
+    st = status_json(L, 0)
+    status_matches_live(L, st)
+    L.notes.append('wrong guest: exit 1, sync repaired it')
+
+    # libvirtd down: status shows the host side, says so, exits 1
+    L.stop_libvirtd()
+    st = status_json(L, 1)
+    check(st['libvirt']['reachable'] is False, 'libvirt: %s' % st['libvirt'])
+    check(len(st['devices']) == 4, 'devices without libvirt: %s' % st['devices'])
+    L.start_libvirtd()
+    L.hold(expect, 'after libvirtd restart', 1)
+
+
+def stage_files(stage):
+    for top, dirs, files in os.walk(stage):
+        for f in files:
+            yield '/' + os.path.relpath(os.path.join(top, f), stage)
+
+
+PKG_FILES = ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules',
+             '/etc/libvirt/hooks/qemu.d/bbvirt', '/etc/bit-babbler/vm.conf',
+             '/usr/share/man/man1/bbvirt.1.gz', '/usr/share/doc/bbvirt/copyright',
+             '/usr/share/bash-completion/completions/bbvirt',
+             '/usr/share/zsh/vendor-completions/_bbvirt',
+             '/usr/share/fish/vendor_completions.d/bbvirt.fish')
+
+
+@lab.scenario(31, 'debian package')
+def sc_package(L):
+    deb = L.args.deb
+    check(deb and os.path.isfile(deb), 'no package (lab/run builds it with packaging/build-deb): %r' % deb)
+    L.reset(running=('guestA',))
+    conf_before = open(lab.VMCONF).read()
+    # Take away what `make install` put in place (the admin's vm.conf stays).
+    for f in stage_files(L.args.stage):
+        if f != lab.VMCONF and os.path.lexists(f):
+            os.unlink(f)
+    must(['udevadm', 'control', '--reload'])
+    # man-db's trigger re-indexes every man page: minutes under TCG on 9p.
+    if os.path.exists('/var/lib/man-db/auto-update'):
+        os.unlink('/var/lib/man-db/auto-update')
+    # As an admin switching would: keep the existing vm.conf (--force-confold).
+    t = now()
+    r = must(['dpkg', '-i', '--force-confold', deb], timeout=180)
+    L.notes.append('dpkg -i %.1fs' % (now() - t))
+    for f in PKG_FILES:
+        check(os.path.exists(f), 'the package did not install %s' % f)
+    check(os.access('/etc/libvirt/hooks/qemu.d/bbvirt', os.X_OK), 'hook not executable')
+    check(open(lab.VMCONF).read() == conf_before, 'dpkg changed the existing vm.conf')
+    listed = must(['dpkg', '-L', 'bbvirt']).out.split()
+    for f in PKG_FILES:
+        check(f in listed, 'dpkg -L bbvirt lacks %s' % f)
+    conff = must(['dpkg-query', '-W', '-f=${Conffiles}', 'bbvirt']).out
+    for f in ('/etc/bit-babbler/vm.conf', '/etc/libvirt/hooks/qemu.d/bbvirt'):
+        check(f in conff, '%s is not a conffile: %s' % (f, conff))
+    r = L.bbvirt('check', ok=False)
+    check(r.rc == 0, 'bbvirt check after dpkg -i: %s' % r)
+    r = run(['man', '-l', '/usr/share/man/man1/bbvirt.1.gz'], timeout=60)
+    check(r.rc == 0 and 'bbvirt' in r.out, 'man -l of the packaged man page: %s' % r)
+
+    # The package's rule and hook at work: hotplug, unplug, coldplug.
+    k = L.plug(KW)
+    L.timing('pkg plug->attached', L.wait_state({'guestA': [k]}, k.t_plug, '%s attached (package rule)' % k))
+    t = L.unplug(KW)
+    L.timing('pkg unplug->detached', L.wait_state({}, t, '%s detached (package rule)' % KW))
+    k, a = L.plug(KW, AB)
+    L.wait_state({'guestA': [k, a]}, k.t_plug, 'both attached')
+    L.destroy('guestA')
+    t = L.start('guestA')
+    L.timing('pkg start->attached', L.wait_state({'guestA': [k, a]}, t, 'coldplug through the package hook'))
+
+    # Removed (conffiles stay): nothing runs bbvirt, and guests still start.
+    must(['dpkg', '-r', 'bbvirt'], timeout=180)
+    for f in ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules'):
+        check(not os.path.exists(f), 'dpkg -r left %s' % f)
+    check(os.path.exists('/etc/libvirt/hooks/qemu.d/bbvirt'), 'the hook conffile went with dpkg -r')
+    L.destroy('guestA')
+    L.start('guestA')
+    check(L.state('guestA') == 'paused', 'guestA did not start after dpkg -r: %s' % L.state('guestA'))
+    L.hold({}, 'package removed: nothing attached', 1)
+
+    # Back to the `make install` tree for the scenarios after this one.
+    for e in sorted(os.listdir(L.args.stage)):
+        must(['cp', '-a', os.path.join(L.args.stage, e), '/'])
+    must(['udevadm', 'control', '--reload'])
+    L.unplug_all()
+
+
+# ------------------------------------------------------------------ bench
+
+BENCH_SERIALS = ['BENCH%02d' % i for i in range(1, 17)]
+
+
+def bench_conf():
+    return ('# bbvirt lab: benchmarks\nDOMAIN_RNG_guestA=( %s %s )\nDOMAIN_RNG_guestB=( %s )\n'
+            % (KW, ' '.join(BENCH_SERIALS + STORM), BR))
+
+
+def mask_rule(on):
+    if on:
+        if not os.path.lexists(RULE_MASK):
+            os.symlink('/dev/null', RULE_MASK)
+    elif os.path.lexists(RULE_MASK):
+        os.unlink(RULE_MASK)
+    must(['udevadm', 'control', '--reload'])
+
+
+def hostdev_file(d):
+    path = '%s/hd-%s.xml' % (WORK, d.serial)
+    wfile(path, "<hostdev mode='subsystem' type='usb'><source><address type='usb' bus='%d' device='%d'/>"
+          "</source><alias name='%s'/></hostdev>" % (d.bus, d.dev, d.alias))
+    return path
+
+
+def timed(argv, timeout=120):
+    r = run(argv, timeout=timeout)
+    check(r.rc == 0, 'failed: %s' % r)
+    return r.secs
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def count_connects(trace):
+    """connect() calls to a libvirt socket in an strace -f log."""
+    n = 0
+    with open(trace, errors='replace') as f:
+        for line in f:
+            if 'connect(' in line and re.search(r'libvirt[^"]*-sock', line):
+                n += 1
+    return n
+
+
+def sc_bench(L):
+    rounds = L.args.bench_rounds
+    L.reset(conf=bench_conf())
+    rows = []
+    lat = {'plug': [], 'unplug': [], 'virsh_attach': [], 'virsh_detach': [],
+           'cli_attach': [], 'cli_detach': []}
+    for _ in range(rounds):
+        # the whole chain: plug -> kernel -> udev -> bbvirt -> libvirt -> QEMU
+        d = L.plug(KW)
+        lat['plug'].append(L.wait_state({'guestA': [d]}, d.t_plug, 'attached'))
+        t = L.unplug(KW)
+        lat['unplug'].append(L.wait_state({}, t, 'detached'))
+        # bbvirt by hand and bare virsh, on the same device, rule masked
+        mask_rule(True)
+        d = L.plug(KW)
+        settle()
+        lat['cli_attach'].append(timed(['/usr/bin/bbvirt', 'attach', KW]))
+        L.wait_state({'guestA': [d]}, now(), 'attached by bbvirt attach', 10)
+        lat['cli_detach'].append(timed(['/usr/bin/bbvirt', 'detach', KW]))
+        L.wait_state({}, now(), 'detached by bbvirt detach', 10)
+        hd = hostdev_file(d)
+        lat['virsh_attach'].append(timed(['virsh', '-c', lab.URI, 'attach-device', 'guestA', hd, '--live']))
+        L.wait_state({'guestA': [d]}, now(), 'attached by virsh', 10)
+        lat['virsh_detach'].append(timed(['virsh', '-c', lab.URI, 'detach-device', 'guestA', hd, '--live']))
+        L.wait_state({}, now(), 'detached by virsh', 10)
+        L.unplug(KW)
+        mask_rule(False)
+
+    va, vd = med(lat['virsh_attach']), med(lat['virsh_detach'])
+    rows.append(('plug -> attached (udev, bbvirt)', med(lat['plug']), 'virsh attach-device', va))
+    rows.append(('unplug -> detached (udev, bbvirt)', med(lat['unplug']), 'virsh detach-device', vd))
+    rows.append(('bbvirt attach SERIAL', med(lat['cli_attach']), 'virsh attach-device', va))
+    rows.append(('bbvirt detach SERIAL', med(lat['cli_detach']), 'virsh detach-device', vd))
+
+    # guest start -> its four devices attached (hook -> udev -> bbvirt),
+    # next to virsh start plus four bare virsh attach-device calls
+    starts, bares = [], []
+    for _ in range(rounds):
+        L.reset(running=('guestB',), conf=bench_conf())
+        devs = L.plug(*STORM)
+        settle()
+        t = L.start('guestA')
+        starts.append(L.wait_state({'guestA': devs}, t, 'guestA start attaching 4'))
+        L.destroy('guestA')
+        mask_rule(True)
+        bare = timed(['virsh', '-c', lab.URI, 'start', 'guestA', '--paused'])
+        for d in devs:
+            bare += timed(['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live'])
+        bares.append(bare)
+        L.wait_state({'guestA': devs}, now(), 'attached by virsh', 10)
+        L.destroy('guestA')
+        mask_rule(False)
+    rows.append(('guest start -> 4 attached (hook)', med(starts), 'virsh start + 4 x attach-device', med(bares)))
+
+    # attach-all scaling: devices plugged with the rule masked, then one
+    # bbvirt attach-all; connections counted with strace in a second run.
+    scale = []
+    for n in (1, 4, 16):
+        L.reset(conf=bench_conf())
+        mask_rule(True)
+        devs = L.plug(*BENCH_SERIALS[:n])
+        if n == 1:
+            devs = [devs]
+        settle()
+        wall = timed(['/usr/bin/bbvirt', 'attach-all', 'guestA'])
+        L.wait_state({'guestA': devs}, now(), 'attach-all of %d' % n, 30)
+        dwall = timed(['/usr/bin/bbvirt', 'detach-all', 'guestA'])
+        L.wait_state({}, now(), 'detach-all of %d' % n, 30)
+        trace = '%s/strace-%d' % (WORK, n)
+        timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace,
+               '/usr/bin/bbvirt', 'attach-all', 'guestA'], timeout=300)
+        conns = count_connects(trace)
+        L.wait_state({'guestA': devs}, now(), 'attach-all of %d (strace)' % n, 30)
+        timed(['/usr/bin/bbvirt', 'detach-all', 'guestA'])
+        L.wait_state({}, now(), 'detach-all of %d' % n, 30)
+        # bare virsh: timed as is, then again under strace to count
+        vw, vconns = 0.0, 0
+        for traced in (False, True):
+            for d in devs:
+                argv = ['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live']
+                if traced:
+                    timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace] + argv)
+                    vconns += count_connects(trace)
+                else:
+                    vw += timed(argv)
+            L.wait_state({'guestA': devs}, now(), '%d attached by virsh' % n, 30)
+            for d in devs:
+                timed(['virsh', '-c', lab.URI, 'detach-device', 'guestA', hostdev_file(d), '--live'])
+            L.wait_state({}, now(), 'detached by virsh', 30)
+        L.unplug_all()
+        mask_rule(False)
+        scale.append((n, conns, wall, dwall, vconns, vw))
+
+    out('')
+    out('BENCH lab latencies: median of %d rounds, TCG guest (%s)' % (rounds, os.uname().release))
+    out('BENCH | measured | bbvirt (s) | bare virsh | virsh (s) | ratio |')
+    out('BENCH |---|---|---|---|---|')
+    for what, secs, base, bsecs in rows:
+        out('BENCH | %s | %.2f | %s | %.2f | %.2f |' % (what, secs, base, bsecs, secs / bsecs))
+    out('BENCH')
+    out('BENCH attach-all scaling (connections: connect() calls to the libvirt socket, '
+        'counted by strace in a separate run; virsh: one attach-device per device, wall times summed)')
+    out('BENCH | devices | bbvirt connections | attach-all (s) | detach-all (s) | virsh connections | n x virsh attach-device (s) | ratio |')
+    out('BENCH |---|---|---|---|---|---|---|')
+    for n, conns, wall, dwall, vconns, vw in scale:
+        out('BENCH | %d | %d | %.2f | %.2f | %d | %.2f | %.2f |' % (n, conns, wall, dwall, vconns, vw, wall / vw))
+    for n, conns, *_ in scale:
+        check(conns == 1, 'attach-all of %d devices opened %d libvirt connections' % (n, conns))
+    L.notes.append('%d rounds' % rounds)
+
+
+
+# Only when asked for (lab/run --bench): it takes minutes and asserts little.
+if '--bench' in sys.argv:
+    lab.scenario(40, 'bench')(sc_bench)
