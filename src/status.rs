@@ -572,9 +572,10 @@ pub fn render_json(report: &Report) -> String {
     }
 }
 
-/// Text from sysfs, vm.conf or libvirt, made safe for a terminal.
+/// Text from sysfs, vm.conf or libvirt, made safe for a terminal: control
+/// characters escaped (quotes stay as they are, for readability).
 fn esc(s: &str) -> String {
-    s.escape_debug().to_string()
+    crate::log::escape_controls(s)
 }
 
 /// A serial for the table: valid ones as they are, anything else quoted.
