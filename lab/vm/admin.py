@@ -259,7 +259,8 @@ def sc_bench(L):
     rows = []
     lat = {'plug': [], 'unplug': [], 'virsh_attach': [], 'virsh_detach': [],
            'cli_attach': [], 'cli_detach': []}
-    for _ in range(rounds):
+    for i in range(rounds):
+        out('bench: latency round %d/%d' % (i + 1, rounds))
         # the whole chain: plug -> kernel -> udev -> bbvirt -> libvirt -> QEMU
         d = L.plug(KW)
         lat['plug'].append(L.wait_state({'guestA': [d]}, d.t_plug, 'attached'))
@@ -290,7 +291,8 @@ def sc_bench(L):
     # guest start -> its four devices attached (hook -> udev -> bbvirt),
     # next to virsh start plus four bare virsh attach-device calls
     starts, bares = [], []
-    for _ in range(rounds):
+    for i in range(rounds):
+        out('bench: guest start round %d/%d' % (i + 1, rounds))
         L.reset(running=('guestB',), conf=bench_conf())
         devs = L.plug(*STORM)
         settle()
@@ -311,6 +313,7 @@ def sc_bench(L):
     # bbvirt attach-all; connections counted with strace in a second run.
     scale = []
     for n in (1, 4, 16):
+        out('bench: attach-all of %d' % n)
         L.reset(conf=bench_conf())
         mask_rule(True)
         devs = L.plug(*BENCH_SERIALS[:n])
@@ -328,20 +331,22 @@ def sc_bench(L):
         L.wait_state({'guestA': devs}, now(), 'attach-all of %d (strace)' % n, 30)
         timed(['/usr/bin/bbvirt', 'detach-all', 'guestA'])
         L.wait_state({}, now(), 'detach-all of %d' % n, 30)
-        # bare virsh: timed as is, then again under strace to count
-        vw, vconns = 0.0, 0
-        for traced in (False, True):
-            for d in devs:
-                argv = ['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live']
-                if traced:
-                    timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace] + argv)
-                    vconns += count_connects(trace)
-                else:
-                    vw += timed(argv)
-            L.wait_state({'guestA': devs}, now(), '%d attached by virsh' % n, 30)
-            for d in devs:
-                timed(['virsh', '-c', lab.URI, 'detach-device', 'guestA', hostdev_file(d), '--live'])
-            L.wait_state({}, now(), 'detached by virsh', 30)
+        # bare virsh, one attach-device per device (as the original bbvirt
+        # did); strace on the first call counts what one call opens
+        vw, per_call = 0.0, None
+        for d in devs:
+            argv = ['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live']
+            vw += timed(argv)
+        L.wait_state({'guestA': devs}, now(), '%d attached by virsh' % n, 30)
+        for j, d in enumerate(devs):
+            argv = ['virsh', '-c', lab.URI, 'detach-device', 'guestA', hostdev_file(d), '--live']
+            if j == 0:
+                timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace] + argv)
+                per_call = count_connects(trace)
+            else:
+                timed(argv)
+        L.wait_state({}, now(), 'detached by virsh', 30)
+        vconns = per_call * n
         L.unplug_all()
         mask_rule(False)
         scale.append((n, conns, wall, dwall, vconns, vw))
@@ -353,8 +358,9 @@ def sc_bench(L):
     for what, secs, base, bsecs in rows:
         out('BENCH | %s | %.2f | %s | %.2f | %.2f |' % (what, secs, base, bsecs, secs / bsecs))
     out('BENCH')
-    out('BENCH attach-all scaling (connections: connect() calls to the libvirt socket, '
-        'counted by strace in a separate run; virsh: one attach-device per device, wall times summed)')
+    out('BENCH attach-all scaling (connections: connect() calls to the libvirt socket, counted by '
+        'strace in a separate run; virsh: one attach-device per device, wall times summed, '
+        'connections = n x those of one virsh call under strace)')
     out('BENCH | devices | bbvirt connections | attach-all (s) | detach-all (s) | virsh connections | n x virsh attach-device (s) | ratio |')
     out('BENCH |---|---|---|---|---|---|---|')
     for n, conns, wall, dwall, vconns, vw in scale:

@@ -1101,7 +1101,7 @@ def main():
     ap.add_argument('--soak-steps', type=int, default=40, help='steps of the soak scenario')
     ap.add_argument('--soak-seed', type=int, default=None, help='seed of the soak scenario (default: random)')
     ap.add_argument('--bench', action='store_true', help='add the benchmark scenario (40)')
-    ap.add_argument('--bench-rounds', type=int, default=5, help='rounds of each benchmark')
+    ap.add_argument('--bench-rounds', type=int, default=3, help='rounds of each benchmark')
     ap.add_argument('--smoke', action='store_true', help='infrastructure smoke test, no bbvirt')
     ap.add_argument('--udev-debug', action='store_true')
     args = ap.parse_args()
