@@ -1021,6 +1021,10 @@ def sc_hostile(lab):
     lab.hold({}, 'guests restarted with only hostile devices plugged')
 
 
+# Hardening and fault scenarios (12-19): lab/vm/hardening.py, registering into SCENARIOS.
+import hardening  # noqa: E402,F401
+
+
 # The admin's side (status, check, the Debian package) and the benchmarks:
 # lab/vm/admin.py, registering into SCENARIOS.
 import admin  # noqa: E402,F401
