@@ -255,6 +255,12 @@ def count_connects(trace):
 
 def sc_bench(L):
     rounds = L.args.bench_rounds
+    # 16 devices need more than one xHCI controller's 15 ports.
+    L.reset(running=(), conf=bench_conf())
+    xml = must(['virsh', '-c', lab.URI, 'dumpxml', '--inactive', 'guestA']).out
+    xml = xml.replace('</devices>', "<controller type='usb' index='1' model='qemu-xhci' ports='15'/>\n</devices>", 1)
+    wfile(WORK + '/guestA-bench.xml', xml)
+    must(['virsh', '-c', lab.URI, 'define', WORK + '/guestA-bench.xml'])
     L.reset(conf=bench_conf())
     rows = []
     lat = {'plug': [], 'unplug': [], 'virsh_attach': [], 'virsh_detach': [],
