@@ -58,15 +58,26 @@ fn run() -> i32 {
         .spawn(move || {
             let _ = tx.send(execute(action, &opts));
         });
-    if let Err(e) = worker {
-        error!("starting the worker thread: {e}");
-        return exit::FAILED;
-    }
+    let worker = match worker {
+        Ok(w) => w,
+        Err(e) => {
+            error!("starting the worker thread: {e}");
+            return exit::FAILED;
+        }
+    };
     loop {
         let limit = Duration::from_secs(DEADLINE_SECS.load(Ordering::SeqCst));
         let left = limit.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(code) => return code,
+            Ok(code) => {
+                // The worker's last act was sending: let it end (its
+                // thread-local libvirt state is freed then) before the
+                // process exits and libraries run their destructors. Exiting
+                // while it was still ending corrupted the heap (seen in the
+                // lab: "malloc_consolidate(): invalid chunk size").
+                let _ = worker.join();
+                return code;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() < limit => continue,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 error!(
@@ -74,14 +85,24 @@ fn run() -> i32 {
                     limit.as_secs(),
                     log::current_step()
                 );
-                return if is_hook { exit::OK } else { exit::FAILED };
+                abandon(if is_hook { exit::OK } else { exit::FAILED });
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 error!("internal error while {}", log::current_step());
-                return if is_hook { exit::OK } else { exit::FAILED };
+                abandon(if is_hook { exit::OK } else { exit::FAILED });
             }
         }
     }
+}
+
+/// Ends the process now, leaving the worker where it is (blocked in libvirt
+/// or gone wrong): `_exit` runs no library destructors under its feet.
+fn abandon(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; nothing runs after it.
+    unsafe { libc::_exit(code.clamp(0, 255)) }
 }
 
 fn config_path(opts: &Opts) -> PathBuf {
