@@ -192,9 +192,24 @@ fn execute(action: Action, opts: &Opts) -> i32 {
     };
     match result {
         Ok(_) => exit::OK,
+        // Under udev (ACTION and DEVPATH in the environment), an add or
+        // change event for a device unplugged before bbvirt looked: its
+        // remove event follows, nothing to do.
+        Err(ActionError::NotFound(dev))
+            if matches!(action, Action::Attach { .. }) && run_by_udev() =>
+        {
+            note!("device {dev} is gone already (unplugged): nothing to attach");
+            exit::OK
+        }
         Err(e) => {
             error!("{}", log::chain(&e));
             e.exit_code()
         }
     }
+}
+
+/// Whether udev runs this process (it sets ACTION and DEVPATH for RUN
+/// programs).
+fn run_by_udev() -> bool {
+    std::env::var_os("ACTION").is_some() && std::env::var_os("DEVPATH").is_some()
 }

@@ -136,6 +136,27 @@ fn not_found_and_hint_mismatch_exit_4() {
 }
 
 #[test]
+fn device_gone_before_udev_attach_ran_is_nothing_to_do() {
+    let s = setup(CONF);
+    let under_udev = |args: &[&str]| {
+        let mut all = vec!["-C", s.conf.as_str()];
+        all.extend_from_slice(args);
+        std::process::Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+            .args(&all)
+            .env("BBVIRT_SYSFS_ROOT", s.tree.root())
+            .env("BBVIRT_RUN_DIR", s.tree.root().join("run"))
+            .env("ACTION", "add")
+            .env("DEVPATH", "/devices/pci0000:00/0000:00:14.0/usb9/9-1")
+            .output()
+            .unwrap()
+    };
+    let (_, err) = expect_exit(&under_udev(&["attach", "9:99", "-v"]), exit::OK);
+    assert!(err.contains("device 009:099 is gone already"), "{err}");
+    // By hand it is an error, as before.
+    expect_exit(&s.run(&["attach", "9:99"]), exit::NOT_FOUND);
+}
+
+#[test]
 fn unassigned_device_or_missing_config_exit_0() {
     let s = setup(CONF);
     let (out, err) = expect_exit(&s.run(&["attach", "UNASS1", "-v"]), exit::OK);

@@ -298,6 +298,8 @@ pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
         .env("BBVIRT_SYSFS_ROOT", sysfs_root)
         .env("BBVIRT_RUN_DIR", sysfs_root.join("run"))
         .env_remove("LIBVIRT_DEFAULT_URI")
+        .env_remove("ACTION")
+        .env_remove("DEVPATH")
         .output()
         .expect("running bbvirt")
 }
