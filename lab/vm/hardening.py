@@ -14,7 +14,8 @@ polling with deadlines.
   15 lost remove     rule masked during an unplug: stale entry (status says
                      so), replug on another bus replaces it
   16 guest destroyed nothing left over; started again: devices back
-  17 unplug mid-attach  the lab holds bbvirt's lock while the device goes
+  17 unplug mid-attach
+                     the lab holds bbvirt's lock while the device goes
   18 hostile gadgets more hostile serials through real gadgets
   19 soak            seeded random plug/unplug/replug/start/destroy/
                      libvirtd restart over 4 devices and 2 guests
@@ -30,7 +31,6 @@ when the API cannot be used (no daemon, a call stuck), goes to virsh.
 Standard library only.
 """
 
-import contextlib
 import ctypes
 import fcntl
 import json
@@ -65,8 +65,9 @@ class FastUnavailable(Exception):
 
 
 class FastVirt:
-    """A few read-only libvirt calls through libvirt.so, on one connection
-    that is reopened when libvirtd restarted. Thread-safe (one call at a time)."""
+    """The few libvirt calls the lab's helpers make, through libvirt.so, on
+    one connection that is reopened when libvirtd restarted. One call at a
+    time; each bounded (see _call)."""
 
     LIST_ACTIVE = 1          # VIR_CONNECT_LIST_DOMAINS_ACTIVE
     XML_INACTIVE = 2         # VIR_DOMAIN_XML_INACTIVE
@@ -331,6 +332,21 @@ def has_open(pid, path):
     return False
 
 
+class ProcWatch(threading.Thread):
+    """Records every bbvirt process seen while it runs: {pid: argv}."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen = {}
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for pid, argv in bbvirt_procs().items():
+                self.seen.setdefault(pid, argv)
+            time.sleep(0.03)
+
+
 def parse_busdev(s):
     m = re.match(r'^(\d+):(\d+)$', s)
     return (int(m.group(1)), int(m.group(2))) if m else None
@@ -535,7 +551,6 @@ def sc_parallel(L):
             errors.append('%s: %s' % (serial, e))
 
     worst = 0
-    phases = [0.0, 0.0, 0.0]
     t_all = lab.now()
     for rnd in range(1, rounds + 1):
         counts = [0] * len(STORM)
@@ -549,35 +564,17 @@ def sc_parallel(L):
         for th in ths:
             th.join(60)
         lab.check(not errors, 'round %d: %s' % (rnd, '; '.join(errors)))
-        t1 = lab.now()
         lab.settle()
-        t2 = lab.now()
         present = [lab.find_dev(s) for s in STORM if L.gadgets[s].udc]
         lab.check(all(present), 'round %d: a plugged device is missing: %s' % (rnd, present))
         L.wait_state({'guestA': present}, t, 'round %d (%s): guestA holds %s' % (
             rnd, ' '.join('%s x%d' % (s[-2:], n) for s, n in zip(STORM, counts)), present), 60)
-        t3 = lab.now()
-        phases[0] += t1 - t
-        phases[1] += t2 - t1
-        phases[2] += t3 - t2
         worst = max(worst, lab.now() - t)
     L.hold({'guestA': present}, 'after %d rounds' % rounds, HOLD)
-    L.notes.append('seed %d, %d rounds x %d events, worst round %.1fs, all rounds %.0fs'
-                   % (seed, rounds, events, worst, lab.now() - t_all))
-    runs = [m for _, m in bbvirt_lines(L, t_all)]
-    kern = {}
-    durs = {}
-    for tt, src, action, devpath, props in list(L.udev.events):
-        if tt < t_all:
-            continue
-        if src == 'KERNEL':
-            kern[(action, devpath, props.get('SEQNUM'))] = tt
-        elif (action, devpath, props.get('SEQNUM')) in kern:
-            durs.setdefault(action, []).append(tt - kern[(action, devpath, props.get('SEQNUM'))])
-    L.notes.append('DEBUG udev durations: %s' % ', '.join('%s n=%d sum=%.0f max=%.1f' % (
-        a, len(v), sum(v), max(v)) for a, v in durs.items()))
-    L.notes.append('DEBUG phases plug/settle/check %.0f/%.0f/%.0f, bbvirt lines %d: %s' % (
-        phases[0], phases[1], phases[2], len(runs), ' | '.join(runs[-6:])))
+    runs = bbvirt_lines(L, t_all)
+    L.notes.append('seed %d, %d rounds x %d events, %d attached, %d detached, worst round %.1fs'
+                   % (seed, rounds, events, len([1 for _, m in runs if m.startswith('attached ')]),
+                      len([1 for _, m in runs if m.startswith('detached ')]), worst))
 
 
 @hscenario(14, 'libvirtd killed')
@@ -604,7 +601,6 @@ def sc_libvirtd_killed(L):
     r = L.bbvirt('-n', 'sync')
     lab.check(r.out.strip() == '', 'bbvirt -n sync would do something: %s' % r)
     r = L.bbvirt('sync', '-v')
-    L.notes.append('DEBUG sync %.2fs' % r.secs)
     done = [l for l in r.err.splitlines() if re.search(r'\b(attached|detached) \S+ (to|from) |stale|warning|error', l)]
     lab.check(not done, 'bbvirt sync did something: %s' % done)
     n = r.err.count('is already attached')
@@ -713,24 +709,40 @@ def sc_unplug_mid_attach(L):
         lab.wait_for(lambda: L.udev.find('KERNEL', 'remove', k.name, tu), 10, 'the kernel remove event')
         lab.check(alive(pid), 'bbvirt %d ended while the lab held the lock' % pid)
         lab.check(L.udev.find('UDEV', 'add', k.name, t) is None, 'udev finished the add event early')
+        # udev runs the remove event's bbvirt once the add event is done:
+        # watch for it from here on
+        watch = ProcWatch()
+        watch.start()
     finally:
         os.close(fd)
         lab.act('lab released %s' % LOCK_FILE)
     tr = lab.now()
-    lab.wait_for(lambda: not alive(pid), 25, 'the attach run %d to end' % pid)
-    lab.wait_for(lambda: L.udev.find('UDEV', 'add', k.name, t), 25, 'udev to finish the add event')
-    lab.wait_for(lambda: L.udev.find('UDEV', 'remove', k.name, t), 25, 'udev to finish the remove event')
-    lab.settle()
-    lab.wait_for(lambda: not bbvirt_procs() or (False, bbvirt_procs()), 10, 'no bbvirt left running')
+    try:
+        lab.wait_for(lambda: not alive(pid), 25, 'the attach run %d to end' % pid)
+        lab.wait_for(lambda: L.udev.find('UDEV', 'add', k.name, t), 25, 'udev to finish the add event')
+        lab.wait_for(lambda: L.udev.find('UDEV', 'remove', k.name, t), 25, 'udev to finish the remove event')
+        lab.settle()
+        lab.wait_for(lambda: not bbvirt_procs() or (False, bbvirt_procs()), 10, 'no bbvirt left running')
+    finally:
+        watch.stop.set()
+        watch.join(5)
     L.timing('release->both events done', lab.now() - tr)
     L.hold({}, 'after the unplug during the attach', HOLD)
     check_healthy(L, 'after the unplug during the attach')
+    # the attach run failed cleanly and said so (or attached a device that
+    # was gone, and the remove event's run detached it)
     lines = [m for _, m in bbvirt_lines(L, t, pid)]
     lab.check(lines, 'the attach run (pid %d) logged nothing' % pid)
     lab.check(not any(m.startswith('attached ') for m in lines) or
               any(m.startswith('detached ') for _, m in bbvirt_lines(L, tr)),
               'attached to a gone device and never detached: %s' % lines)
     L.notes.append('attach run logged: "%s"' % lines[-1][:150])
+    detach = [p for p, argv in watch.seen.items()
+              if argv[:1] == ['detach'] and len(argv) > 1 and parse_busdev(argv[1]) == (k.bus, k.dev)]
+    more = [m for p in detach for _, m in bbvirt_lines(L, tr, p)]
+    L.notes.append('remove run: %s' % (
+        'pid %s, ended%s' % (','.join(map(str, detach)), (', logged "%s"' % more[-1][:80]) if more else ' (nothing to log)')
+        if detach else 'too quick to see; udev finished the remove event'))
     # the lock is free again: the next plug attaches
     k2 = L.plug(KW)
     L.wait_state({'guestA': [k2]}, k2.t_plug, '%s attached after the lock was released' % k2)
@@ -825,19 +837,20 @@ def sc_soak(L):
     steps = L.args.soak_steps
     seed = seed_of(L)
     rng = random.Random(seed)
+    lab.out('lab: soak: seed %d, %d steps' % (seed, steps))
     lab.act('soak: seed %d, %d steps' % (seed, steps))
     L.reset(conf=SOAK_CONF)
     serials = sorted(SOAK_OWNER)
     running = set(GUESTS)
     kinds = {}
-    dbg = {}
     violations = []
     t0 = lab.now()
 
     def plugged(s):
         return s in L.gadgets and L.gadgets[s].udc is not None
 
-    for step in range(1, steps + 1):
+    def do_step(step):
+        """One random step; returns (kind, what was done)."""
         on = [s for s in serials if plugged(s)]
         off = [s for s in serials if not plugged(s)]
         menu = [('restart', 3)]
@@ -846,74 +859,80 @@ def sc_soak(L):
         if on:
             menu += [('unplug', 20), ('replug', 20)]
         if len(running) < len(GUESTS):
-            menu.append(('start', 14))
+            menu.append(('start', 10))
         if running:
-            menu.append(('destroy', 10))
+            menu.append(('destroy', 8))
         kind = rng.choices([m[0] for m in menu], [m[1] for m in menu])[0]
-        what = kind
-        ts = lab.now()
+        if step == steps // 2 and not kinds.get('restart'):
+            kind = 'restart'     # at least one in every soak
         if kind == 'plug':
-            s = rng.choice(off)
-            u = rng.choice(free_udcs(L))
+            s, u = rng.choice(off), rng.choice(free_udcs(L))
             plug_on(L, s, u)
-            what = 'plug %s into %s' % (s, u)
-        elif kind == 'unplug':
+            return kind, 'plug %s into %s' % (s, u)
+        if kind == 'unplug':
             s = rng.choice(on)
             L.unplug(s)
-            what = 'unplug %s' % s
-        elif kind == 'replug':
+            return kind, 'unplug %s' % s
+        if kind == 'replug':
             s = rng.choice(on)
             L.unplug(s)
             u = rng.choice(free_udcs(L))
             plug_on(L, s, u)
-            what = 'replug %s into %s' % (s, u)
-        elif kind == 'start':
+            return kind, 'replug %s into %s' % (s, u)
+        if kind == 'start':
             g = rng.choice(sorted(set(GUESTS) - running))
             L.start(g)
             running.add(g)
-            what = 'start %s' % g
-        elif kind == 'destroy':
+            return kind, 'start %s' % g
+        if kind == 'destroy':
             g = rng.choice(sorted(running))
             L.destroy(g)
             running.discard(g)
-            what = 'destroy %s' % g
-        else:
-            sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-            L.libvirtd.send_signal(sig)
-            L.libvirtd.wait(60)
-            L.start_libvirtd()
-            what = 'restart libvirtd (%s)' % sig.name
-        kinds[kind] = kinds.get(kind, 0) + 1
-        tk = lab.now()
-        lab.act('soak step %d/%d: %s' % (step, steps, what))
-        expect = {g: [lab.find_dev(s) for s in serials if SOAK_OWNER[s] == g and plugged(s)] for g in running}
-        try:
-            lab.check(all(all(v) for v in expect.values()), 'a plugged device is missing: %s' % expect)
-            # Poll libvirt's status files (cheap) until they match; once udev
-            # is idle (every bbvirt run over), check in full: live XML and QEMU.
-            def cheap():
-                p = L.problems(expect, full=False)
-                return (False, '; '.join(p)) if p else True
-            lab.wait_for(cheap, 60, 'soak step %d (%s)' % (step, what), 0.1)
-            tc = lab.now()
-            lab.settle()
-            td = lab.now()
-            p = L.problems(expect)
-            dbg.setdefault(kind, []).append((tk - ts, tc - tk, td - tc, lab.now() - td))
-            lab.check(not p, 'soak step %d (%s), udev settled: %s' % (step, what, '; '.join(p)))
-        except lab.Failure as e:
-            violations.append(str(e))
-            lab.act('soak VIOLATION: %s' % e)
-            if len(violations) >= 3:
+            return kind, 'destroy %s' % g
+        sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
+        L.libvirtd.send_signal(sig)
+        L.libvirtd.wait(60)
+        L.start_libvirtd()
+        return kind, 'restart libvirtd (%s)' % sig.name
+
+    def cheap(expect):
+        p = L.problems(expect, full=False)
+        return (False, '; '.join(p)) if p else True
+
+    step = 0
+    try:
+        for step in range(1, steps + 1):
+            try:
+                kind, what = do_step(step)
+            except lab.Failure as e:    # the lab could not do the step: the state is unknown
+                violations.append('soak step %d: %s' % (step, e))
                 break
-            # carry on from a known state: bbvirt sync makes it right again
-            L.bbvirt('sync', ok=False)
-            lab.settle()
-    attaches = len([1 for _, m in bbvirt_lines(L, t0) if m.startswith('attached ')])
-    detaches = len([1 for _, m in bbvirt_lines(L, t0) if m.startswith('detached ')])
-    L.notes.append('seed %d, steps %d, attaches %d, detaches %d, violations %d (%s), %.1fs/step'
-                   % (seed, step, attaches, detaches, len(violations),
-                      ' '.join('%s %d' % kv for kv in sorted(kinds.items())), (lab.now() - t0) / max(step, 1)))
-    for k, v in sorted(dbg.items()):
-        L.notes.append('DEBUG %s: %s' % (k, '/'.join('%.2f' % (sum(x[i] for x in v) / len(v)) for i in range(4))))
+            kinds[kind] = kinds.get(kind, 0) + 1
+            lab.act('soak step %d/%d: %s' % (step, steps, what))
+            expect = {g: [lab.find_dev(s) for s in serials if SOAK_OWNER[s] == g and plugged(s)]
+                      for g in running}
+            try:
+                lab.check(all(all(v) for v in expect.values()), 'a plugged device is missing: %s' % expect)
+                # Poll libvirt's status files (cheap) until they match; once
+                # udev is idle (every bbvirt run over), check in full, every
+                # step: live XML (virDomainGetXMLDesc) and QEMU (info usb, qtree).
+                lab.wait_for(lambda: cheap(expect), 60, 'soak step %d (%s)' % (step, what), 0.1)
+                lab.settle()
+                p = L.problems(expect)
+                lab.check(not p, 'soak step %d (%s), udev settled: %s' % (step, what, '; '.join(p)))
+            except lab.Failure as e:
+                violations.append(str(e))
+                lab.act('soak VIOLATION: %s' % e)
+                if len(violations) >= 3:
+                    break
+                # carry on from a known state: bbvirt sync makes it right again
+                L.bbvirt('sync', ok=False)
+                lab.settle()
+    finally:
+        runs = bbvirt_lines(L, t0)
+        L.notes.append('seed %d, steps %d, attaches %d, detaches %d, violations %d (%s), %.1fs/step'
+                       % (seed, step, len([1 for _, m in runs if m.startswith('attached ')]),
+                          len([1 for _, m in runs if m.startswith('detached ')]), len(violations),
+                          ' '.join('%s %d' % kv for kv in sorted(kinds.items())),
+                          (lab.now() - t0) / max(step, 1)))
     lab.check(not violations, '\n'.join(violations))
