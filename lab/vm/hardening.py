@@ -277,9 +277,51 @@ def _virsh(*args, timeout=60):
 lab.virsh = _virsh
 
 
+# A process that dies by a signal (abort, segfault) leaves a line here: the
+# VM's kernel pipes its core to CRASH_SH, which only records it. udev would
+# otherwise swallow a crashed RUN program quietly.
+CRASHES = lab.WORK + '/crashes.log'
+CRASH_SH = lab.WORK + '/crash.sh'
+
+
+def crash_recorder():
+    if os.path.exists(CRASH_SH):
+        return
+    lab.wfile(CRASH_SH, '#!/bin/sh\ncat >/dev/null\necho "$*" >>%s\n' % CRASHES)
+    os.chmod(CRASH_SH, 0o755)
+    lab.wfile('/proc/sys/kernel/core_pattern', '|%s %%e %%p %%s' % CRASH_SH)
+    lab.act('core_pattern: %s' % lab.rfile('/proc/sys/kernel/core_pattern'))
+    # does it work? a shell that aborts itself must show up
+    lab.run(['sh', '-c', 'kill -ABRT $$'])
+    lab.wait_for(lambda: any(c[:1] == ['sh'] and c[2:3] == ['6'] for c in crashes()), 10,
+                 'the crash recorder to record a test abort')
+
+
+def crashes():
+    try:
+        with open(CRASHES) as f:
+            return [l.split() for l in f.read().splitlines() if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def hscenario(num, name):
-    """lab.scenario, for this file's scenarios."""
-    return lambda fn: lab.scenario(num, name)(fn)
+    """lab.scenario, for this file's scenarios; each also fails when a bbvirt
+    process died by a signal meanwhile."""
+    def deco(fn):
+        def wrapped(L):
+            crash_recorder()
+            n = len(crashes())
+            fn(L)
+            new = crashes()[n:]
+            mine = [c for c in new if c and c[0] == 'bbvirt']
+            lab.check(not mine, 'bbvirt died by a signal: %s' % ['pid %s signal %s' % (c[1], c[2]) for c in mine])
+            if new:
+                L.notes.append('other crashes: %s' % new)
+        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+        lab.scenario(num, name)(wrapped)
+        return fn
+    return deco
 
 
 # ---------------------------------------------------------------- helpers
