@@ -106,13 +106,23 @@ fn timeout_from_vars(path: &Path, vars: &[RawVar]) -> Result<Option<u64>, Config
         Ok(n) if (1..=3600).contains(&n) && var.first.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(Some(n))
         }
-        _ => Err(ConfigError::Value {
-            path: path.to_path_buf(),
-            msg: format!(
+        _ => {
+            let msg = format!(
                 "{TIMEOUT_VAR}={:?} is not a whole number of seconds from 1 to 3600",
                 var.first
-            ),
-        }),
+            );
+            Err(match var.line {
+                Some(line) => ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    line,
+                    msg,
+                },
+                None => ConfigError::Value {
+                    path: path.to_path_buf(),
+                    msg,
+                },
+            })
+        }
     }
 }
 
@@ -386,6 +396,8 @@ struct RawVar {
     name: String,
     first: String,
     values: Vec<String>,
+    /// The line of its last assignment (native parse only).
+    line: Option<usize>,
 }
 
 /// Which of the three variables `name` is, and for which id.
@@ -515,6 +527,7 @@ struct Vars {
     order: Vec<String>,
     values: HashMap<String, Vec<String>>,
     readonly: HashSet<String>,
+    lines: HashMap<String, usize>,
 }
 
 enum Value {
@@ -556,6 +569,7 @@ impl Vars {
                     name: name.clone(),
                     first: values.first().cloned().unwrap_or_default(),
                     values,
+                    line: self.lines.get(name).copied(),
                 }
             })
             .collect()
@@ -844,6 +858,7 @@ impl Parser {
         if self.vars.readonly.contains(name) || BASH_READONLY.contains(&name) {
             return self.bash(format!("assignment to read-only variable {name}"));
         }
+        let line = self.line;
         let value = if self.peek() == Some('(') {
             let start = self.line;
             self.bump();
@@ -852,6 +867,7 @@ impl Parser {
             Value::Scalar(self.word(Ctx::Scalar)?)
         };
         self.vars.assign(name, append, value);
+        self.vars.lines.insert(name.to_string(), line);
         if make_readonly {
             self.vars.readonly.insert(name.to_string());
         }
@@ -1202,6 +1218,7 @@ fn parse_dump(path: &Path, out: &[u8]) -> Result<Vec<RawVar>, ConfigError> {
             name,
             first,
             values,
+            line: None,
         });
     }
     match next("end") {

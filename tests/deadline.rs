@@ -119,7 +119,7 @@ fn a_bad_timeout_in_vm_conf_is_a_config_error() {
     assert_eq!(
         err,
         format!(
-            "bbvirt: error: {conf}: BBVIRT_TIMEOUT=\"soon\" is not a whole number of seconds from 1 to 3600\n"
+            "bbvirt: error: {conf}:1: BBVIRT_TIMEOUT=\"soon\" is not a whole number of seconds from 1 to 3600\n"
         )
     );
 }
