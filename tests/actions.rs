@@ -3,51 +3,16 @@
 //! test driver and by the lab).
 
 mod common;
+mod scene;
 mod sysfs_fixture;
 
 use bbvirt::actions::{ActionError, Env, Outcome};
 use bbvirt::cli::{Opts, exit};
-use bbvirt::config::{Config, DomainConf};
+use bbvirt::config::Config;
 use bbvirt::libvirt::VirtError;
 use common::FakeHv;
+use scene::{config, dom, running, tree, two_guests};
 use sysfs_fixture::FixtureTree;
-
-fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) -> DomainConf {
-    DomainConf {
-        id: id.into(),
-        name: name.map(Into::into),
-        uri: uri.map(Into::into),
-        serials: serials.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-fn config(domains: Vec<DomainConf>) -> Config {
-    Config {
-        path: "/etc/bit-babbler/vm.conf".into(),
-        domains,
-        timeout: None,
-    }
-}
-
-/// Two guests on the default URI: g1 has KWIF4Q and JAMMB3, g2 has QX3TZ7A.
-fn two_guests() -> Config {
-    config(vec![
-        dom("g1", None, None, &["KWIF4Q", "JAMMB3"]),
-        dom("g2", None, None, &["QX3TZ7A"]),
-    ])
-}
-
-fn tree() -> FixtureTree {
-    FixtureTree::new()
-        .root_hub(1)
-        .root_hub(3)
-        .bitbabbler("1-1", Some("KWIF4Q"), 1, 4)
-        .bitbabbler("1-2", Some("JAMMB3"), 1, 5)
-        .usb_device("3-1", "05e3", "0608", None, 3, 2)
-        .usb_device("3-1.4", "05e3", "0608", None, 3, 3)
-        .bitbabbler("3-1.4.2", Some("QX3TZ7A"), 3, 9)
-        .bitbabbler("3-1.4.3", Some("UNASS1"), 3, 10)
-}
 
 fn run<T>(
     cfg: &Config,
@@ -65,12 +30,6 @@ fn run<T>(
         lock_dir: None,
     };
     f(&env)
-}
-
-fn running(names: &[&str]) -> FakeHv {
-    names
-        .iter()
-        .fold(FakeHv::new(), |hv, n| hv.domain(None, n, true))
 }
 
 #[test]

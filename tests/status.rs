@@ -3,62 +3,21 @@
 //! libvirt's in-process test driver.
 
 mod common;
+mod scene;
 mod sysfs_fixture;
 
 use bbvirt::actions::Env;
 use bbvirt::cli::{Opts, exit};
-use bbvirt::config::{Config, DomainConf};
+use bbvirt::config::Config;
 use bbvirt::libvirt::VirtError;
 use bbvirt::status::{
     DeviceState, DomainState, Report, StaleKind, collect, render_json, render_table,
 };
 use bbvirt::sysfs::Sysfs;
 use common::{FakeHv, bbvirt, expect_exit, write_config};
+use scene::{config, dom, running, tree, two_guests};
 use serde_json::{Value, json};
 use sysfs_fixture::FixtureTree;
-
-fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) -> DomainConf {
-    DomainConf {
-        id: id.into(),
-        name: name.map(Into::into),
-        uri: uri.map(Into::into),
-        serials: serials.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-fn config(domains: Vec<DomainConf>) -> Config {
-    Config {
-        path: "/etc/bit-babbler/vm.conf".into(),
-        domains,
-        ..Config::default()
-    }
-}
-
-/// Two guests on the default URI: g1 has KWIF4Q and JAMMB3, g2 has QX3TZ7A.
-fn two_guests() -> Config {
-    config(vec![
-        dom("g1", None, None, &["KWIF4Q", "JAMMB3"]),
-        dom("g2", None, None, &["QX3TZ7A"]),
-    ])
-}
-
-fn tree() -> FixtureTree {
-    FixtureTree::new()
-        .root_hub(1)
-        .root_hub(3)
-        .bitbabbler("1-1", Some("KWIF4Q"), 1, 4)
-        .bitbabbler("1-2", Some("JAMMB3"), 1, 5)
-        .usb_device("3-1", "05e3", "0608", None, 3, 2)
-        .usb_device("3-1.4", "05e3", "0608", None, 3, 3)
-        .bitbabbler("3-1.4.2", Some("QX3TZ7A"), 3, 9)
-        .bitbabbler("3-1.4.3", Some("UNASS1"), 3, 10)
-}
-
-fn running(names: &[&str]) -> FakeHv {
-    names
-        .iter()
-        .fold(FakeHv::new(), |hv, n| hv.domain(None, n, true))
-}
 
 /// Everything attached where vm.conf says.
 fn all_attached() -> FakeHv {

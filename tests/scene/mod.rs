@@ -1,0 +1,56 @@
+//! The scene the action and status tests share: two guests on the default
+//! URI and a host holding their devices (plus one nobody's), built from
+//! `sysfs_fixture` and `common`. Include after `mod common; mod
+//! sysfs_fixture;`.
+#![allow(dead_code)]
+
+use bbvirt::config::{Config, DomainConf};
+
+use crate::common::FakeHv;
+use crate::sysfs_fixture::FixtureTree;
+
+pub fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) -> DomainConf {
+    DomainConf {
+        id: id.into(),
+        name: name.map(Into::into),
+        uri: uri.map(Into::into),
+        serials: serials.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub fn config(domains: Vec<DomainConf>) -> Config {
+    Config {
+        path: "/etc/bit-babbler/vm.conf".into(),
+        domains,
+        ..Config::default()
+    }
+}
+
+/// Two guests on the default URI: g1 has KWIF4Q and JAMMB3, g2 has QX3TZ7A.
+pub fn two_guests() -> Config {
+    config(vec![
+        dom("g1", None, None, &["KWIF4Q", "JAMMB3"]),
+        dom("g2", None, None, &["QX3TZ7A"]),
+    ])
+}
+
+/// Bus 1: KWIF4Q at 1:4, JAMMB3 at 1:5; bus 3 behind two hubs: QX3TZ7A at
+/// 3:9 and the unassigned UNASS1 at 3:10.
+pub fn tree() -> FixtureTree {
+    FixtureTree::new()
+        .root_hub(1)
+        .root_hub(3)
+        .bitbabbler("1-1", Some("KWIF4Q"), 1, 4)
+        .bitbabbler("1-2", Some("JAMMB3"), 1, 5)
+        .usb_device("3-1", "05e3", "0608", None, 3, 2)
+        .usb_device("3-1.4", "05e3", "0608", None, 3, 3)
+        .bitbabbler("3-1.4.2", Some("QX3TZ7A"), 3, 9)
+        .bitbabbler("3-1.4.3", Some("UNASS1"), 3, 10)
+}
+
+/// A fake libvirt with these domains running on the default URI.
+pub fn running(names: &[&str]) -> FakeHv {
+    names
+        .iter()
+        .fold(FakeHv::new(), |hv, n| hv.domain(None, n, true))
+}
