@@ -171,12 +171,17 @@ pub struct Env<'a> {
     pub opts: &'a Opts,
     /// Where the host-wide lock lives ([`crate::lock`]); None: no locking.
     pub lock_dir: Option<&'a std::path::Path>,
+    /// Whether the local daemon may be asked yet ([`crate::daemon`]); None
+    /// where that gate does not apply.
+    pub readiness: Option<&'a crate::daemon::Readiness>,
 }
 
 /// One connection per URI for the whole run; the host lock is taken before
-/// the first one opens.
+/// the first one opens, and the readiness gate is asked before the lock (a
+/// run told "not ready" never waits for it).
 struct Connections<'a> {
     hv: &'a dyn Hypervisor,
+    readiness: Option<&'a crate::daemon::Readiness>,
     lock_dir: Option<&'a std::path::Path>,
     lock: Option<crate::lock::HostLock>,
     open: HashMap<Option<String>, Box<dyn Connection>>,
@@ -188,6 +193,7 @@ impl<'a> Connections<'a> {
     fn new(env: &Env<'a>) -> Self {
         Connections {
             hv: env.hv,
+            readiness: env.readiness,
             lock_dir: env.lock_dir,
             lock: None,
             open: HashMap::new(),
@@ -196,6 +202,15 @@ impl<'a> Connections<'a> {
     }
 
     fn get(&mut self, uri: Option<&str>) -> Result<&dyn Connection, VirtError> {
+        let key = uri.map(str::to_string);
+        if let (Some(gate), false) = (self.readiness, self.open.contains_key(&key))
+            && let Err(e) = gate.check(uri)
+        {
+            if self.down.insert(key.clone()) {
+                note!("{e}: nothing to do now");
+            }
+            return Err(e);
+        }
         if let (Some(dir), None) = (self.lock_dir, &self.lock) {
             crate::log::step(&format!("waiting for the lock in {}", dir.display()));
             match crate::lock::acquire(dir) {
@@ -208,7 +223,6 @@ impl<'a> Connections<'a> {
             }
             self.lock_dir = None;
         }
-        let key = uri.map(str::to_string);
         if !self.open.contains_key(&key) {
             crate::log::step(&format!(
                 "connecting to libvirt at {}",
@@ -227,6 +241,9 @@ impl<'a> Connections<'a> {
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(gate) = self.readiness {
+                gate.record(uri);
+            }
             self.open.insert(key.clone(), conn);
         }
         Ok(self.open[&key].as_ref())

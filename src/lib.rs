@@ -11,6 +11,7 @@
 //! - [`actions`]: attach, detach, attach-all, detach-all on top of the traits.
 //! - [`hook`]: the libvirt qemu hook (never calls libvirt).
 //! - [`lock`]: one bbvirt at a time talks to libvirt.
+//! - [`daemon`]: under udev, ask the local daemon only once it serves.
 //! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
 //! - [`status`], [`check`], [`install`], [`completions`]: for the admin.
 //! - [`log`]: verbosity levels, stderr and syslog.
@@ -20,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod completions;
 pub mod config;
+pub mod daemon;
 pub mod device;
 pub mod hook;
 pub mod hostdev;

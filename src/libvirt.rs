@@ -22,6 +22,11 @@ pub enum VirtError {
     /// the devices when libvirt and the guest come back.
     #[error("libvirt is not running at {uri}: {message}")]
     Down { uri: String, message: String },
+    /// The local daemon is not ready to serve yet and bbvirt, run by udev,
+    /// did not connect ([`crate::daemon`]): `bbvirt-sync.service` brings
+    /// the devices once it serves.
+    #[error("libvirt at {uri} is not ready yet: {reason}")]
+    NotReady { uri: String, reason: String },
     #[error("{message} (libvirt error code {code})")]
     Failed { code: i32, message: String },
 }
@@ -31,7 +36,10 @@ impl VirtError {
     pub fn is_nothing_to_do(&self) -> bool {
         matches!(
             self,
-            VirtError::NoDomain(_) | VirtError::NotRunning(_) | VirtError::Down { .. }
+            VirtError::NoDomain(_)
+                | VirtError::NotRunning(_)
+                | VirtError::Down { .. }
+                | VirtError::NotReady { .. }
         )
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bbvirt::actions::{ActionError, Env, Outcome};
 use bbvirt::cli::{Action, Cli, Opts, exit};
 use bbvirt::config::{self, Config};
+use bbvirt::daemon::{HostPaths, Readiness};
 use bbvirt::libvirt::Libvirt;
 use bbvirt::sysfs::Sysfs;
 use bbvirt::{error, hook, log, note};
@@ -169,12 +170,15 @@ fn execute(action: Action, opts: &Opts) -> i32 {
     };
     let hv = Libvirt::new();
     let lock_dir = bbvirt::lock::run_dir();
+    // Under udev, never wait on a daemon that is not ready (bbvirt::daemon).
+    let readiness = Readiness::detect(HostPaths::system(), run_by_udev());
     let env = Env {
         config: &config,
         sysfs: &sysfs,
         hv: &hv,
         opts,
         lock_dir: Some(&lock_dir),
+        readiness: readiness.as_ref(),
     };
     let result: Result<Outcome, ActionError> = match &action {
         Action::Attach { device, .. } => env.attach(device),

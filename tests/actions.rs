@@ -28,6 +28,7 @@ fn run<T>(
         hv,
         opts: &opts,
         lock_dir: None,
+        readiness: None,
     };
     f(&env)
 }
@@ -579,5 +580,86 @@ fn sync_of_one_domain_leaves_the_others_alone() {
     assert_eq!(
         hv.hostdevs(None, "g2"),
         vec![("ua-bbvirt-QX3TZ7A".into(), 3, 9)]
+    );
+}
+
+/// A fixture host for the readiness gate (bbvirt::daemon): systemd booted,
+/// bbvirt-sync.service installed, libvirtd running as pid 812.
+fn gated_host(dir: &std::path::Path) -> bbvirt::daemon::HostPaths {
+    let p = |rel: &str| dir.join(rel);
+    std::fs::create_dir_all(p("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(p("units")).unwrap();
+    std::fs::write(p("units/bbvirt-sync.service"), "[Service]\n").unwrap();
+    std::fs::write(p("run/libvirtd.pid"), "812\n").unwrap();
+    std::fs::create_dir_all(p("proc/812")).unwrap();
+    std::fs::write(
+        p("proc/812/stat"),
+        "812 (libvirtd) S 1 812 812 0 -1 0 0 0 0 0 0 0 0 0 20 0 17 0 5000 0 0\n",
+    )
+    .unwrap();
+    bbvirt::daemon::HostPaths {
+        proc_root: p("proc"),
+        run_dir: p("run/bbvirt"),
+        systemd_booted: p("run/systemd/system"),
+        unit_dirs: vec![p("units")],
+        pidfiles: vec![p("run/libvirtd.pid")],
+    }
+}
+
+fn run_gated<T>(
+    hv: &FakeHv,
+    paths: &bbvirt::daemon::HostPaths,
+    by_udev: bool,
+    f: impl FnOnce(&Env) -> T,
+) -> T {
+    let cfg = two_guests();
+    let tree = tree();
+    let sysfs = tree.sysfs();
+    let opts = Opts::default();
+    let gate = bbvirt::daemon::Readiness::detect(paths.clone(), by_udev).expect("gate applies");
+    let lock = paths.run_dir.clone();
+    let env = Env {
+        config: &cfg,
+        sysfs: &sysfs,
+        hv,
+        opts: &opts,
+        lock_dir: Some(&lock),
+        readiness: Some(&gate),
+    };
+    f(&env)
+}
+
+#[test]
+fn under_udev_a_daemon_that_has_not_served_yet_is_never_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = gated_host(dir.path());
+    let hv = running(&["g1", "g2"]);
+
+    // udev's runs at boot: nothing to do, no connection, no lock taken.
+    let out = run_gated(&hv, &paths, true, |e| e.attach("1:4"));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    let out = run_gated(&hv, &paths, true, |e| e.detach("1:4"));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.connects().is_empty(), "{:?}", hv.connects());
+    assert!(
+        !paths.run_dir.join("lock").exists(),
+        "no lock before the gate"
+    );
+
+    // bbvirt-sync.service's run: connects, records the daemon, attaches.
+    let out = run_gated(&hv, &paths, false, |e| e.sync(None));
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        std::fs::read_to_string(paths.run_dir.join("ready")).unwrap(),
+        "812 5000\n"
+    );
+    assert_eq!(hv.hostdevs(None, "g1").len(), 2, "KWIF4Q and JAMMB3");
+
+    // From then on udev's runs connect.
+    let out = run_gated(&hv, &paths, true, |e| e.detach("1:4"));
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![("ua-bbvirt-JAMMB3".into(), 1, 5)]
     );
 }

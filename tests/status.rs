@@ -35,6 +35,7 @@ fn report_with(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts) -> Report {
         hv,
         opts: &opts,
         lock_dir: None,
+        readiness: None,
     };
     let report = collect(&env);
     assert!(hv.calls().is_empty(), "status changed something");
