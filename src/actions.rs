@@ -700,8 +700,19 @@ impl Env<'_> {
             );
             return Ok(Outcome::NothingToDo);
         };
-        let present = self.sysfs.bitbabblers()?;
         let mut conns = Connections::new(self);
+        // The local daemon first, then the devices: this run may be the one
+        // that records the daemon as ready (crate::daemon), and udev's runs
+        // told "not ready" until then rely on this scan seeing their device.
+        if self.readiness.is_some() {
+            for d in &domains {
+                let uri = self.target_for_conf(d).uri;
+                if crate::daemon::served_by_local_qemu_daemon(uri.as_deref()) {
+                    let _ = conns.get(uri.as_deref());
+                }
+            }
+        }
+        let present = self.sysfs.bitbabblers()?;
         let mut outcome = Outcome::NothingToDo;
         let mut failures: Vec<ActionError> = Vec::new();
         let mut total = 0;
