@@ -1,20 +1,22 @@
-//! attach, detach, attach-all and detach-all: the decisions, on top of the
-//! narrow [`Hypervisor`] trait, the [`Sysfs`] view and the parsed [`Config`].
+//! attach, detach, sync (= attach-all) and detach-all: the decisions, on top
+//! of the shared [`Context`] (config, sysfs, the narrow
+//! [`crate::libvirt::Hypervisor`] trait, targets and connections).
 //!
 //! Every decision is taken from the truth, not from memory: the device's
 //! presence and address come from sysfs, the guest's devices from its live
 //! XML. bbvirt only ever touches hostdevs that carry its own
 //! `ua-bbvirt-<serial>` alias.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::cli::Opts;
-use crate::config::{Config, DomainConf};
+use crate::config::DomainConf;
+use crate::context::{Connections, Context, Target};
 use crate::device::{DeviceId, InvalidDeviceId, is_valid_serial};
 use crate::hostdev::{UsbHostdev, XmlError, alias_for, hostdev_xml, usb_hostdevs};
-use crate::libvirt::{Connection, Hypervisor, VirtError};
-use crate::sysfs::{Sysfs, SysfsError, UsbDevice};
+use crate::libvirt::{Connection, VirtError};
+use crate::reconcile::{Placement, placement, stale_entries};
+use crate::sysfs::{SysfsError, UsbDevice, with_serial};
+use crate::text::shell_quote;
 use crate::{debug, detail, info, note, warn};
 
 /// How long a detach may take to show in the live XML.
@@ -32,7 +34,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn and(self, other: Outcome) -> Outcome {
+    /// Done when either is Done: what several steps did together.
+    pub fn or(self, other: Outcome) -> Outcome {
         if self == Outcome::Done || other == Outcome::Done {
             Outcome::Done
         } else {
@@ -83,8 +86,13 @@ pub enum ActionError {
         domain: String,
         secs: u64,
     },
-    #[error("{failed} of {total} devices failed (see above)")]
-    Partial { failed: usize, total: usize },
+    /// Several of the steps of one action failed; `errors` are the
+    /// failures (shown before this line), `total` how many steps were tried.
+    #[error("{} of {total} devices failed (see above)", .errors.len())]
+    Partial {
+        errors: Vec<ActionError>,
+        total: usize,
+    },
 }
 
 impl ActionError {
@@ -98,39 +106,6 @@ impl ActionError {
     }
 }
 
-/// Shell-quotes a word for the dry-run lines, so they can be pasted into
-/// bash and stay on one line: bare when safe, `'...'` otherwise, and bash's
-/// `$'...'` with escapes when the word holds control characters (a newline in
-/// a domain name must not start a new output line).
-pub fn shell_word(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,".contains(&b))
-    {
-        return s.to_string();
-    }
-    if !s.chars().any(char::is_control) {
-        return format!("'{}'", s.replace('\'', r"'\''"));
-    }
-    let mut out = String::from("$'");
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str(r"\\"),
-            '\'' => out.push_str(r"\'"),
-            '\n' => out.push_str(r"\n"),
-            '\t' => out.push_str(r"\t"),
-            '\r' => out.push_str(r"\r"),
-            c if c.is_control() && (c as u32) < 0x80 => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
 fn describe(dev: &UsbDevice) -> String {
     format!(
         "{} ({:03}:{:03}, {})",
@@ -141,184 +116,39 @@ fn describe(dev: &UsbDevice) -> String {
     )
 }
 
-/// A guest to act on: its libvirt name and the URI to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub name: String,
-    pub uri: Option<String>,
+/// Collects the failures of the steps of one action.
+#[derive(Default)]
+struct Steps {
+    outcome: Option<Outcome>,
+    errors: Vec<ActionError>,
+    total: usize,
 }
 
-impl Target {
-    fn virsh(&self, args: &[&str]) -> String {
-        let mut line = String::from("virsh");
-        if let Some(uri) = &self.uri {
-            line.push_str(" -c ");
-            line.push_str(&shell_word(uri));
-        }
-        for a in args {
-            line.push(' ');
-            line.push_str(a);
-        }
-        line
-    }
-}
-
-/// Everything an action needs.
-pub struct Env<'a> {
-    pub config: &'a Config,
-    pub sysfs: &'a Sysfs,
-    pub hv: &'a dyn Hypervisor,
-    pub opts: &'a Opts,
-    /// Where the host-wide lock lives ([`crate::lock`]); None: no locking.
-    pub lock_dir: Option<&'a std::path::Path>,
-    /// Whether the local daemon may be asked yet ([`crate::daemon`]); None
-    /// where that gate does not apply.
-    pub readiness: Option<&'a crate::daemon::Readiness>,
-}
-
-/// One connection per URI for the whole run; the host lock is taken before
-/// the first one opens, and the readiness gate is asked before the lock (a
-/// run told "not ready" never waits for it).
-struct Connections<'a> {
-    hv: &'a dyn Hypervisor,
-    readiness: Option<&'a crate::daemon::Readiness>,
-    lock_dir: Option<&'a std::path::Path>,
-    lock: Option<crate::lock::HostLock>,
-    open: HashMap<Option<String>, Box<dyn Connection>>,
-    /// URIs found without a daemon (warned about once).
-    down: std::collections::HashSet<Option<String>>,
-}
-
-impl<'a> Connections<'a> {
-    fn new(env: &Env<'a>) -> Self {
-        Connections {
-            hv: env.hv,
-            readiness: env.readiness,
-            lock_dir: env.lock_dir,
-            lock: None,
-            open: HashMap::new(),
-            down: Default::default(),
+impl Steps {
+    /// Counts one step and its result.
+    fn record(&mut self, result: Result<Outcome, ActionError>) {
+        self.total += 1;
+        match result {
+            Ok(o) => self.outcome = Some(self.outcome.map_or(o, |before| before.or(o))),
+            Err(e) => self.errors.push(e),
         }
     }
 
-    fn get(&mut self, uri: Option<&str>) -> Result<&dyn Connection, VirtError> {
-        let key = uri.map(str::to_string);
-        if let (Some(gate), false) = (self.readiness, self.open.contains_key(&key))
-            && let Err(e) = gate.check(uri)
-        {
-            if self.down.insert(key.clone()) {
-                note!("{e}: nothing to do now");
-            }
-            return Err(e);
+    /// One failure of one step is that failure; several are a
+    /// [`ActionError::Partial`] that keeps them all.
+    fn finish(mut self) -> Result<Outcome, ActionError> {
+        match self.errors.len() {
+            0 => Ok(self.outcome.unwrap_or(Outcome::NothingToDo)),
+            1 if self.total <= 1 => Err(self.errors.remove(0)),
+            _ => Err(ActionError::Partial {
+                errors: self.errors,
+                total: self.total,
+            }),
         }
-        if let (Some(dir), None) = (self.lock_dir, &self.lock) {
-            crate::log::step(&format!("waiting for the lock in {}", dir.display()));
-            match crate::lock::acquire(dir) {
-                Ok(l) => self.lock = Some(l),
-                // Better unserialised than not at all (e.g. /run read-only).
-                Err(e) => warn!(
-                    "locking {}: {e}; carrying on without the lock",
-                    dir.display()
-                ),
-            }
-            self.lock_dir = None;
-        }
-        if !self.open.contains_key(&key) {
-            crate::log::step(&format!(
-                "connecting to libvirt at {}",
-                uri.unwrap_or("the default URI")
-            ));
-            let conn = match self.hv.connect(uri) {
-                Ok(c) => c,
-                Err(e) if e.is_nothing_to_do() => {
-                    if self.down.insert(key.clone()) {
-                        warn!(
-                            "{e}: nothing changed; the guest's start (or libvirtd's, \
-                             through the qemu hook) brings its devices"
-                        );
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(gate) = self.readiness {
-                gate.record(uri);
-            }
-            self.open.insert(key.clone(), conn);
-        }
-        Ok(self.open[&key].as_ref())
     }
 }
 
-impl Env<'_> {
-    fn target_for_conf(&self, d: &DomainConf) -> Target {
-        Target {
-            name: d.libvirt_name().to_string(),
-            uri: self.opts.connect.clone().or_else(|| d.uri.clone()),
-        }
-    }
-
-    /// The guest named by `--domain`: a config id or libvirt name, or else
-    /// used verbatim as a libvirt name.
-    fn explicit_target(&self, name: &str) -> Target {
-        match self.config.find_domain(name) {
-            Some(d) => self.target_for_conf(d),
-            None => Target {
-                name: name.to_string(),
-                uri: self.opts.connect.clone(),
-            },
-        }
-    }
-
-    /// The guest a serial goes to: `--domain`, else the first configured
-    /// domain that lists it.
-    pub fn target_for_serial(&self, serial: &str) -> Option<Target> {
-        if let Some(name) = &self.opts.domain {
-            let t = self.explicit_target(name);
-            debug!("{serial}: --domain {name} -> domain '{}'", t.name);
-            return Some(t);
-        }
-        let d = self.config.domain_for_serial(serial)?;
-        let others: Vec<&str> = self
-            .config
-            .domains
-            .iter()
-            .filter(|o| o.id != d.id && o.serials.iter().any(|s| s == serial))
-            .map(|o| o.id.as_str())
-            .collect();
-        if !others.is_empty() {
-            warn!(
-                "{serial} is assigned to {} and also to {}: the first in {} wins",
-                d.id,
-                others.join(", "),
-                self.config.path.display()
-            );
-        }
-        let t = self.target_for_conf(d);
-        debug!(
-            "{serial}: DOMAIN_RNG_{} -> domain '{}' at {}",
-            d.id,
-            t.name,
-            t.uri.as_deref().unwrap_or("the default URI")
-        );
-        Some(t)
-    }
-
-    /// Every guest to search when the device's own guest is not known.
-    fn all_targets(&self) -> Vec<Target> {
-        if let Some(name) = &self.opts.domain {
-            return vec![self.explicit_target(name)];
-        }
-        let mut out: Vec<Target> = Vec::new();
-        for d in &self.config.domains {
-            let t = self.target_for_conf(d);
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
-        out
-    }
-
+impl Context<'_> {
     fn check_hints(&self, dev: &UsbDevice, shown: &str) -> Result<(), ActionError> {
         for (what, opt, found, hint) in [
             ("bus number", "busnum", dev.busnum, self.opts.busnum),
@@ -349,9 +179,20 @@ impl Env<'_> {
         Ok(dev)
     }
 
+    /// The connection to a guest's URI for a change: the host lock is taken
+    /// first ([`Connections::lock_host`]).
+    fn connect<'c>(
+        &self,
+        conns: &'c mut Connections,
+        target: &Target,
+    ) -> Result<&'c dyn Connection, VirtError> {
+        conns.lock_host(target.uri.as_deref())?;
+        conns.get(target.uri.as_deref())
+    }
+
     /// `bbvirt attach DEVICE`.
     pub fn attach(&self, device: &str) -> Result<Outcome, ActionError> {
-        let id = DeviceId::parse(device)?;
+        let id: DeviceId = device.parse()?;
         let dev = self
             .lookup(&id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
@@ -372,7 +213,7 @@ impl Env<'_> {
             note!("{serial} is not assigned to any domain: leaving it with the host");
             return Ok(Outcome::NothingToDo);
         };
-        self.attach_to(&mut Connections::new(self), &dev, serial, &target)
+        self.attach_to(&mut self.connections(), &dev, serial, &target)
     }
 
     /// Attaches a present device with a valid serial to `target`, replacing a
@@ -384,16 +225,9 @@ impl Env<'_> {
         serial: &str,
         target: &Target,
     ) -> Result<Outcome, ActionError> {
-        let alias = alias_for(serial);
-        let xml = hostdev_xml(dev.busnum, dev.devnum, &alias);
+        let xml = hostdev_xml(dev.busnum, dev.devnum, &alias_for(serial));
         if self.opts.dry_run {
-            crate::log::dry_run(&target.virsh(&[
-                "attach-device",
-                &shell_word(&target.name),
-                "<xml>",
-                "--live",
-            ]));
-            detail!("hostdev XML for {}:\n{xml}", describe(dev));
+            self.plan(target, "attach-device", dev, &xml);
             return Ok(Outcome::Done);
         }
         let virt_err = |action, source| ActionError::Virt {
@@ -402,7 +236,7 @@ impl Env<'_> {
             domain: target.name.clone(),
             source,
         };
-        let conn = match conns.get(target.uri.as_deref()) {
+        let conn = match self.connect(conns, target) {
             Ok(c) => c,
             Err(e) if e.is_nothing_to_do() => return Ok(Outcome::NothingToDo),
             Err(e) => return Err(virt_err("attaching", e)),
@@ -410,17 +244,21 @@ impl Env<'_> {
         let Some(hds) = self.live_hostdevs(conn, &target.name)? else {
             return Ok(Outcome::NothingToDo);
         };
-        if let Some(hd) = hds.iter().find(|h| h.alias.as_deref() == Some(&alias)) {
-            if hd.is_at(dev.busnum, dev.devnum) {
+        match placement(&hds, serial, dev) {
+            Placement::Attached => {
                 note!("{serial} is already attached to '{}'", target.name);
                 return Ok(Outcome::NothingToDo);
             }
-            warn!(
-                "'{}' holds a stale entry for {serial} at {}: replacing it (a remove event was missed)",
-                target.name,
-                addr_of(hd)
-            );
-            self.detach_alias(conn, target, &alias)?;
+            Placement::StaleAt(hd) => {
+                warn!(
+                    "'{}' holds a stale entry for {serial} at {}: replacing it (a remove event was missed)",
+                    target.name,
+                    addr_of(hd)
+                );
+                let alias = hd.alias.clone().unwrap_or_default();
+                self.detach_alias(conn, target, &alias)?;
+            }
+            Placement::Missing => {}
         }
         detail!("hostdev XML for {}:\n{xml}", describe(dev));
         crate::log::step(&format!("attaching {serial} to '{}'", target.name));
@@ -435,6 +273,13 @@ impl Env<'_> {
             }
             Err(e) => Err(virt_err("attaching", e)),
         }
+    }
+
+    /// A dry run's line for a device change libvirt is not asked about:
+    /// `virsh [-c URI] VERB DOMAIN <xml> --live`, and the XML at `-vv`.
+    fn plan(&self, target: &Target, verb: &str, dev: &UsbDevice, xml: &str) {
+        crate::log::dry_run(&target.virsh(&[verb, &shell_quote(&target.name), "<xml>", "--live"]));
+        detail!("hostdev XML for {}:\n{xml}", describe(dev));
     }
 
     /// The USB hostdevs of a running domain; None (noted) when the domain is
@@ -476,7 +321,7 @@ impl Env<'_> {
         if self.opts.dry_run {
             crate::log::dry_run(&target.virsh(&[
                 "detach-device-alias",
-                &shell_word(&target.name),
+                &shell_quote(&target.name),
                 alias,
                 "--live",
             ]));
@@ -523,27 +368,29 @@ impl Env<'_> {
         }
     }
 
-    /// Detaches, from each target, the bbvirt hostdevs that `wanted` selects.
-    fn detach_matching(
-        &self,
-        conns: &mut Connections,
-        targets: &[Target],
-        what: &str,
-        wanted: &dyn Fn(&UsbHostdev) -> bool,
-    ) -> Result<Outcome, ActionError> {
-        let mut outcome = Outcome::NothingToDo;
-        let mut failed = Vec::new();
+    /// Detaches, from each target, the bbvirt hostdevs that `search`
+    /// selects. A dry run that cannot ask libvirt lists the detaches of the
+    /// present devices `search` plans for the target.
+    fn detach_matching(&self, targets: &[Target], search: &Search) -> Result<Outcome, ActionError> {
+        let mut conns = self.connections();
+        let mut steps = Steps::default();
         for target in targets {
-            let conn = match conns.get(target.uri.as_deref()) {
+            let conn = match self.connect(&mut conns, target) {
                 Ok(c) => c,
+                Err(e) if self.opts.dry_run => {
+                    if self.plan_detaches(target, search, &e) {
+                        steps.outcome = Some(Outcome::Done);
+                    }
+                    continue;
+                }
                 Err(source) if source.is_nothing_to_do() => continue,
                 Err(source) => {
-                    failed.push(ActionError::Virt {
+                    steps.record(Err(ActionError::Virt {
                         action: "detaching",
-                        what: what.to_string(),
+                        what: search.what.clone(),
                         domain: target.name.clone(),
                         source,
-                    });
+                    }));
                     continue;
                 }
             };
@@ -551,45 +398,52 @@ impl Env<'_> {
                 Ok(Some(hds)) => hds,
                 Ok(None) => continue,
                 Err(e) => {
-                    failed.push(e);
+                    steps.record(Err(e));
                     continue;
                 }
             };
             for hd in hds
                 .iter()
-                .filter(|h| h.bbvirt_serial().is_some() && wanted(h))
+                .filter(|h| h.bbvirt_serial().is_some() && (search.wanted)(h))
             {
                 let alias = hd.alias.as_deref().unwrap_or_default();
-                match self.detach_alias(conn, target, alias) {
-                    Ok(o) => outcome = outcome.and(o),
-                    Err(e) => failed.push(e),
-                }
+                steps.record(self.detach_alias(conn, target, alias));
             }
         }
-        match failed.len() {
-            0 => {
-                if outcome == Outcome::NothingToDo {
-                    note!("{what} is not attached to any guest bbvirt looked at");
-                }
-                Ok(outcome)
-            }
-            1 => Err(failed.remove(0)),
-            n => {
-                for e in &failed {
-                    crate::error!("{}", crate::log::chain(e));
-                }
-                Err(ActionError::Partial {
-                    failed: n,
-                    total: n,
-                })
-            }
+        if steps.errors.is_empty() && steps.outcome != Some(Outcome::Done) {
+            note!("{}", search.none_found);
         }
+        steps.finish()
+    }
+
+    /// The dry-run lines for the detaches libvirt could not be asked about;
+    /// false when there is none.
+    fn plan_detaches(&self, target: &Target, search: &Search, e: &VirtError) -> bool {
+        let planned = (search.planned)(target);
+        if planned.is_empty() {
+            note!(
+                "{e}: libvirt could not be asked what '{}' holds, and none of its devices \
+                 is plugged in: no detach request to show",
+                target.name
+            );
+            return false;
+        }
+        note!(
+            "{e}: libvirt could not be asked whether these are attached to '{}': showing \
+             the detach requests only",
+            target.name
+        );
+        for (dev, serial) in planned {
+            let xml = hostdev_xml(dev.busnum, dev.devnum, &alias_for(&serial));
+            self.plan(target, "detach-device", &dev, &xml);
+        }
+        true
     }
 
     /// `bbvirt detach DEVICE`. Works after the device has left sysfs: a
     /// serial is found by its alias, `BUS:DEV` by the address in the live XML.
     pub fn detach(&self, device: &str) -> Result<Outcome, ActionError> {
-        let id = DeviceId::parse(device)?;
+        let id: DeviceId = device.parse()?;
         let present = self.lookup(&id)?;
         // The hostdev to look for: by serial when it is known, else by address.
         let (serial, addr) = match (&present, &id) {
@@ -622,18 +476,25 @@ impl Env<'_> {
             return Ok(Outcome::NothingToDo);
         }
         let alias = serial.as_deref().map(alias_for);
-        let wanted = |h: &UsbHostdev| {
-            alias
-                .as_deref()
-                .is_none_or(|a| h.alias.as_deref() == Some(a))
-                && hint_bus.is_none_or(|b| h.bus == Some(b))
-                && hint_dev.is_none_or(|d| h.device == Some(d))
+        // A present device with a usable serial is what a dry run plans for.
+        let planned: Vec<(UsbDevice, String)> = match (&present, &serial) {
+            (Some(dev), Some(s)) => vec![(dev.clone(), s.clone())],
+            _ => Vec::new(),
         };
         self.detach_matching(
-            &mut Connections::new(self),
             &targets,
-            &id.to_string(),
-            &wanted,
+            &Search {
+                what: id.to_string(),
+                none_found: format!("{id} is not attached to any guest bbvirt looked at"),
+                wanted: Box::new(move |h: &UsbHostdev| {
+                    alias
+                        .as_deref()
+                        .is_none_or(|a| h.alias.as_deref() == Some(a))
+                        && hint_bus.is_none_or(|b| h.bus == Some(b))
+                        && hint_dev.is_none_or(|d| h.device == Some(d))
+                }),
+                planned: Box::new(move |_| planned.clone()),
+            },
         )
     }
 
@@ -646,16 +507,14 @@ impl Env<'_> {
         }
     }
 
-    /// The present devices a configured guest should have: its valid
-    /// serials that it wins routing for and that are plugged in. Problems
-    /// with the list are logged.
+    /// The present devices a configured guest should have: the serials it
+    /// gets ([`crate::config::Config::serials_of`]) that are plugged in, and
+    /// those serials. Problems with the list are logged.
     fn wanted_devices<'p>(
         &self,
         d: &DomainConf,
         present: &'p [UsbDevice],
     ) -> (Vec<&'p UsbDevice>, Vec<String>) {
-        let mut devices = Vec::new();
-        let mut serials = Vec::new();
         for serial in &d.serials {
             if !is_valid_serial(serial) {
                 warn!(
@@ -664,19 +523,20 @@ impl Env<'_> {
                     d.id,
                     serial
                 );
-                continue;
-            }
-            if let Some(first) = self.config.domain_for_serial(serial)
+            } else if let Some(first) = self.config.domain_for_serial(serial)
                 && first.id != d.id
             {
                 warn!(
                     "{serial} is assigned to {} first: not giving it to {}",
                     first.id, d.id
                 );
-                continue;
             }
-            serials.push(serial.clone());
-            match present.iter().find(|p| p.serial.as_deref() == Some(serial)) {
+        }
+        let mut devices = Vec::new();
+        let mut serials = Vec::new();
+        for serial in self.config.serials_of(d) {
+            serials.push(serial.to_string());
+            match with_serial(present, serial) {
                 Some(dev) => devices.push(dev),
                 None => note!("{serial} (for '{}') is not plugged in", d.libvirt_name()),
             }
@@ -700,27 +560,25 @@ impl Env<'_> {
             );
             return Ok(Outcome::NothingToDo);
         };
-        let mut conns = Connections::new(self);
+        let mut conns = self.connections();
         // The local daemon first, then the devices: this run may be the one
         // that records the daemon as ready (crate::daemon), and udev's runs
         // told "not ready" until then rely on this scan seeing their device.
         if self.readiness.is_some() {
             for d in &domains {
-                let uri = self.target_for_conf(d).uri;
-                if crate::daemon::served_by_local_qemu_daemon(uri.as_deref()) {
-                    let _ = conns.get(uri.as_deref());
+                let target = self.target_for_conf(d);
+                if crate::daemon::served_by_local_qemu_daemon(target.uri.as_deref()) {
+                    let _ = self.connect(&mut conns, &target);
                 }
             }
         }
         let present = self.sysfs.bitbabblers()?;
-        let mut outcome = Outcome::NothingToDo;
-        let mut failures: Vec<ActionError> = Vec::new();
-        let mut total = 0;
+        let mut steps = Steps::default();
         for d in domains {
             let target = self.target_for_conf(d);
             let (devices, serials) = self.wanted_devices(d, &present);
             let wanted: Vec<&str> = serials.iter().map(String::as_str).collect();
-            let live = match conns.get(target.uri.as_deref()) {
+            let live = match self.connect(&mut conns, &target) {
                 Ok(conn) => match self.live_hostdevs(conn, &target.name) {
                     Ok(Some(live)) => Some(live),
                     Ok(None) => continue,
@@ -732,7 +590,7 @@ impl Env<'_> {
                         None
                     }
                     Err(e) => {
-                        failures.push(e);
+                        steps.record(Err(e));
                         continue;
                     }
                 },
@@ -742,89 +600,100 @@ impl Env<'_> {
                 }
                 Err(e) if e.is_nothing_to_do() => continue,
                 Err(source) => {
-                    failures.push(ActionError::Virt {
+                    steps.record(Err(ActionError::Virt {
                         action: "syncing",
                         what: "devices".into(),
                         domain: target.name.clone(),
                         source,
-                    });
+                    }));
                     continue;
                 }
             };
             let live = live.unwrap_or_default();
-            for stale in crate::reconcile::stale_entries(&live, &wanted, &present) {
-                total += 1;
+            for stale in stale_entries(&live, &wanted, &present) {
                 warn!(
                     "'{}' holds a stale entry for {} ({}): removing it",
                     target.name, stale.serial, stale.reason
                 );
-                match conns
-                    .get(target.uri.as_deref())
+                let result = self
+                    .connect(&mut conns, &target)
                     .map_err(|source| ActionError::Virt {
                         action: "detaching",
                         what: stale.alias.clone(),
                         domain: target.name.clone(),
                         source,
                     })
-                    .and_then(|conn| self.detach_alias(conn, &target, &stale.alias))
-                {
-                    Ok(o) => outcome = outcome.and(o),
-                    Err(e) => failures.push(e),
-                }
+                    .and_then(|conn| self.detach_alias(conn, &target, &stale.alias));
+                steps.record(result);
             }
             for dev in devices {
                 let serial = dev.serial.as_deref().unwrap_or_default();
-                if crate::reconcile::is_attached(&live, serial, dev) {
+                if placement(&live, serial, dev) == Placement::Attached {
                     note!("{serial} is already attached to '{}'", target.name);
                     continue;
                 }
-                total += 1;
-                match self.attach_to(&mut conns, dev, serial, &target) {
-                    Ok(o) => outcome = outcome.and(o),
-                    Err(e) => failures.push(e),
-                }
+                steps.record(self.attach_to(&mut conns, dev, serial, &target));
             }
         }
-        match failures.len() {
-            0 => Ok(outcome),
-            1 if total <= 1 => Err(failures.remove(0)),
-            failed => {
-                for e in &failures {
-                    crate::error!("{}", crate::log::chain(e));
-                }
-                Err(ActionError::Partial { failed, total })
-            }
-        }
+        steps.finish()
     }
 
     /// `bbvirt detach-all [DOMAIN]`: every bbvirt hostdev (alias
     /// `ua-bbvirt-*`) in DOMAIN, or in every configured domain.
     pub fn detach_all(&self, domain: Option<&str>) -> Result<Outcome, ActionError> {
-        let Some(domains) = self.selected_domains(domain) else {
-            let name = domain.or(self.opts.domain.as_deref()).unwrap_or_default();
+        let targets = match self.selected_domains(domain) {
+            Some(domains) => self.targets_of(domains),
             // An unconfigured name is still a libvirt domain the admin may mean.
-            let t = self.explicit_target(name);
-            return self.detach_matching(
-                &mut Connections::new(self),
-                &[t],
-                "bbvirt devices",
-                &|_| true,
-            );
+            None => vec![
+                self.explicit_target(domain.or(self.opts.domain.as_deref()).unwrap_or_default()),
+            ],
         };
-        let mut targets: Vec<Target> = Vec::new();
-        for d in domains {
-            let t = self.target_for_conf(d);
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
-        }
         self.detach_matching(
-            &mut Connections::new(self),
             &targets,
-            "bbvirt devices",
-            &|_| true,
+            &Search {
+                what: "bbvirt devices".into(),
+                none_found: "no bbvirt device is attached to any guest bbvirt looked at".into(),
+                wanted: Box::new(|_| true),
+                planned: Box::new(|t| self.present_devices_of(t)),
+            },
         )
     }
+
+    /// The present devices the configured guests reached as `target` get,
+    /// with their serials (for a dry run that cannot ask libvirt).
+    fn present_devices_of(&self, target: &Target) -> Vec<(UsbDevice, String)> {
+        let present = self.sysfs.bitbabblers().unwrap_or_default();
+        let mut out: Vec<(UsbDevice, String)> = Vec::new();
+        for d in &self.config.domains {
+            if self.target_for_conf(d) != *target {
+                continue;
+            }
+            for serial in self.config.serials_of(d) {
+                if let Some(dev) = with_serial(&present, serial)
+                    && !out.iter().any(|(_, s)| s == serial)
+                {
+                    out.push((dev.clone(), serial.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Present devices with their serials.
+type Planned = Vec<(UsbDevice, String)>;
+
+/// What a detach looks for.
+struct Search<'s> {
+    /// The device (or "bbvirt devices") for messages.
+    what: String,
+    /// The note when nothing was found.
+    none_found: String,
+    /// Which bbvirt hostdevs of a guest to detach.
+    wanted: Box<dyn Fn(&UsbHostdev) -> bool + 's>,
+    /// The present devices a dry run plans to detach from a guest when
+    /// libvirt cannot be asked, with their serials.
+    planned: Box<dyn Fn(&Target) -> Planned + 's>,
 }
 
 fn addr_of(h: &UsbHostdev) -> String {

@@ -17,8 +17,8 @@
 //!   binary; libvirt is at least 6.5 (older versions ignore `qemu.d`); the
 //!   original bit-babbler package's rule is not active as well.
 //!
-//! Exit status: [`CLEAN`] (0) when there is no error (warnings allowed),
-//! [`ERRORS_FOUND`] (1) otherwise. Config problems are findings, not exit 3.
+//! Exit status: [`exit::OK`] (0) when there is no error (warnings allowed),
+//! [`exit::FAILED`] (1) otherwise. Config problems are findings, not exit 3.
 //!
 //! The filesystem root of the installation checks is `/`, or the directory in
 //! the environment variable [`ROOT_ENV`] (for tests). The config path is used
@@ -28,16 +28,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::Opts;
+use crate::cli::{Opts, exit};
 use crate::config::{Config, ConfigError, Via};
+use crate::context::{Connections, Target};
 use crate::device::is_valid_serial;
 use crate::libvirt::{Hypervisor, VirtError};
-use crate::sysfs::Sysfs;
-
-/// Exit status: no errors (there may be warnings).
-pub const CLEAN: i32 = 0;
-/// Exit status: at least one error was found.
-pub const ERRORS_FOUND: i32 = 1;
 
 /// Environment variable naming the root directory the installation checks
 /// look under instead of `/`.
@@ -118,7 +113,7 @@ impl fmt::Display for Finding {
     /// `severity: what: fix`, or `severity: what` without a fix. Line breaks
     /// in the parts are shown as `\n` so that a finding stays one line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let one_line = |s: &str| s.replace('\r', "\\r").replace('\n', "\\n");
+        let one_line = crate::text::escape_controls;
         write!(f, "{}: {}", self.severity, one_line(&self.what))?;
         if !self.fix.is_empty() {
             write!(f, ": {}", one_line(&self.fix))?;
@@ -127,18 +122,17 @@ impl fmt::Display for Finding {
     }
 }
 
-/// The exit status for these findings: [`ERRORS_FOUND`] if any is an error.
+/// The exit status for these findings: [`exit::FAILED`] if any is an error.
 pub fn exit_status(findings: &[Finding]) -> i32 {
     if findings.iter().any(|f| f.severity == Severity::Error) {
-        ERRORS_FOUND
+        exit::FAILED
     } else {
-        CLEAN
+        exit::OK
     }
 }
 
 /// Checks the config and the installation; returns the exit status.
-pub fn run(config: &Path, opts: &Opts, sysfs: &Sysfs, hv: &dyn Hypervisor) -> i32 {
-    let _ = sysfs;
+pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> i32 {
     let show_ok = opts.verbosity() >= 1;
     let mut all: Vec<Finding> = Vec::new();
     // Printed stage by stage: if libvirt hangs until the deadline, what was
@@ -173,9 +167,7 @@ pub fn run(config: &Path, opts: &Opts, sysfs: &Sysfs, hv: &dyn Hypervisor) -> i3
             emit(installation_findings(&root, None));
         }
     }
-    emit(vec![check_libvirt_version(
-        virt::connect::Connect::version().map_err(|e| e.message().to_string()),
-    )]);
+    emit(vec![check_libvirt_version(hv.version())]);
 
     let count = |s| all.iter().filter(|f| f.severity == s).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
@@ -480,29 +472,23 @@ fn locate_serial(text: &str, id: &str, serial: &str) -> Option<usize> {
 // ---------------------------------------------------------------------------
 // libvirt
 
-fn uri_label(uri: Option<&str>) -> String {
-    match uri {
-        Some(u) => u.to_string(),
-        None => "the default URI".to_string(),
-    }
-}
-
 /// Checks that every configured guest is defined in libvirt. Each guest is
 /// looked up at `connect` (`--connect`), else its `DOMAIN_URI_`, else the
 /// default URI; one connection per URI. A URI where libvirt does not answer
 /// gives one warning and no domain findings.
 pub fn check_domains(config: &Config, connect: Option<&str>, hv: &dyn Hypervisor) -> Vec<Finding> {
     let mut found = Vec::new();
-    let mut conns: HashMap<Option<String>, Option<Box<dyn crate::libvirt::Connection>>> =
-        HashMap::new();
+    let mut conns = Connections::read_only(hv);
+    // URIs already warned about.
+    let mut unreachable: Vec<Option<String>> = Vec::new();
     for d in &config.domains {
-        let uri = connect.map(str::to_string).or_else(|| d.uri.clone());
-        let label = uri_label(uri.as_deref());
-        let conn = conns.entry(uri.clone()).or_insert_with(|| {
-            crate::log::step(&format!("connecting to libvirt at {label}"));
-            match hv.connect(uri.as_deref()) {
-                Ok(c) => Some(c),
-                Err(e) => {
+        let target = Target::of(d, connect);
+        let label = target.uri_label();
+        let conn = match conns.get(target.uri.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                if !unreachable.contains(&target.uri) {
+                    unreachable.push(target.uri.clone());
                     let why = match &e {
                         VirtError::Connect { message, .. } | VirtError::Down { message, .. } => {
                             message.clone()
@@ -513,14 +499,11 @@ pub fn check_domains(config: &Config, connect: Option<&str>, hv: &dyn Hypervisor
                         format!("libvirt not reachable at {label}: {why} (skipped domain checks)"),
                         "start libvirtd (or virtqemud), or correct DOMAIN_URI_/--connect",
                     ));
-                    None
                 }
+                continue;
             }
-        });
-        let Some(conn) = conn else {
-            continue;
         };
-        let name = d.libvirt_name();
+        let name = &target.name;
         crate::log::step(&format!("looking up domain '{name}' at {label}"));
         match conn.live_xml(name) {
             Ok(_) => found.push(Finding::ok(format!(
@@ -538,7 +521,9 @@ pub fn check_domains(config: &Config, connect: Option<&str>, hv: &dyn Hypervisor
                      (virsh{} list --all)",
                     d.id,
                     d.id,
-                    uri.as_deref()
+                    target
+                        .uri
+                        .as_deref()
                         .map(|u| format!(" -c {u}"))
                         .unwrap_or_default()
                 ),

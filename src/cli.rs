@@ -316,13 +316,10 @@ impl Action {
     }
 }
 
-/// A USB bus or device number: decimal, 1-3 digits, leading zeros allowed
-/// (udev gives `003`).
+/// A USB bus or device number ([`crate::device::parse_usb_number`]).
 fn parse_usb_number(s: &str) -> Result<u32, String> {
-    if !(1..=3).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{s}' is not a number of 1-3 decimal digits"));
-    }
-    s.parse().map_err(|e| format!("'{s}': {e}"))
+    crate::device::parse_usb_number(s)
+        .ok_or_else(|| format!("'{s}' is not a number of 1-3 decimal digits"))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -46,6 +46,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::device::is_valid_serial;
+
 /// The configuration file used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/bit-babbler/vm.conf";
 
@@ -219,6 +221,21 @@ impl Config {
         self.domains
             .iter()
             .find(|d| d.serials.iter().any(|s| s == serial))
+    }
+
+    /// Whether guest `d` gets `serial`: it is a BitBabbler serial and `d`
+    /// is the first domain that lists it ([`Config::domain_for_serial`]).
+    pub fn wins(&self, d: &DomainConf, serial: &str) -> bool {
+        is_valid_serial(serial) && self.domain_for_serial(serial).is_some_and(|f| f.id == d.id)
+    }
+
+    /// The serials guest `d` gets, in its list's order: the valid ones it
+    /// wins ([`Config::wins`]).
+    pub fn serials_of<'c>(&'c self, d: &'c DomainConf) -> impl Iterator<Item = &'c str> + 'c {
+        d.serials
+            .iter()
+            .map(String::as_str)
+            .filter(move |s| self.wins(d, s))
     }
 
     /// The domain with config id or libvirt name `name`.

@@ -177,7 +177,7 @@ impl Readiness {
 
 fn not_ready(uri: Option<&str>, reason: &str) -> VirtError {
     VirtError::NotReady {
-        uri: uri.unwrap_or("libvirt's default URI").to_string(),
+        uri: crate::libvirt::uri_label(uri).to_string(),
         reason: reason.to_string(),
     }
 }

@@ -7,6 +7,7 @@
 //! the other two forms happens in [`crate::sysfs`].
 
 use std::fmt;
+use std::str::FromStr;
 
 /// Why a string is not a device identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,29 +35,31 @@ pub fn is_valid_serial(s: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-/// Parses a decimal number of 1-3 digits (leading zeros allowed), as used for
-/// bus and device numbers.
-fn parse_num(s: &str) -> Option<u32> {
+/// Parses a USB bus or device number as udev and users write it: decimal,
+/// 1-3 digits, leading zeros allowed (`003`).
+pub fn parse_usb_number(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     s.parse().ok()
 }
 
-impl DeviceId {
-    /// Parses a DEVICE argument.
-    pub fn parse(s: &str) -> Result<DeviceId, InvalidDeviceId> {
+impl FromStr for DeviceId {
+    type Err = InvalidDeviceId;
+
+    /// Parses a DEVICE argument, or a sysfs device name (`3-1.4.2`).
+    fn from_str(s: &str) -> Result<DeviceId, InvalidDeviceId> {
         let bad = || InvalidDeviceId(s.to_string());
         if let Some((bus, dev)) = s.split_once(':') {
-            let bus = parse_num(bus).ok_or_else(bad)?;
-            let dev = parse_num(dev).ok_or_else(bad)?;
+            let bus = parse_usb_number(bus).ok_or_else(bad)?;
+            let dev = parse_usb_number(dev).ok_or_else(bad)?;
             return Ok(DeviceId::Address { bus, dev });
         }
         if let Some((bus, ports)) = s.split_once('-') {
-            let bus = parse_num(bus).ok_or_else(bad)?;
+            let bus = parse_usb_number(bus).ok_or_else(bad)?;
             let ports = ports
                 .split('.')
-                .map(parse_num)
+                .map(parse_usb_number)
                 .collect::<Option<Vec<u32>>>()
                 .ok_or_else(bad)?;
             // USB allows at most 7 tiers below the root hub.
@@ -98,11 +101,11 @@ mod tests {
     #[test]
     fn serials() {
         assert_eq!(
-            DeviceId::parse("KWIF4Q"),
+            "KWIF4Q".parse::<DeviceId>(),
             Ok(DeviceId::Serial("KWIF4Q".into()))
         );
         assert_eq!(
-            DeviceId::parse("ABC1234"),
+            "ABC1234".parse::<DeviceId>(),
             Ok(DeviceId::Serial("ABC1234".into()))
         );
         for bad in [
@@ -110,7 +113,7 @@ mod tests {
             "-D", "ABCDE ",
         ] {
             assert_eq!(
-                DeviceId::parse(bad),
+                bad.parse::<DeviceId>(),
                 Err(InvalidDeviceId(bad.into())),
                 "{bad:?}"
             );
@@ -120,35 +123,35 @@ mod tests {
     #[test]
     fn logical_addresses() {
         assert_eq!(
-            DeviceId::parse("1:2"),
+            "1:2".parse::<DeviceId>(),
             Ok(DeviceId::Address { bus: 1, dev: 2 })
         );
         assert_eq!(
-            DeviceId::parse("001:012"),
+            "001:012".parse::<DeviceId>(),
             Ok(DeviceId::Address { bus: 1, dev: 12 })
         );
         assert_eq!(
-            DeviceId::parse("255:127"),
+            "255:127".parse::<DeviceId>(),
             Ok(DeviceId::Address { bus: 255, dev: 127 })
         );
         for bad in [
             "1:", ":2", "1:2:3", "0001:2", "1:0002", "a:2", "1:-2", "1: 2", "+1:2",
         ] {
-            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+            assert!(bad.parse::<DeviceId>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn physical_addresses() {
         assert_eq!(
-            DeviceId::parse("3-1.4.2"),
+            "3-1.4.2".parse::<DeviceId>(),
             Ok(DeviceId::Physical {
                 bus: 3,
                 ports: vec![1, 4, 2]
             })
         );
         assert_eq!(
-            DeviceId::parse("1-1"),
+            "1-1".parse::<DeviceId>(),
             Ok(DeviceId::Physical {
                 bus: 1,
                 ports: vec![1]
@@ -163,14 +166,14 @@ mod tests {
             "3-1.2.3.4.5.6.7.8",
             "3-1:1.0",
         ] {
-            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+            assert!(bad.parse::<DeviceId>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn display_round_trips() {
         for s in ["KWIF4Q", "001:002", "3-1.4.2"] {
-            assert_eq!(DeviceId::parse(s).unwrap().to_string(), s);
+            assert_eq!(s.parse::<DeviceId>().unwrap().to_string(), s);
         }
     }
 }

@@ -9,8 +9,7 @@
 //! The hook always exits 0, so it can never stop a guest from starting.
 
 use crate::config::Config;
-use crate::device::is_valid_serial;
-use crate::sysfs::{Sysfs, UsbDevice};
+use crate::sysfs::{Sysfs, UsbDevice, with_serial};
 use crate::{debug, error, info, note};
 
 /// The operations after which the guest's devices are re-announced.
@@ -18,8 +17,8 @@ pub fn wants_devices(operation: &str) -> bool {
     matches!(operation, "started" | "reconnect")
 }
 
-/// The present devices that belong to the libvirt domain `domain`: serials
-/// listed for it (it wins routing for them), found among `present`.
+/// The present devices that belong to the libvirt domain `domain`: the
+/// serials it gets ([`Config::serials_of`]), found among `present`.
 pub fn devices_for<'a>(
     config: &Config,
     domain: &str,
@@ -30,19 +29,9 @@ pub fn devices_for<'a>(
     let Some(d) = config.domains.iter().find(|d| d.libvirt_name() == domain) else {
         return Vec::new();
     };
-    d.serials
-        .iter()
-        .filter(|s| is_valid_serial(s))
-        .filter(|s| {
-            config
-                .domain_for_serial(s)
-                .is_some_and(|first| first.id == d.id)
-        })
-        .filter_map(|s| {
-            present
-                .iter()
-                .find(|p| p.serial.as_deref() == Some(s.as_str()))
-        })
+    config
+        .serials_of(d)
+        .filter_map(|s| with_serial(present, s))
         .collect()
 }
 

@@ -44,10 +44,19 @@ impl VirtError {
     }
 }
 
+/// The URI for messages: `uri`, or "the default URI" for libvirt's default
+/// (None). The one place that label is made.
+pub fn uri_label(uri: Option<&str>) -> &str {
+    uri.unwrap_or("the default URI")
+}
+
 /// Opens connections.
 pub trait Hypervisor {
     /// Connects to `uri`, or to libvirt's default for this user when None.
     fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError>;
+    /// The version of the libvirt library bbvirt runs with
+    /// (`major * 1_000_000 + minor * 1000 + release`); Err says why unknown.
+    fn version(&self) -> Result<u32, String>;
 }
 
 /// One open connection. Domains are named by their libvirt name.
@@ -108,7 +117,7 @@ impl Hypervisor for Libvirt {
         match virt::connect::Connect::open(uri) {
             Ok(conn) => Ok(Box::new(LibvirtConnection { conn })),
             Err(e) => {
-                let uri = uri.unwrap_or("libvirt's default URI").to_string();
+                let uri = uri_label(uri).to_string();
                 let message = e.message().to_string();
                 if daemon_absent(code_of(&e), last_errno()) {
                     Err(VirtError::Down { uri, message })
@@ -117,6 +126,10 @@ impl Hypervisor for Libvirt {
                 }
             }
         }
+    }
+
+    fn version(&self) -> Result<u32, String> {
+        virt::connect::Connect::version().map_err(|e| e.message().to_string())
     }
 }
 

@@ -83,7 +83,7 @@ pub fn log(level: Level, msg: &str) {
     // (Detail messages are multi-line XML built from escaped values.)
     let escaped;
     let msg = if level != Level::Detail && msg.chars().any(char::is_control) {
-        escaped = escape_controls(msg);
+        escaped = crate::text::escape_controls(msg);
         escaped.as_str()
     } else {
         msg
@@ -102,19 +102,6 @@ pub fn log(level: Level, msg: &str) {
         // the message from being read as a format string.
         unsafe { libc::syslog(level.syslog_priority(), c"%s".as_ptr(), line.as_ptr()) };
     }
-}
-
-/// `msg` with control characters written as Rust escapes (`\n`, `\u{1b}`).
-pub fn escape_controls(msg: &str) -> String {
-    msg.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[macro_export]
@@ -176,12 +163,6 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("a\nb\tc\u{1b}[2J"), "a\\nb\\tc\\u{1b}[2J");
-        assert_eq!(escape_controls("ünïcode ok"), "ünïcode ok");
-    }
 
     #[test]
     fn chain_joins_causes_once() {

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bbvirt::actions::{ActionError, Env, Outcome};
+use bbvirt::actions::{ActionError, Outcome};
 use bbvirt::cli::{Action, Cli, Opts, exit};
 use bbvirt::config::{self, Config};
+use bbvirt::context::Context;
 use bbvirt::daemon::{HostPaths, Readiness};
 use bbvirt::libvirt::Libvirt;
 use bbvirt::sysfs::Sysfs;
@@ -153,7 +154,7 @@ fn execute(action: Action, opts: &Opts) -> i32 {
             return exit::OK;
         }
         Action::Check { .. } => {
-            return bbvirt::check::run(&config_path(opts), opts, &sysfs, &Libvirt::new());
+            return bbvirt::check::run(&config_path(opts), opts, &Libvirt::new());
         }
         Action::Install { root, .. } => return bbvirt::install::install(root, opts),
         Action::Uninstall { root, .. } => return bbvirt::install::uninstall(root, opts),
@@ -172,7 +173,7 @@ fn execute(action: Action, opts: &Opts) -> i32 {
     let lock_dir = bbvirt::lock::run_dir();
     // Under udev, never wait on a daemon that is not ready (bbvirt::daemon).
     let readiness = Readiness::detect(HostPaths::system(), run_by_udev());
-    let env = Env {
+    let ctx = Context {
         config: &config,
         sysfs: &sysfs,
         hv: &hv,
@@ -181,13 +182,13 @@ fn execute(action: Action, opts: &Opts) -> i32 {
         readiness: readiness.as_ref(),
     };
     let result: Result<Outcome, ActionError> = match &action {
-        Action::Attach { device, .. } => env.attach(device),
-        Action::Detach { device, .. } => env.detach(device),
+        Action::Attach { device, .. } => ctx.attach(device),
+        Action::Detach { device, .. } => ctx.detach(device),
         Action::AttachAll { domain, .. } | Action::Sync { domain, .. } => {
-            env.sync(domain.as_deref())
+            ctx.sync(domain.as_deref())
         }
-        Action::DetachAll { domain, .. } => env.detach_all(domain.as_deref()),
-        Action::Status { json, .. } => return bbvirt::status::run(&env, *json),
+        Action::DetachAll { domain, .. } => ctx.detach_all(domain.as_deref()),
+        Action::Status { json, .. } => return bbvirt::status::run(&ctx, *json),
         Action::Hook { .. }
         | Action::Completions { .. }
         | Action::Check { .. }
@@ -206,6 +207,11 @@ fn execute(action: Action, opts: &Opts) -> i32 {
             exit::OK
         }
         Err(e) => {
+            if let ActionError::Partial { errors, .. } = &e {
+                for each in errors {
+                    error!("{}", log::chain(each));
+                }
+            }
             error!("{}", log::chain(&e));
             e.exit_code()
         }

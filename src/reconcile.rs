@@ -51,7 +51,7 @@ pub fn stale_entries(live: &[UsbHostdev], wanted: &[&str], present: &[UsbDevice]
             let reason = if !wanted.contains(&serial) {
                 StaleReason::NotAssigned
             } else {
-                match present.iter().find(|p| p.serial.as_deref() == Some(serial)) {
+                match crate::sysfs::with_serial(present, serial) {
                     None => StaleReason::Absent,
                     Some(p) if !h.is_at(p.busnum, p.devnum) => StaleReason::Moved {
                         bus: p.busnum,
@@ -71,10 +71,29 @@ pub fn stale_entries(live: &[UsbHostdev], wanted: &[&str], present: &[UsbDevice]
         .collect()
 }
 
-/// Whether `dev` (with `serial`) is attached, at its current address, in `live`.
-pub fn is_attached(live: &[UsbHostdev], serial: &str, dev: &UsbDevice) -> bool {
-    live.iter()
-        .any(|h| h.bbvirt_serial() == Some(serial) && h.is_at(dev.busnum, dev.devnum))
+/// Where a present device stands in a running guest's live XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement<'a> {
+    /// Its bbvirt hostdev is there, at its current address.
+    Attached,
+    /// Its bbvirt hostdev is there at another address (a remove event was
+    /// missed): it is stale and must go before the device is attached.
+    StaleAt(&'a UsbHostdev),
+    /// No bbvirt hostdev of it.
+    Missing,
+}
+
+/// Where `dev` (with `serial`) stands in `live`: the decision both `attach`
+/// and `sync` take.
+pub fn placement<'a>(live: &'a [UsbHostdev], serial: &str, dev: &UsbDevice) -> Placement<'a> {
+    let mine = || live.iter().filter(|h| h.bbvirt_serial() == Some(serial));
+    if mine().any(|h| h.is_at(dev.busnum, dev.devnum)) {
+        return Placement::Attached;
+    }
+    match mine().next() {
+        Some(h) => Placement::StaleAt(h),
+        None => Placement::Missing,
+    }
 }
 
 #[cfg(test)]
@@ -130,8 +149,15 @@ mod tests {
         );
         assert_eq!(stale[0].alias, "ua-bbvirt-BBBBBB");
         assert_eq!((stale[0].bus, stale[0].dev), (Some(1), Some(3)));
-        assert!(is_attached(&live, "AAAAAA", &present[0]));
-        assert!(!is_attached(&live, "BBBBBB", &present[1]));
+        assert_eq!(placement(&live, "AAAAAA", &present[0]), Placement::Attached);
+        assert_eq!(
+            placement(&live, "BBBBBB", &present[1]),
+            Placement::StaleAt(&live[1])
+        );
+        assert_eq!(
+            placement(&live, "EEEEEE", &usb("EEEEEE", 1, 6)),
+            Placement::Missing
+        );
     }
 
     #[test]

@@ -100,13 +100,13 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::actions::Env;
-use crate::config::{Config, DomainConf};
+use crate::config::DomainConf;
+use crate::context::{Connections, Context};
 use crate::device::{DeviceId, is_valid_serial};
 use crate::hostdev::{UsbHostdev, usb_hostdevs};
-use crate::libvirt::VirtError;
-use crate::reconcile::{StaleReason, is_attached, stale_entries};
-use crate::sysfs::UsbDevice;
+use crate::libvirt::{Connection, VirtError, uri_label};
+use crate::reconcile::{Placement, StaleReason, placement, stale_entries};
+use crate::sysfs::{UsbDevice, with_serial};
 
 /// The version of the JSON schema documented above.
 pub const SCHEMA: u32 = 1;
@@ -232,17 +232,13 @@ impl Scanned {
     }
 }
 
-fn uri_of(env: &Env, d: &DomainConf) -> Option<String> {
-    env.opts.connect.clone().or_else(|| d.uri.clone())
-}
-
-fn uri_text(uri: Option<&str>) -> &str {
-    uri.unwrap_or("the default URI")
+fn uri_of(ctx: &Context, d: &DomainConf) -> Option<String> {
+    ctx.target_for_conf(d).uri
 }
 
 /// Reads one domain's live XML and classifies the answer.
 fn scan_domain(
-    conn: &dyn crate::libvirt::Connection,
+    conn: &dyn Connection,
     uri: &Option<String>,
     name: &str,
     configured: bool,
@@ -271,37 +267,18 @@ fn scan_domain(
     }
 }
 
-/// The serials a configured domain should hold: its valid serials that it
-/// wins routing for (the first domain listing a serial gets it).
-fn wanted_by<'c>(config: &'c Config, d: &'c DomainConf) -> impl Iterator<Item = &'c str> + 'c {
-    d.serials
-        .iter()
-        .filter(|s| is_valid_serial(s))
-        .filter(move |s| config.domain_for_serial(s).is_some_and(|f| f.id == d.id))
-        .map(String::as_str)
-}
-
 /// Looks at sysfs and libvirt and builds the report. Reads only; logs
 /// nothing but `-vvvv` steps; never panics.
-pub fn collect(env: &Env) -> Report {
-    let config = env.config;
+pub fn collect(ctx: &Context) -> Report {
+    let config = ctx.config;
     crate::log::step("listing the BitBabblers in sysfs");
-    let (present, sysfs_error) = match env.sysfs.bitbabblers() {
+    let (present, sysfs_error) = match ctx.sysfs.bitbabblers() {
         Ok(p) => (p, None),
         Err(e) => (Vec::new(), Some(crate::log::chain(&e))),
     };
 
     // The URIs to look at, in config order.
-    let mut uris: Vec<Option<String>> = Vec::new();
-    for d in &config.domains {
-        let u = uri_of(env, d);
-        if !uris.contains(&u) {
-            uris.push(u);
-        }
-    }
-    if config.domains.is_empty() {
-        uris.push(env.opts.connect.clone());
-    }
+    let uris = ctx.uris();
 
     let mut scanned: Vec<Scanned> = Vec::new();
     let mut reachable = true;
@@ -310,19 +287,17 @@ pub fn collect(env: &Env) -> Report {
     // domains of each daemon once: two URIs may reach the same daemon
     // (`qemu:///system` and root's default), and a configured guest seen
     // through the other URI is still the configured guest.
-    let mut conns: Vec<(Option<String>, Box<dyn crate::libvirt::Connection>)> = Vec::new();
+    let mut conns = Connections::read_only(ctx.hv);
+    // The URIs whose connection opened, in order.
+    let mut open: Vec<Option<String>> = Vec::new();
     for uri in &uris {
         let names: Vec<&str> = config
             .domains
             .iter()
-            .filter(|d| uri_of(env, d) == *uri)
+            .filter(|d| uri_of(ctx, d) == *uri)
             .map(DomainConf::libvirt_name)
             .collect();
-        crate::log::step(&format!(
-            "connecting to libvirt at {}",
-            uri_text(uri.as_deref())
-        ));
-        let conn = match env.hv.connect(uri.as_deref()) {
+        let conn = match conns.get(uri.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 reachable = false;
@@ -345,29 +320,37 @@ pub fn collect(env: &Env) -> Report {
         };
         for name in &names {
             if !scanned.iter().any(|s| s.is(uri, name)) {
-                scanned.push(scan_domain(conn.as_ref(), uri, name, true));
+                scanned.push(scan_domain(conn, uri, name, true));
             }
         }
-        conns.push((uri.clone(), conn));
+        open.push(uri.clone());
     }
     // The daemon each URI reached, as libvirt names it (else the URI itself).
-    let daemon: Vec<Option<String>> = conns
+    let daemon: Vec<Option<String>> = open
         .iter()
-        .map(|(uri, c)| c.canonical_uri().or_else(|| uri.clone()))
+        .map(|uri| {
+            conns
+                .get(uri.as_deref())
+                .ok()
+                .and_then(|c| c.canonical_uri())
+                .or_else(|| uri.clone())
+        })
         .collect();
     let daemon_of = |uri: &Option<String>| -> Option<Option<String>> {
-        conns
-            .iter()
-            .position(|(u, _)| u == uri)
+        open.iter()
+            .position(|u| u == uri)
             .map(|i| daemon[i].clone())
     };
-    for (i, (uri, conn)) in conns.iter().enumerate() {
+    for (i, uri) in open.iter().enumerate() {
         if daemon[..i].contains(&daemon[i]) {
             continue;
         }
+        let Ok(conn) = conns.get(uri.as_deref()) else {
+            continue;
+        };
         crate::log::step(&format!(
             "listing the running domains at {}",
-            uri_text(uri.as_deref())
+            uri_label(uri.as_deref())
         ));
         match conn.running_domains() {
             Ok(running) => {
@@ -378,7 +361,7 @@ pub fn collect(env: &Env) -> Report {
                     if known {
                         continue;
                     }
-                    let s = scan_domain(conn.as_ref(), uri, &name, false);
+                    let s = scan_domain(conn, uri, &name, false);
                     // Stopped or undefined since it was listed: nothing in it.
                     if s.state == DomainState::Running || s.error.is_some() {
                         scanned.push(s);
@@ -387,7 +370,7 @@ pub fn collect(env: &Env) -> Report {
             }
             Err(e) => libvirt_errors.push(format!(
                 "listing the running domains at {}: {e}",
-                uri_text(uri.as_deref())
+                uri_label(uri.as_deref())
             )),
         }
     }
@@ -415,8 +398,8 @@ pub fn collect(env: &Env) -> Report {
             config
                 .domains
                 .iter()
-                .filter(|d| uri_of(env, d) == s.uri && d.libvirt_name() == s.name)
-                .flat_map(|d| wanted_by(config, d))
+                .filter(|d| uri_of(ctx, d) == s.uri && d.libvirt_name() == s.name)
+                .flat_map(|d| config.serials_of(d))
                 .collect()
         } else {
             // Unassigned devices may be attached anywhere by hand.
@@ -445,14 +428,13 @@ pub fn collect(env: &Env) -> Report {
 
     let devices: Vec<Device> = present
         .iter()
-        .map(|p| device_status(env, p, &scanned))
+        .map(|p| device_status(ctx, p, &scanned))
         .collect();
 
     let mut absent: Vec<Absent> = Vec::new();
     for d in &config.domains {
-        for serial in wanted_by(config, d) {
-            if !present.iter().any(|p| p.serial.as_deref() == Some(serial))
-                && !absent.iter().any(|a| a.serial == serial)
+        for serial in config.serials_of(d) {
+            if with_serial(&present, serial).is_none() && !absent.iter().any(|a| a.serial == serial)
             {
                 absent.push(Absent {
                     serial: serial.to_string(),
@@ -466,7 +448,7 @@ pub fn collect(env: &Env) -> Report {
         .domains
         .iter()
         .map(|d| {
-            let uri = uri_of(env, d);
+            let uri = uri_of(ctx, d);
             let s = scanned.iter().find(|s| s.is(&uri, d.libvirt_name()));
             Domain {
                 id: d.id.clone(),
@@ -503,12 +485,12 @@ pub fn collect(env: &Env) -> Report {
     }
 }
 
-fn device_status(env: &Env, p: &UsbDevice, scanned: &[Scanned]) -> Device {
+fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[Scanned]) -> Device {
     let serial = p.serial.as_deref();
     let valid_serial = serial.is_some_and(is_valid_serial);
     let assigned = serial
         .filter(|_| valid_serial)
-        .and_then(|s| env.config.domain_for_serial(s));
+        .and_then(|s| ctx.config.domain_for_serial(s));
     let attached_to = match serial {
         Some(serial) => scanned
             .iter()
@@ -529,10 +511,12 @@ fn device_status(env: &Env, p: &UsbDevice, scanned: &[Scanned]) -> Device {
     };
     let state = match (assigned, serial) {
         (Some(d), Some(serial)) => {
-            let uri = uri_of(env, d);
+            let uri = uri_of(ctx, d);
             match scanned.iter().find(|s| s.is(&uri, d.libvirt_name())) {
                 Some(s) => match (s.state, &s.hostdevs) {
-                    (DomainState::Running, Some(live)) if is_attached(live, serial, p) => {
+                    (DomainState::Running, Some(live))
+                        if placement(live, serial, p) == Placement::Attached =>
+                    {
                         DeviceState::Attached
                     }
                     (DomainState::Running, Some(_)) => DeviceState::Missing,
@@ -575,7 +559,7 @@ pub fn render_json(report: &Report) -> String {
 /// Text from sysfs, vm.conf or libvirt, made safe for a terminal: control
 /// characters escaped (quotes stay as they are, for readability).
 fn esc(s: &str) -> String {
-    crate::log::escape_controls(s)
+    crate::text::escape_controls(s)
 }
 
 /// A serial for the table: valid ones as they are, anything else quoted.
@@ -833,8 +817,8 @@ fn summary(report: &Report) -> String {
 
 /// Prints the status; returns the exit status: 0 when healthy, 1 when not
 /// (see the module documentation).
-pub fn run(env: &Env, json: bool) -> i32 {
-    let report = collect(env);
+pub fn run(ctx: &Context, json: bool) -> i32 {
+    let report = collect(ctx);
     let text = if json {
         render_json(&report)
     } else {

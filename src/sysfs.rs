@@ -225,19 +225,6 @@ impl Sysfs {
         Ok(find_in(&self.bitbabblers()?, id).cloned())
     }
 
-    /// The BitBabblers that have a `serial` attribute, keyed by it (not
-    /// validated). For a serial shared by several devices the first in
-    /// bus/ports order is kept, as for [`Sysfs::find`].
-    pub fn by_serial(&self) -> Result<BTreeMap<String, UsbDevice>, SysfsError> {
-        let mut map = BTreeMap::new();
-        for dev in self.bitbabblers()? {
-            if let Some(serial) = dev.serial.clone() {
-                map.entry(serial).or_insert(dev);
-            }
-        }
-        Ok(map)
-    }
-
     /// Asks udev to re-run its rules for `dev` by writing `change` to its
     /// `uevent` file, as `udevadm trigger -c change` does. A device that has
     /// vanished meanwhile is not an error (`Ok(())`): its removal is an event
@@ -263,6 +250,12 @@ impl Sysfs {
     }
 }
 
+/// The first device in `devices` whose serial is `serial`: the one place
+/// that finds a present device by its serial.
+pub fn with_serial<'a>(devices: &'a [UsbDevice], serial: &str) -> Option<&'a UsbDevice> {
+    devices.iter().find(|d| d.serial.as_deref() == Some(serial))
+}
+
 /// The first device in `devices` that `id` names.
 pub fn find_in<'a>(devices: &'a [UsbDevice], id: &DeviceId) -> Option<&'a UsbDevice> {
     devices.iter().find(|d| d.matches(id))
@@ -272,13 +265,10 @@ pub fn find_in<'a>(devices: &'a [UsbDevice], id: &DeviceId) -> Option<&'a UsbDev
 /// ports 1, 4, 2). Root hubs (`usb3`), interfaces (`3-1.4.2:1.0`) and
 /// anything else give `None`.
 pub fn parse_device_name(name: &str) -> Option<(u32, Vec<u32>)> {
-    let (bus, ports) = name.split_once('-')?;
-    let bus = parse_decimal(bus)?;
-    let ports = ports
-        .split('.')
-        .map(parse_decimal)
-        .collect::<Option<Vec<u32>>>()?;
-    Some((bus, ports))
+    match name.parse::<DeviceId>() {
+        Ok(DeviceId::Physical { bus, ports }) => Some((bus, ports)),
+        _ => None,
+    }
 }
 
 /// Parses a decimal attribute such as `busnum` (`"3\n"`): ASCII digits only,
@@ -545,7 +535,7 @@ mod tests {
             dev("3-1.4.2", None, 3, 12),
             dev("3-1.4.3", Some("KWIF4Q"), 3, 13),
         ];
-        let find = |s: &str| find_in(&devs, &DeviceId::parse(s).unwrap()).map(|d| &d.name[..]);
+        let find = |s: &str| find_in(&devs, &s.parse::<DeviceId>().unwrap()).map(|d| &d.name[..]);
         assert_eq!(find("KWIF4Q"), Some("1-2"));
         assert_eq!(find("ABCDEF"), None);
         assert_eq!(find("3:12"), Some("3-1.4.2"));

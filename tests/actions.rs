@@ -6,9 +6,10 @@ mod common;
 mod scene;
 mod sysfs_fixture;
 
-use bbvirt::actions::{ActionError, Env, Outcome};
+use bbvirt::actions::{ActionError, Outcome};
 use bbvirt::cli::{Opts, exit};
 use bbvirt::config::Config;
+use bbvirt::context::Context;
 use bbvirt::libvirt::VirtError;
 use common::FakeHv;
 use scene::{config, dom, running, tree, two_guests};
@@ -19,10 +20,10 @@ fn run<T>(
     tree: &FixtureTree,
     hv: &FakeHv,
     opts: Opts,
-    f: impl FnOnce(&Env) -> T,
+    f: impl FnOnce(&Context) -> T,
 ) -> T {
     let sysfs = tree.sysfs();
-    let env = Env {
+    let env = Context {
         config: cfg,
         sysfs: &sysfs,
         hv,
@@ -156,7 +157,7 @@ fn libvirt_not_running_is_nothing_to_do_for_every_action() {
         });
         hv
     };
-    type Act = fn(&Env) -> Result<Outcome, bbvirt::actions::ActionError>;
+    type Act = fn(&Context) -> Result<Outcome, bbvirt::actions::ActionError>;
     let acts: [(&str, Act); 5] = [
         ("attach", |e| e.attach("KWIF4Q")),
         ("detach", |e| e.detach("KWIF4Q")),
@@ -520,9 +521,9 @@ fn dry_run_changes_nothing() {
     assert!(hv.connects().is_empty());
     // sync reads the live XML to say what it would do, and does nothing.
     for f in [
-        &(|e: &Env| e.sync(None)) as &dyn Fn(&Env) -> Result<Outcome, ActionError>,
-        &|e: &Env| e.detach_all(None),
-        &|e: &Env| e.detach("GONE01"),
+        &(|e: &Context| e.sync(None)) as &dyn Fn(&Context) -> Result<Outcome, ActionError>,
+        &|e: &Context| e.detach_all(None),
+        &|e: &Context| e.detach("GONE01"),
     ] {
         let out = run(&two_guests(), &tree(), &hv, opts.clone(), f);
         assert_eq!(out.unwrap(), Outcome::Done);
@@ -610,7 +611,7 @@ fn run_gated<T>(
     hv: &FakeHv,
     paths: &bbvirt::daemon::HostPaths,
     by_udev: bool,
-    f: impl FnOnce(&Env) -> T,
+    f: impl FnOnce(&Context) -> T,
 ) -> T {
     let cfg = two_guests();
     let tree = tree();
@@ -618,7 +619,7 @@ fn run_gated<T>(
     let opts = Opts::default();
     let gate = bbvirt::daemon::Readiness::detect(paths.clone(), by_udev).expect("gate applies");
     let lock = paths.run_dir.clone();
-    let env = Env {
+    let env = Context {
         config: &cfg,
         sysfs: &sysfs,
         hv,

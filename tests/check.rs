@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bbvirt::check::{
-    self, CLEAN, ERRORS_FOUND, Finding, Severity, check_config_file, check_domains,
-    check_installation, check_libvirt_version, exit_status,
+    self, Finding, Severity, check_config_file, check_domains, check_installation,
+    check_libvirt_version, exit_status,
 };
+use bbvirt::cli::exit;
 use bbvirt::config::{Config, DomainConf};
 use bbvirt::libvirt::VirtError;
 use common::{FakeHv, expect_exit, write_config};
@@ -91,7 +92,7 @@ fn installed(bin: &str) -> tempfile::TempDir {
 fn complete_installation_is_clean() {
     let root = installed(BIN);
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
     assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
     assert_eq!(
         lines(&found),
@@ -108,7 +109,7 @@ fn rule_missing() {
     let root = installed(BIN);
     fs::remove_file(root.path().join("usr/lib/udev/rules.d/60-bbvirt.rules")).unwrap();
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
     let e = errors(&found);
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(
@@ -135,7 +136,7 @@ fn rule_accepted_in_lib_and_etc() {
             0o644,
         );
         let found = check_installation(root.path(), Path::new(BIN));
-        assert_eq!(exit_status(&found), CLEAN, "{dir}: {:#?}", lines(&found));
+        assert_eq!(exit_status(&found), exit::OK, "{dir}: {:#?}", lines(&found));
         assert!(lines(&found)[0].contains(&format!("/{dir}/60-bbvirt.rules")));
     }
 }
@@ -158,7 +159,7 @@ fn rule_pointing_elsewhere() {
           `/usr/local/bin/bbvirt check` if that is the one meant"
         ]
     );
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
 }
 
 #[test]
@@ -178,7 +179,7 @@ fn rule_in_etc_overrides_and_masks() {
         0o644,
     );
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
     assert!(
         lines(&found)[0].ends_with("(overrides /usr/lib/udev/rules.d/60-bbvirt.rules)"),
         "{}",
@@ -245,7 +246,7 @@ fn hook_not_executable() {
           libvirt skips it: chmod 0755 /etc/libvirt/hooks/qemu.d/bbvirt"
         ]
     );
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
 }
 
 #[test]
@@ -300,7 +301,7 @@ fn both_rules_active() {
         ]
     );
     // Warnings do not fail the check.
-    assert_eq!(exit_status(&found), CLEAN);
+    assert_eq!(exit_status(&found), exit::OK);
 
     // Masked as the fix says: fine.
     fs::create_dir_all(root.path().join("etc/udev/rules.d")).unwrap();
@@ -396,7 +397,7 @@ fn bad_serial_names_domain_serial_and_line() {
             ),
         ]
     );
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
 }
 
 #[test]
@@ -417,7 +418,7 @@ fn serial_for_two_guests() {
 fn serial_twice_and_empty_guest_are_warnings() {
     let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q KWIF4Q )\nDOMAIN_NAME_typo=x\n");
     let (_, found) = check_config_file(&path);
-    assert_eq!(exit_status(&found), CLEAN);
+    assert_eq!(exit_status(&found), exit::OK);
     let w = warnings(&found);
     assert_eq!(w.len(), 2, "{w:#?}");
     assert!(
@@ -478,7 +479,7 @@ fn name_clashes() {
          DOMAIN_RNG_b=( JAMMB3 )\nDOMAIN_URI_b=qemu+ssh://h2/system\nDOMAIN_NAME_b=vm\n",
     );
     let (_, found) = check_config_file(&path);
-    assert_eq!(exit_status(&found), CLEAN, "{:#?}", lines(&found));
+    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
     assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
 }
 
@@ -495,7 +496,7 @@ fn insecure_permissions() {
             "error: {p} is writable by group or others (mode 0666): run chmod go-w {p}"
         )]
     );
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
 }
 
 #[test]
@@ -519,7 +520,7 @@ fn missing_config_is_a_warning() {
     let path = dir.path().join("vm.conf");
     let (cfg, found) = check_config_file(&path);
     assert!(cfg.is_none());
-    assert_eq!(exit_status(&found), CLEAN);
+    assert_eq!(exit_status(&found), exit::OK);
     let w = warnings(&found);
     assert_eq!(w.len(), 1);
     assert!(
@@ -593,7 +594,7 @@ fn domains_defined_or_unknown() {
     );
     // One connection per URI.
     assert_eq!(hv.connects(), [None, Some("qemu:///system".to_string())]);
-    assert_eq!(exit_status(&found), ERRORS_FOUND);
+    assert_eq!(exit_status(&found), exit::FAILED);
     // Nothing was changed.
     assert!(hv.calls().is_empty());
 }
@@ -630,7 +631,7 @@ fn unreachable_libvirt_is_one_warning() {
           domain checks): start libvirtd (or virtqemud), or correct DOMAIN_URI_/--connect"
         ]
     );
-    assert_eq!(exit_status(&found), CLEAN);
+    assert_eq!(exit_status(&found), exit::OK);
     assert_eq!(hv.connects().len(), 1);
 }
 
@@ -685,13 +686,13 @@ fn binary_end_to_end() {
     let good = good.to_str().unwrap();
     let (out, err) = expect_exit(
         &run_check(root.path(), &["-C", good, "-c", "test:///default"]),
-        CLEAN,
+        exit::OK,
     );
     assert_eq!(out, "", "{err}");
     assert!(err.contains("check: 0 errors, 0 warnings"), "{err}");
     let (out, _) = expect_exit(
         &run_check(root.path(), &["-v", "-C", good, "-c", "test:///default"]),
-        CLEAN,
+        exit::OK,
     );
     assert!(out.lines().all(|l| l.starts_with("ok: ")), "{out}");
     assert!(
@@ -714,7 +715,7 @@ fn binary_end_to_end() {
             root.path(),
             &["-C", bad.to_str().unwrap(), "-c", "test:///default"],
         ),
-        ERRORS_FOUND,
+        exit::FAILED,
     );
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
@@ -738,20 +739,20 @@ fn binary_end_to_end() {
     fs::set_permissions(&bad, fs::Permissions::from_mode(0o666)).unwrap();
     let (out, _) = expect_exit(
         &run_check(root.path(), &["-C", bad.to_str().unwrap()]),
-        ERRORS_FOUND,
+        exit::FAILED,
     );
     assert!(out.contains("writable by group or others"), "{out}");
     let empty = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.conf");
     let (out, _) = expect_exit(
         &run_check(empty.path(), &["-C", missing.to_str().unwrap()]),
-        ERRORS_FOUND,
+        exit::FAILED,
     );
     let got: Vec<&str> = out.lines().map(|l| l.split(':').next().unwrap()).collect();
     assert_eq!(got, ["warning", "error", "error"], "{out}");
     let (out, _) = expect_exit(
         &run_check(root.path(), &["-C", missing.to_str().unwrap()]),
-        CLEAN,
+        exit::OK,
     );
     assert!(out.starts_with("warning: "), "{out}");
 }

@@ -213,6 +213,30 @@ fn dry_run_prints_the_virsh_commands() {
     );
     assert!(err.contains("ABSENT (for 'g1') is not plugged in"), "{err}");
     assert!(err.contains("showing the attach requests only"), "{err}");
+    // detach and detach-all too: the detaches of the present devices, and
+    // that libvirt could not be asked whether they are attached.
+    let (out, err) = expect_exit(&s.run(&["detach-all", "-n", "-c", "bogus:///x"]), exit::OK);
+    assert_eq!(
+        out,
+        "virsh -c bogus:///x detach-device g1 <xml> --live\n\
+         virsh -c bogus:///x detach-device g1 <xml> --live\n\
+         virsh -c bogus:///x detach-device g2 <xml> --live\n"
+    );
+    assert!(
+        err.contains("libvirt could not be asked whether these are attached to 'g1'"),
+        "{err}"
+    );
+    assert!(!err.contains("is not attached to any guest"), "{err}");
+    let (out, err) = expect_exit(
+        &s.run(&["detach", "QX3TZ7A", "-n", "-vv", "-c", "bogus:///x"]),
+        exit::OK,
+    );
+    assert_eq!(out, "virsh -c bogus:///x detach-device g2 <xml> --live\n");
+    assert!(
+        err.contains("libvirt could not be asked whether these are attached to 'g2'")
+            && err.contains("<alias name='ua-bbvirt-QX3TZ7A'/>"),
+        "{err}"
+    );
     // Guests that libvirt does not know: nothing would be done.
     let (out, err) = expect_exit(&s.run(&["sync", "-n", "-c", "test:///default"]), exit::OK);
     assert_eq!(out, "");

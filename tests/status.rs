@@ -6,9 +6,9 @@ mod common;
 mod scene;
 mod sysfs_fixture;
 
-use bbvirt::actions::Env;
 use bbvirt::cli::{Opts, exit};
 use bbvirt::config::Config;
+use bbvirt::context::Context;
 use bbvirt::libvirt::VirtError;
 use bbvirt::status::{
     DeviceState, DomainState, Report, StaleKind, collect, render_json, render_table,
@@ -29,7 +29,7 @@ fn all_attached() -> FakeHv {
 }
 
 fn report_with(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts) -> Report {
-    let env = Env {
+    let env = Context {
         config: cfg,
         sysfs,
         hv,

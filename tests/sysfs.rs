@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bbvirt::device::{DeviceId, is_valid_serial};
-use bbvirt::sysfs::{Scan, Sysfs, SysfsError, Trigger, UsbDevice};
+use bbvirt::sysfs::{Scan, Sysfs, SysfsError, Trigger, UsbDevice, with_serial};
 use sysfs_fixture::FixtureTree;
 
 fn fixture(name: &str) -> PathBuf {
@@ -26,7 +26,7 @@ fn names(devs: &[UsbDevice]) -> Vec<&str> {
 }
 
 fn find(sysfs: &Sysfs, id: &str) -> Option<String> {
-    let id = DeviceId::parse(id).unwrap();
+    let id = id.parse::<DeviceId>().unwrap();
     sysfs.find(&id).unwrap().map(|d| d.name)
 }
 
@@ -111,7 +111,7 @@ fn host_find_by_serial() {
         assert_eq!(sysfs.find(&id).unwrap(), None, "{id:?}");
     }
     // The hostile serial is never a valid DEVICE, but matches exactly.
-    assert!(DeviceId::parse("AAAAAA -D victim").is_err());
+    assert!("AAAAAA -D victim".parse::<DeviceId>().is_err());
     let id = DeviceId::Serial("AAAAAA -D victim".into());
     assert_eq!(sysfs.find(&id).unwrap().unwrap().name, "1-4");
     let id = DeviceId::Serial("AAAAAA".into());
@@ -144,9 +144,11 @@ fn host_find_by_physical_address() {
 }
 
 #[test]
-fn host_by_serial() {
-    let map = host().by_serial().unwrap();
-    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+fn host_serials_and_with_serial() {
+    let devices = host().bitbabblers().unwrap();
+    let mut keys: Vec<&str> = devices.iter().filter_map(|d| d.serial.as_deref()).collect();
+    keys.sort();
+    keys.dedup();
     assert_eq!(
         keys,
         [
@@ -157,7 +159,7 @@ fn host_by_serial() {
             "QX3TZ7A"
         ]
     );
-    assert_eq!(map["KWIF4Q"].name, "1-2");
+    assert_eq!(with_serial(&devices, "KWIF4Q").unwrap().name, "1-2");
 }
 
 #[test]
@@ -177,10 +179,10 @@ fn no_usb_is_empty_not_an_error() {
         let sysfs = Sysfs::new(&root);
         assert_eq!(sysfs.scan().unwrap(), Scan::default(), "{}", root.display());
         assert_eq!(
-            sysfs.find(&DeviceId::parse("KWIF4Q").unwrap()).unwrap(),
+            sysfs.find(&"KWIF4Q".parse::<DeviceId>().unwrap()).unwrap(),
             None
         );
-        assert!(sysfs.by_serial().unwrap().is_empty());
+        assert!(sysfs.bitbabblers().unwrap().is_empty());
     }
 }
 
@@ -308,7 +310,8 @@ fn duplicate_serials_first_wins_with_a_warning() {
         .bitbabbler("1-7", Some("KWIF4Q"), 1, 2);
     let sysfs = tree.sysfs();
     assert_eq!(find(&sysfs, "KWIF4Q").as_deref(), Some("1-7"));
-    assert_eq!(sysfs.by_serial().unwrap()["KWIF4Q"].name, "1-7");
+    let devices = sysfs.bitbabblers().unwrap();
+    assert_eq!(with_serial(&devices, "KWIF4Q").unwrap().name, "1-7");
     let scan = sysfs.scan().unwrap();
     assert_eq!(
         scan.warnings,

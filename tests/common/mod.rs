@@ -122,6 +122,10 @@ impl FakeHv {
 }
 
 impl Hypervisor for FakeHv {
+    fn version(&self) -> Result<u32, String> {
+        Ok(9_000_000)
+    }
+
     fn connect(&self, uri: Option<&str>) -> Result<Box<dyn Connection>, VirtError> {
         let mut st = self.0.borrow_mut();
         st.connects.push(uri.map(str::to_string));
