@@ -44,8 +44,8 @@ impl Outcome {
     }
 }
 
-/// Why an action failed. [`ActionError::exit_code`] maps each to the
-/// documented exit status.
+/// Why an action failed ([`crate::exit::CommandError::exit_code`] maps
+/// each to the documented exit status).
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
     #[error(transparent)]
@@ -93,17 +93,6 @@ pub enum ActionError {
         errors: Vec<ActionError>,
         total: usize,
     },
-}
-
-impl ActionError {
-    pub fn exit_code(&self) -> i32 {
-        use crate::cli::exit;
-        match self {
-            ActionError::InvalidDevice(_) => exit::USAGE,
-            ActionError::NotFound(_) | ActionError::HintMismatch { .. } => exit::NOT_FOUND,
-            _ => exit::FAILED,
-        }
-    }
 }
 
 fn describe(dev: &UsbDevice) -> String {

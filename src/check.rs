@@ -17,8 +17,8 @@
 //!   binary; libvirt is at least 6.5 (older versions ignore `qemu.d`); the
 //!   original bit-babbler package's rule is not active as well.
 //!
-//! Exit status: [`exit::OK`] (0) when there is no error (warnings allowed),
-//! [`exit::FAILED`] (1) otherwise. Config problems are findings, not exit 3.
+//! Exit status: 0 when there is no error (warnings allowed), 1 otherwise
+//! ([`verdict`]). Config problems are findings, not exit 3.
 //!
 //! The filesystem root of the installation checks is `/`, or the directory in
 //! the environment variable [`ROOT_ENV`] (for tests). The config path is used
@@ -28,10 +28,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Opts, exit};
+use crate::cli::Opts;
 use crate::config::{Config, ConfigError, Via};
 use crate::context::{Connections, Target};
 use crate::device::is_valid_serial;
+use crate::exit::CommandError;
 use crate::libvirt::{Hypervisor, VirtError};
 
 /// Environment variable naming the root directory the installation checks
@@ -122,17 +123,21 @@ impl fmt::Display for Finding {
     }
 }
 
-/// The exit status for these findings: [`exit::FAILED`] if any is an error.
-pub fn exit_status(findings: &[Finding]) -> i32 {
-    if findings.iter().any(|f| f.severity == Severity::Error) {
-        exit::FAILED
-    } else {
-        exit::OK
+/// The verdict on these findings: [`CommandError::ErrorsFound`] if any is
+/// an error (exit 1), else Ok (warnings allowed).
+pub fn verdict(findings: &[Finding]) -> Result<(), CommandError> {
+    match findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count()
+    {
+        0 => Ok(()),
+        errors => Err(CommandError::ErrorsFound { errors }),
     }
 }
 
-/// Checks the config and the installation; returns the exit status.
-pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> i32 {
+/// Checks the config and the installation, printing the findings.
+pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> Result<(), CommandError> {
     let show_ok = opts.verbosity() >= 1;
     let mut all: Vec<Finding> = Vec::new();
     // Printed stage by stage: if libvirt hangs until the deadline, what was
@@ -176,7 +181,7 @@ pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> i32 {
         plural(errors),
         plural(warnings)
     );
-    exit_status(&all)
+    verdict(&all)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -7,20 +7,6 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-/// Exit statuses, as documented in `--help`, the README and bbvirt(1).
-pub mod exit {
-    /// Done, or nothing to do (device not assigned, guest not running...).
-    pub const OK: i32 = 0;
-    /// libvirt refused or failed, or a deadline passed.
-    pub const FAILED: i32 = 1;
-    /// Bad command line or invalid device identifier.
-    pub const USAGE: i32 = 2;
-    /// vm.conf unreadable, invalid or unsafe.
-    pub const CONFIG: i32 = 3;
-    /// The named device is not present, or not where a hint says.
-    pub const NOT_FOUND: i32 = 4;
-}
-
 const AFTER_HELP: &str = "\
 DEVICE is a serial number (e.g. KWIF4Q), a logical address BUS:DEV (e.g. 3:12)
 or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
@@ -538,7 +524,7 @@ mod tests {
             &["attach", "KWIF4Q", "--config"],
         ] {
             let e = parse(bad).unwrap_err();
-            assert_eq!(e.exit_code(), exit::USAGE, "{bad:?}");
+            assert_eq!(e.exit_code(), crate::exit::USAGE, "{bad:?}");
         }
     }
 }

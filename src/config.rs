@@ -42,9 +42,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::device::is_valid_serial;
 
@@ -1053,15 +1052,15 @@ builtin printf 'E\0' >&3
 
 /// Runs bash on `path` (permissions already checked) and builds the config.
 fn run_bash(path: &Path) -> Result<Config, ConfigError> {
-    let (status, stdout, stderr) = run_bash_raw(path, BASH_TIMEOUT)?;
-    if !status.success() {
+    let done = run_bash_raw(path, BASH_TIMEOUT)?;
+    if !done.status.success() {
         return Err(ConfigError::Bash {
             path: path.to_path_buf(),
-            status: describe_status(status),
-            detail: stderr_summary(&stderr),
+            status: crate::child::describe_status(done.status),
+            detail: crate::child::stderr_summary(&done.stderr),
         });
     }
-    let mut vars = parse_dump(path, &stdout)?;
+    let mut vars = parse_dump(path, &done.stdout)?;
     vars.sort_by(|a, b| a.name.cmp(&b.name));
     let mut domains = domains_from_vars(&vars);
     domains.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1072,37 +1071,9 @@ fn run_bash(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => "unknown status".to_string(),
-    }
-}
-
-/// The first few non-empty lines of bash's stderr, on one line.
-fn stderr_summary(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(5)
-        .collect();
-    if lines.is_empty() {
-        "no error output".to_string()
-    } else {
-        lines.join("; ")
-    }
-}
-
-type BashRun = (ExitStatus, Vec<u8>, Vec<u8>);
-
-/// Spawns the fixed script with a minimal environment and waits at most
-/// `timeout` for it (and anything holding its output open).
-fn run_bash_raw(path: &Path, timeout: Duration) -> Result<BashRun, ConfigError> {
-    use std::os::unix::process::CommandExt;
+/// Runs the fixed script with a minimal environment, no stdin, in `/`, and
+/// waits at most `timeout` for it (and anything holding its output open).
+fn run_bash_raw(path: &Path, timeout: Duration) -> Result<crate::child::Finished, ConfigError> {
     // bash runs in `/` (so that globs do not depend on our cwd): make the
     // path absolute, which also stops `source` from searching PATH for it.
     let arg = if path.is_absolute() {
@@ -1115,8 +1086,8 @@ fn run_bash_raw(path: &Path, timeout: Duration) -> Result<BashRun, ConfigError> 
             })?
             .join(path)
     };
-    let mut child = Command::new(BASH)
-        .args(["--norc", "--noprofile", "-c", BASH_SCRIPT, "bbvirt-config"])
+    let mut cmd = Command::new(BASH);
+    cmd.args(["--norc", "--noprofile", "-c", BASH_SCRIPT, "bbvirt-config"])
         .arg(&arg)
         .env_clear()
         .env(
@@ -1125,68 +1096,17 @@ fn run_bash_raw(path: &Path, timeout: Duration) -> Result<BashRun, ConfigError> 
         )
         .env("LC_ALL", "C.UTF-8")
         .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| ConfigError::BashSpawn {
+        .stdin(Stdio::null());
+    crate::child::run(&mut cmd, timeout, MAX_BASH_OUTPUT).map_err(|e| match e {
+        crate::child::ChildError::Spawn(source) => ConfigError::BashSpawn {
             path: path.to_path_buf(),
             source,
-        })?;
-    let pgid = child.id();
-    let out_rx = spawn_reader(child.stdout.take());
-    let err_rx = spawn_reader(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let timed_out = || ConfigError::BashTimeout {
-        path: path.to_path_buf(),
-        secs: timeout.as_secs(),
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(None) | Err(_) => {
-                kill_group(pgid);
-                let _ = child.wait();
-                return Err(timed_out());
-            }
-        }
-    };
-    let collect = |rx: mpsc::Receiver<Vec<u8>>| {
-        let left = deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(left).map_err(|_| {
-            // Something the file started in the background holds our pipe.
-            kill_group(pgid);
-            timed_out()
-        })
-    };
-    let stdout = collect(out_rx)?;
-    let stderr = collect(err_rx)?;
-    Ok((status, stdout, stderr))
-}
-
-fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(p) = pipe {
-            let _ = p.take(MAX_BASH_OUTPUT).read_to_end(&mut buf);
-        }
-        let _ = tx.send(buf);
-    });
-    rx
-}
-
-fn kill_group(pgid: u32) {
-    if let Ok(pgid) = i32::try_from(pgid) {
-        // SAFETY: plain kill(2) on the process group we created for bash.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
+        },
+        crate::child::ChildError::TimedOut(limit) => ConfigError::BashTimeout {
+            path: path.to_path_buf(),
+            secs: limit.as_secs(),
+        },
+    })
 }
 
 /// Reads the NUL-separated dump written by [`BASH_SCRIPT`].
@@ -1660,7 +1580,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("slow.conf");
         std::fs::write(&f, "sleep 30 & sleep 30\n").expect("write");
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         let e = run_bash_raw(&f, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, ConfigError::BashTimeout { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(5));

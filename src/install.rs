@@ -30,10 +30,59 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cli::{Opts, exit};
+use crate::cli::Opts;
 use crate::{error, note, warn};
+
+/// Why `bbvirt install` or `bbvirt uninstall` did not (fully) succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("--root {}: not a directory", .0.display())]
+    RootNotADirectory(PathBuf),
+    #[error("--root {}: {source}", .path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot find the running binary: {0}")]
+    NoBinary(#[source] io::Error),
+    #[error("{}: unusable path", .0.display())]
+    UnusablePath(PathBuf),
+    #[error(
+        "{0}: the binary's directory must be an absolute path of letters, digits \
+         and / . _ + - only (udev and sh read it): install bbvirt elsewhere first"
+    )]
+    UnsafeBindir(String),
+    #[error(
+        "the running binary is {}, but the rule and the hook run {dir}/bbvirt: \
+         run it as bbvirt", .exe.display()
+    )]
+    NotNamedBbvirt { exe: PathBuf, dir: String },
+    /// Files bbvirt did not write are in the way; nothing was changed.
+    #[error("nothing was changed")]
+    Refused { refusals: Vec<(PathBuf, String)> },
+    /// Some files could not be written or removed (each was logged).
+    #[error("{} file(s) could not be changed", .0)]
+    Incomplete(usize),
+}
+
+impl InstallError {
+    /// The error lines to log (the refusals, then "nothing was changed").
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            InstallError::Refused { refusals } => refusals
+                .iter()
+                .map(|(path, reason)| format!("refusing to overwrite {}: {reason}", path.display()))
+                .chain([self.to_string()])
+                .collect(),
+            // Each failure was logged as it happened.
+            InstallError::Incomplete(_) => Vec::new(),
+            _ => vec![crate::log::chain(self)],
+        }
+    }
+}
 
 /// The line that marks a file as written by `bbvirt install`.
 pub const MARKER: &str = "# Installed by bbvirt install";
@@ -410,34 +459,29 @@ pub fn hook_active(root: &Path) -> bool {
 
 /// The directory of the running binary, checked to be usable on a udev
 /// `RUN` line and in the hook's shell script.
-pub fn running_bindir() -> Result<String, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
+pub fn running_bindir() -> Result<String, InstallError> {
+    let exe = std::env::current_exe().map_err(InstallError::NoBinary)?;
     let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let dir = exe
         .parent()
         .and_then(|d| d.to_str())
-        .ok_or_else(|| format!("{}: unusable path", exe.display()))?;
+        .ok_or_else(|| InstallError::UnusablePath(exe.clone()))?;
     check_bindir(dir)?;
     if name != "bbvirt" {
-        return Err(format!(
-            "the running binary is {}, but the rule and the hook run {dir}/bbvirt: \
-             run it as bbvirt",
-            exe.display()
-        ));
+        return Err(InstallError::NotNamedBbvirt {
+            dir: dir.to_string(),
+            exe,
+        });
     }
     Ok(dir.to_string())
 }
 
 /// A binary directory must be absolute and made of characters that mean
 /// nothing to udev or sh.
-pub fn check_bindir(dir: &str) -> Result<(), String> {
+pub fn check_bindir(dir: &str) -> Result<(), InstallError> {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._+-".contains(c);
     if !dir.starts_with('/') || !dir.chars().all(safe) {
-        return Err(format!(
-            "{dir}: the binary's directory must be an absolute path of letters, digits \
-             and / . _ + - only (udev and sh read it): install bbvirt elsewhere first"
-        ));
+        return Err(InstallError::UnsafeBindir(dir.to_string()));
     }
     Ok(())
 }
@@ -490,27 +534,21 @@ fn is_system_root(root: &Path) -> bool {
     fs::canonicalize(root).is_ok_and(|r| r == Path::new("/"))
 }
 
-fn check_root(root: &Path) -> Result<(), String> {
+fn check_root(root: &Path) -> Result<(), InstallError> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("--root {}: not a directory", root.display())),
-        Err(e) => Err(format!("--root {}: {e}", root.display())),
+        Ok(_) => Err(InstallError::RootNotADirectory(root.to_path_buf())),
+        Err(source) => Err(InstallError::Root {
+            path: root.to_path_buf(),
+            source,
+        }),
     }
 }
 
-/// Installs under `root`; returns the exit status.
-pub fn install(root: &Path, opts: &Opts) -> i32 {
-    if let Err(e) = check_root(root) {
-        error!("{e}");
-        return exit::FAILED;
-    }
-    let bindir = match running_bindir() {
-        Ok(d) => d,
-        Err(e) => {
-            error!("{e}");
-            return exit::FAILED;
-        }
-    };
+/// Installs under `root`.
+pub fn install(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+    check_root(root)?;
+    let bindir = running_bindir()?;
     let plan = plan(root, &bindir);
     let dry = opts.dry_run;
     let system_dir = ["/usr/", "/opt/"].iter().any(|p| bindir.starts_with(p)) || bindir == "/bin";
@@ -520,26 +558,17 @@ pub fn install(root: &Path, opts: &Opts) -> i32 {
              bbvirt in /usr/local/bin (make install) and run its install"
         );
     }
-    if plan.refusals().next().is_some() {
-        for s in plan.refusals() {
-            if let Step::Refuse { path, reason, .. } = s {
-                error!("refusing to overwrite {}: {reason}", path.display());
-            }
-        }
-        error!("nothing was changed");
-        return exit::FAILED;
+    let refusals: Vec<(PathBuf, String)> = plan
+        .refusals()
+        .filter_map(|s| match s {
+            Step::Refuse { path, reason, .. } => Some((path.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    if !refusals.is_empty() {
+        return Err(InstallError::Refused { refusals });
     }
-    let mut code = exit::OK;
-    let mut rule_changed = false;
-    for step in &plan.steps {
-        if !dry && let Err(e) = carry_out(step) {
-            error!("{}: {e}", step.path().display());
-            code = exit::FAILED;
-            continue;
-        }
-        println!("{}", step.line(dry));
-        rule_changed |= step.kind() == Kind::Rule && step.changes();
-    }
+    let (failed, rule_changed) = carry_out_all(&plan.steps, dry);
     warn_other_rules(root);
     if rule_changed {
         reload_udev(root, dry);
@@ -549,31 +578,43 @@ pub fn install(root: &Path, opts: &Opts) -> i32 {
             "restart libvirtd (or virtqemud) so it finds the new hook: systemctl restart libvirtd"
         );
     }
-    code
+    incomplete(failed)
 }
 
-/// Uninstalls under `root`; returns the exit status.
-pub fn uninstall(root: &Path, opts: &Opts) -> i32 {
-    if let Err(e) = check_root(root) {
-        error!("{e}");
-        return exit::FAILED;
-    }
+/// Uninstalls under `root`.
+pub fn uninstall(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+    check_root(root)?;
     let dry = opts.dry_run;
-    let mut code = exit::OK;
+    let (failed, rule_changed) = carry_out_all(&plan_uninstall(root), dry);
+    if rule_changed {
+        reload_udev(root, dry);
+    }
+    incomplete(failed)
+}
+
+/// Carries out the steps (`dry`: only says what they would do), one line
+/// each; a failure is logged and the rest go on. Returns how many failed,
+/// and whether the rule changed.
+fn carry_out_all(steps: &[Step], dry: bool) -> (usize, bool) {
+    let mut failed = 0;
     let mut rule_changed = false;
-    for step in plan_uninstall(root) {
-        if !dry && let Err(e) = carry_out(&step) {
+    for step in steps {
+        if !dry && let Err(e) = carry_out(step) {
             error!("{}: {e}", step.path().display());
-            code = exit::FAILED;
+            failed += 1;
             continue;
         }
         println!("{}", step.line(dry));
         rule_changed |= step.kind() == Kind::Rule && step.changes();
     }
-    if rule_changed {
-        reload_udev(root, dry);
+    (failed, rule_changed)
+}
+
+fn incomplete(failed: usize) -> Result<(), InstallError> {
+    match failed {
+        0 => Ok(()),
+        n => Err(InstallError::Incomplete(n)),
     }
-    code
 }
 
 /// Warns when the bit-babbler package's rule would run (its own bbvirt) too.
@@ -615,36 +656,20 @@ fn reload_udev(root: &Path, dry: bool) {
         println!("would run {} control --reload", udevadm.display());
         return;
     }
-    match run_with_timeout(udevadm, &["control", "--reload"], UDEVADM_TIMEOUT) {
-        Ok(()) => println!("reloaded the udev rules"),
+    let mut cmd = Command::new(udevadm);
+    cmd.args(["control", "--reload"]).stdin(Stdio::null());
+    match crate::child::run(&mut cmd, UDEVADM_TIMEOUT, 64 << 10) {
+        Ok(done) if done.status.success() => println!("reloaded the udev rules"),
+        Ok(done) => warn!(
+            "{} control --reload: failed ({}: {}): reload the udev rules yourself",
+            udevadm.display(),
+            crate::child::describe_status(done.status),
+            crate::child::stderr_summary(&done.stderr)
+        ),
         Err(e) => warn!(
             "{} control --reload: {e}: reload the udev rules yourself",
             udevadm.display()
         ),
-    }
-}
-
-/// Runs a program (no shell) and waits for it at most `limit`, killing it then.
-fn run_with_timeout(program: &Path, args: &[&str], limit: Duration) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("failed ({status})")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer after {} s", limit.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
-        }
     }
 }
 
@@ -702,7 +727,7 @@ mod tests {
     #[test]
     fn bindirs() {
         for ok in ["/usr/bin", "/usr/local/bin", "/opt/bb-virt_1.0+x/bin"] {
-            assert_eq!(check_bindir(ok), Ok(()), "{ok}");
+            assert!(check_bindir(ok).is_ok(), "{ok}");
         }
         for bad in [
             "usr/bin",
@@ -732,21 +757,6 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, Kind::ALL);
-    }
-
-    #[test]
-    fn commands_are_bounded() {
-        let ms = Duration::from_millis;
-        assert_eq!(
-            run_with_timeout(Path::new("/bin/true"), &[], ms(5000)),
-            Ok(())
-        );
-        assert!(run_with_timeout(Path::new("/bin/false"), &[], ms(5000)).is_err());
-        let start = Instant::now();
-        let r = run_with_timeout(Path::new("/bin/sleep"), &["10"], ms(200));
-        assert!(r.unwrap_err().contains("no answer"));
-        assert!(start.elapsed() < Duration::from_secs(5));
-        assert!(run_with_timeout(Path::new("/nonexistent/x"), &[], ms(200)).is_err());
     }
 
     #[test]

@@ -18,12 +18,14 @@
 
 pub mod actions;
 pub mod check;
+pub mod child;
 pub mod cli;
 pub mod completions;
 pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod device;
+pub mod exit;
 pub mod hook;
 pub mod hostdev;
 pub mod install;

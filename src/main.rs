@@ -8,10 +8,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bbvirt::actions::{ActionError, Outcome};
-use bbvirt::cli::{Action, Cli, Opts, exit};
-use bbvirt::config::{self, Config};
+use bbvirt::cli::{Action, Cli, Opts};
+use bbvirt::config::{self, Config, ConfigError};
 use bbvirt::context::Context;
 use bbvirt::daemon::{HostPaths, Readiness};
+use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::Libvirt;
 use bbvirt::sysfs::Sysfs;
 use bbvirt::{error, hook, log, note};
@@ -118,17 +119,17 @@ fn config_path(opts: &Opts) -> PathBuf {
 /// hosts that assign nothing).
 /// `BBVIRT_TIMEOUT` applies unless `--timeout` was given, and never to the
 /// hook, which keeps its own short bound ([`HOOK_TIMEOUT`]).
-fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, i32> {
+fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, ConfigError> {
     let path = config_path(opts);
     log::step(&format!("reading {}", path.display()));
-    match Config::load(&path) {
-        Ok(Some(c)) => {
+    match Config::load(&path)? {
+        Some(c) => {
             if let (false, None, Some(secs)) = (is_hook, opts.timeout, c.timeout) {
                 DEADLINE_SECS.store(secs, Ordering::SeqCst);
             }
             Ok(c)
         }
-        Ok(None) => {
+        None => {
             note!(
                 "{} does not exist: no device is assigned to a guest",
                 path.display()
@@ -138,37 +139,45 @@ fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, i32> {
                 ..Config::default()
             })
         }
-        Err(e) => {
-            error!("{}", log::chain(&e));
-            Err(exit::CONFIG)
-        }
     }
 }
 
+/// Runs the action and maps its result to the exit status, logging its
+/// errors (the one exit path: [`CommandError`]).
 fn execute(action: Action, opts: &Opts) -> i32 {
+    let result = run_action(&action, opts);
+    if let Err(e) = &result {
+        for line in e.messages() {
+            error!("{line}");
+        }
+    }
+    exit::code_of(&result)
+}
+
+fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
     let sysfs = Sysfs::from_env();
     // Actions that do not need a valid config, or report on it themselves.
-    match &action {
+    match action {
         Action::Completions { shell, .. } => {
             bbvirt::completions::print(*shell, &mut std::io::stdout());
-            return exit::OK;
+            return Ok(());
         }
         Action::Check { .. } => {
             return bbvirt::check::run(&config_path(opts), opts, &Libvirt::new());
         }
-        Action::Install { root, .. } => return bbvirt::install::install(root, opts),
-        Action::Uninstall { root, .. } => return bbvirt::install::uninstall(root, opts),
+        Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
+        Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),
+        Action::Hook { args } => {
+            // The hook always exits 0: a config problem is logged only.
+            let config = load_config(opts, true)
+                .inspect_err(|e| error!("{}", log::chain(e)))
+                .ok();
+            hook::run(args, config.as_ref(), &sysfs);
+            return Ok(());
+        }
         _ => {}
     }
-    let is_hook = matches!(action, Action::Hook { .. });
-    let config = match (load_config(opts, is_hook), &action) {
-        (config, Action::Hook { args }) => {
-            hook::run(args, config.ok().as_ref(), &sysfs);
-            return exit::OK;
-        }
-        (Ok(c), _) => c,
-        (Err(code), _) => return code,
-    };
+    let config = load_config(opts, false)?;
     let hv = Libvirt::new();
     let lock_dir = bbvirt::lock::run_dir();
     // Under udev, never wait on a daemon that is not ready (bbvirt::daemon).
@@ -181,7 +190,7 @@ fn execute(action: Action, opts: &Opts) -> i32 {
         lock_dir: Some(&lock_dir),
         readiness: readiness.as_ref(),
     };
-    let result: Result<Outcome, ActionError> = match &action {
+    let result: Result<Outcome, ActionError> = match action {
         Action::Attach { device, .. } => ctx.attach(device),
         Action::Detach { device, .. } => ctx.detach(device),
         Action::AttachAll { domain, .. } | Action::Sync { domain, .. } => {
@@ -196,7 +205,7 @@ fn execute(action: Action, opts: &Opts) -> i32 {
         | Action::Uninstall { .. } => Ok(Outcome::NothingToDo),
     };
     match result {
-        Ok(_) => exit::OK,
+        Ok(_) => Ok(()),
         // Under udev (ACTION and DEVPATH in the environment), an add or
         // change event for a device unplugged before bbvirt looked: its
         // remove event follows, nothing to do.
@@ -204,17 +213,9 @@ fn execute(action: Action, opts: &Opts) -> i32 {
             if matches!(action, Action::Attach { .. }) && run_by_udev() =>
         {
             note!("device {dev} is gone already (unplugged): nothing to attach");
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            if let ActionError::Partial { errors, .. } = &e {
-                for each in errors {
-                    error!("{}", log::chain(each));
-                }
-            }
-            error!("{}", log::chain(&e));
-            e.exit_code()
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -103,6 +103,7 @@ use serde::Serialize;
 use crate::config::DomainConf;
 use crate::context::{Connections, Context};
 use crate::device::{DeviceId, is_valid_serial};
+use crate::exit::CommandError;
 use crate::hostdev::{UsbHostdev, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError, uri_label};
 use crate::reconcile::{Placement, StaleReason, placement, stale_entries};
@@ -815,9 +816,9 @@ fn summary(report: &Report) -> String {
     format!("Status: NOT HEALTHY: {}{fix}", problems.join(", "))
 }
 
-/// Prints the status; returns the exit status: 0 when healthy, 1 when not
+/// Prints the status; [`CommandError::Unhealthy`] when it is not healthy
 /// (see the module documentation).
-pub fn run(ctx: &Context, json: bool) -> i32 {
+pub fn run(ctx: &Context, json: bool) -> Result<(), CommandError> {
     let report = collect(ctx);
     let text = if json {
         render_json(&report)
@@ -825,16 +826,16 @@ pub fn run(ctx: &Context, json: bool) -> i32 {
         render_table(&report)
     };
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
+    stdout
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
-    {
-        crate::error!("writing the status: {e}");
-        return crate::cli::exit::FAILED;
-    }
+        .map_err(|source| CommandError::Output {
+            what: "status",
+            source,
+        })?;
     if report.healthy {
-        crate::cli::exit::OK
+        Ok(())
     } else {
-        crate::cli::exit::FAILED
+        Err(CommandError::Unhealthy)
     }
 }

@@ -7,9 +7,10 @@ mod scene;
 mod sysfs_fixture;
 
 use bbvirt::actions::{ActionError, Outcome};
-use bbvirt::cli::{Opts, exit};
+use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
+use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::VirtError;
 use common::FakeHv;
 use scene::{config, dom, running, tree, two_guests};
@@ -122,6 +123,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
         e.attach("KWIF4Q")
     })
     .unwrap_err();
+    let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::FAILED);
     assert!(
         err.to_string().contains("attaching KWIF4Q on domain 'g1'"),
@@ -137,6 +139,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
         e.attach("KWIF4Q")
     })
     .unwrap_err();
+    let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::FAILED);
     // A race: the guest stopped between the XML read and the attach.
     let hv = running(&["g1"]);
@@ -258,6 +261,7 @@ fn hints_must_agree_with_sysfs() {
         ..Opts::default()
     };
     let err = run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap_err();
+    let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::NOT_FOUND);
     assert_eq!(
         err.to_string(),
@@ -296,6 +300,7 @@ fn absent_and_invalid_devices() {
             e.attach(device)
         })
         .unwrap_err();
+        let err = CommandError::from(err);
         assert_eq!(err.exit_code(), code, "{device}: {err}");
     }
 }
@@ -366,6 +371,7 @@ fn detach_by_address_after_unplug_searches_configured_guests() {
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     // A physical address of an absent device cannot be resolved.
     let err = run(&two_guests(), &t, &hv, Opts::default(), |e| e.detach("1-1")).unwrap_err();
+    let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::NOT_FOUND);
 }
 
@@ -410,7 +416,11 @@ fn detach_that_never_completes_times_out_with_an_error() {
         e.detach("KWIF4Q")
     })
     .unwrap_err();
-    assert!(matches!(err, ActionError::DetachTimeout { .. }), "{err}");
+    let err = CommandError::from(err);
+    assert!(
+        matches!(err, CommandError::Action(ActionError::DetachTimeout { .. })),
+        "{err}"
+    );
     assert_eq!(err.exit_code(), exit::FAILED);
 }
 
@@ -482,6 +492,7 @@ fn attach_all_carries_on_after_a_failure_and_reports_it() {
         e.sync(None)
     })
     .unwrap_err();
+    let err = CommandError::from(err);
     assert_eq!(err.to_string(), "3 of 3 devices failed (see above)");
     assert_eq!(err.exit_code(), exit::FAILED);
 }
@@ -504,6 +515,37 @@ fn detach_all_removes_only_bbvirt_entries() {
     })
     .unwrap();
     assert!(hv.hostdevs(None, "g2").is_empty());
+}
+
+#[test]
+fn a_partial_failure_keeps_its_errors_and_counts_every_attempt() {
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
+        .with_hostdev(None, "g1", "ua-bbvirt-JAMMB3", 1, 5)
+        .with_hostdev(None, "g2", "ua-bbvirt-QX3TZ7A", 3, 9);
+    hv.0.borrow_mut().refuse_detach = vec!["ua-bbvirt-JAMMB3".into(), "ua-bbvirt-QX3TZ7A".into()];
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.detach_all(None)
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "2 of 3 devices failed (see above)");
+    let ActionError::Partial { errors, total } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*total, 3);
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "detaching ua-bbvirt-JAMMB3 on domain 'g1': refused to detach ua-bbvirt-JAMMB3 \
+             (libvirt error code 1)",
+            "detaching ua-bbvirt-QX3TZ7A on domain 'g2': refused to detach ua-bbvirt-QX3TZ7A \
+             (libvirt error code 1)",
+        ]
+    );
+    // main logs each kept error, then the count.
+    assert_eq!(CommandError::from(err).messages().len(), 3);
+    assert_eq!(hv.hostdevs(None, "g1").len(), 1, "KWIF4Q went");
 }
 
 #[test]

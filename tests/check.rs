@@ -11,10 +11,10 @@ use std::process::Command;
 
 use bbvirt::check::{
     self, Finding, Severity, check_config_file, check_domains, check_installation,
-    check_libvirt_version, exit_status,
+    check_libvirt_version, verdict,
 };
-use bbvirt::cli::exit;
 use bbvirt::config::{Config, DomainConf};
+use bbvirt::exit;
 use bbvirt::libvirt::VirtError;
 use common::{FakeHv, expect_exit, write_config};
 
@@ -92,7 +92,12 @@ fn installed(bin: &str) -> tempfile::TempDir {
 fn complete_installation_is_clean() {
     let root = installed(BIN);
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
+    assert_eq!(
+        exit::code_of(&verdict(&found)),
+        exit::OK,
+        "{:#?}",
+        lines(&found)
+    );
     assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
     assert_eq!(
         lines(&found),
@@ -109,7 +114,7 @@ fn rule_missing() {
     let root = installed(BIN);
     fs::remove_file(root.path().join("usr/lib/udev/rules.d/60-bbvirt.rules")).unwrap();
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
     let e = errors(&found);
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(
@@ -136,7 +141,12 @@ fn rule_accepted_in_lib_and_etc() {
             0o644,
         );
         let found = check_installation(root.path(), Path::new(BIN));
-        assert_eq!(exit_status(&found), exit::OK, "{dir}: {:#?}", lines(&found));
+        assert_eq!(
+            exit::code_of(&verdict(&found)),
+            exit::OK,
+            "{dir}: {:#?}",
+            lines(&found)
+        );
         assert!(lines(&found)[0].contains(&format!("/{dir}/60-bbvirt.rules")));
     }
 }
@@ -159,7 +169,7 @@ fn rule_pointing_elsewhere() {
           `/usr/local/bin/bbvirt check` if that is the one meant"
         ]
     );
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
 
 #[test]
@@ -179,7 +189,12 @@ fn rule_in_etc_overrides_and_masks() {
         0o644,
     );
     let found = check_installation(root.path(), Path::new(BIN));
-    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
+    assert_eq!(
+        exit::code_of(&verdict(&found)),
+        exit::OK,
+        "{:#?}",
+        lines(&found)
+    );
     assert!(
         lines(&found)[0].ends_with("(overrides /usr/lib/udev/rules.d/60-bbvirt.rules)"),
         "{}",
@@ -246,7 +261,7 @@ fn hook_not_executable() {
           libvirt skips it: chmod 0755 /etc/libvirt/hooks/qemu.d/bbvirt"
         ]
     );
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
 
 #[test]
@@ -301,7 +316,7 @@ fn both_rules_active() {
         ]
     );
     // Warnings do not fail the check.
-    assert_eq!(exit_status(&found), exit::OK);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::OK);
 
     // Masked as the fix says: fine.
     fs::create_dir_all(root.path().join("etc/udev/rules.d")).unwrap();
@@ -397,7 +412,7 @@ fn bad_serial_names_domain_serial_and_line() {
             ),
         ]
     );
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
 
 #[test]
@@ -418,7 +433,7 @@ fn serial_for_two_guests() {
 fn serial_twice_and_empty_guest_are_warnings() {
     let (_d, path) = conf("DOMAIN_RNG_a=( KWIF4Q KWIF4Q )\nDOMAIN_NAME_typo=x\n");
     let (_, found) = check_config_file(&path);
-    assert_eq!(exit_status(&found), exit::OK);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::OK);
     let w = warnings(&found);
     assert_eq!(w.len(), 2, "{w:#?}");
     assert!(
@@ -479,7 +494,12 @@ fn name_clashes() {
          DOMAIN_RNG_b=( JAMMB3 )\nDOMAIN_URI_b=qemu+ssh://h2/system\nDOMAIN_NAME_b=vm\n",
     );
     let (_, found) = check_config_file(&path);
-    assert_eq!(exit_status(&found), exit::OK, "{:#?}", lines(&found));
+    assert_eq!(
+        exit::code_of(&verdict(&found)),
+        exit::OK,
+        "{:#?}",
+        lines(&found)
+    );
     assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
 }
 
@@ -496,7 +516,7 @@ fn insecure_permissions() {
             "error: {p} is writable by group or others (mode 0666): run chmod go-w {p}"
         )]
     );
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
 
 #[test]
@@ -520,7 +540,7 @@ fn missing_config_is_a_warning() {
     let path = dir.path().join("vm.conf");
     let (cfg, found) = check_config_file(&path);
     assert!(cfg.is_none());
-    assert_eq!(exit_status(&found), exit::OK);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::OK);
     let w = warnings(&found);
     assert_eq!(w.len(), 1);
     assert!(
@@ -594,7 +614,7 @@ fn domains_defined_or_unknown() {
     );
     // One connection per URI.
     assert_eq!(hv.connects(), [None, Some("qemu:///system".to_string())]);
-    assert_eq!(exit_status(&found), exit::FAILED);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
     // Nothing was changed.
     assert!(hv.calls().is_empty());
 }
@@ -631,7 +651,7 @@ fn unreachable_libvirt_is_one_warning() {
           domain checks): start libvirtd (or virtqemud), or correct DOMAIN_URI_/--connect"
         ]
     );
-    assert_eq!(exit_status(&found), exit::OK);
+    assert_eq!(exit::code_of(&verdict(&found)), exit::OK);
     assert_eq!(hv.connects().len(), 1);
 }
 

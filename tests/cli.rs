@@ -7,7 +7,7 @@ mod sysfs_fixture;
 
 use std::fs;
 
-use bbvirt::cli::exit;
+use bbvirt::exit;
 use common::{bbvirt, expect_exit, write_config};
 use sysfs_fixture::FixtureTree;
 
@@ -377,4 +377,51 @@ fn hook_always_exits_0() {
     ] {
         expect_exit(&s.run(args), exit::OK);
     }
+}
+
+/// The exit statuses that `--help`, the README and bbvirt(1) list are the
+/// ones the code defines, no more, no fewer.
+#[test]
+fn documented_exit_statuses_are_the_codes() {
+    let defined: Vec<i32> = exit::ALL.to_vec();
+    let sorted = |mut v: Vec<i32>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    // --help: "Exit status:" then lines "  N  meaning".
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let block = help
+        .split("Exit status:")
+        .nth(1)
+        .expect("an exit status block");
+    let in_help: Vec<i32> = block
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split("  ").next()?.parse().ok())
+        .collect();
+    assert_eq!(sorted(in_help), defined, "--help:\n{block}");
+    // README: the table under "## Exit codes", rows "| N | meaning |".
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Exit codes").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let in_readme: Vec<i32> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix('|')?.split('|').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(sorted(in_readme), defined, "README:\n{section}");
+    // bbvirt(1): ".TP" then ".B N" under ".SH EXIT STATUS".
+    let man = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/bbvirt.1")).unwrap();
+    let section = man.split(".SH EXIT STATUS").nth(1).unwrap();
+    let section = section.split("\n.SH ").next().unwrap();
+    let lines: Vec<&str> = section.lines().collect();
+    let in_man: Vec<i32> = lines
+        .windows(2)
+        .filter(|w| w[0] == ".TP")
+        .filter_map(|w| w[1].strip_prefix(".B ")?.trim().parse().ok())
+        .collect();
+    assert_eq!(sorted(in_man), defined, "bbvirt(1):\n{section}");
 }

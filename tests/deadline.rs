@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bbvirt::cli::exit;
+use bbvirt::exit;
 use common::write_config;
 use sysfs_fixture::FixtureTree;
 

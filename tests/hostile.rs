@@ -6,7 +6,7 @@
 mod common;
 mod sysfs_fixture;
 
-use bbvirt::cli::exit;
+use bbvirt::exit;
 use common::{bbvirt, expect_exit, write_config};
 use sysfs_fixture::FixtureTree;
 

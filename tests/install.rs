@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bbvirt::cli::exit;
+use bbvirt::exit;
 use bbvirt::install::MARKER;
 use common::{bbvirt, expect_exit};
 

@@ -6,9 +6,10 @@ mod common;
 mod scene;
 mod sysfs_fixture;
 
-use bbvirt::cli::{Opts, exit};
+use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
+use bbvirt::exit;
 use bbvirt::libvirt::VirtError;
 use bbvirt::status::{
     DeviceState, DomainState, Report, StaleKind, collect, render_json, render_table,

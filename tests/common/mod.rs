@@ -44,6 +44,8 @@ pub struct FakeState {
     pub detach_lag: u32,
     /// When true, a detach request is accepted but never carried out.
     pub detach_never_completes: bool,
+    /// Aliases whose detach libvirt refuses.
+    pub refuse_detach: Vec<String>,
     /// URIs that reach the daemon of another URI (as `qemu:///system`
     /// and the default URI do for root): from -> to.
     pub uri_aliases: BTreeMap<Option<String>, Option<String>>,
@@ -248,6 +250,12 @@ impl Connection for FakeConn {
     fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError> {
         let uri = self.uri.clone();
         self.with_running(domain, |st, key| {
+            if st.refuse_detach.iter().any(|a| a == alias) {
+                return Err(VirtError::Failed {
+                    code: 1,
+                    message: format!("refused to detach {alias}"),
+                });
+            }
             let d = st.domains.get(key).expect("checked");
             if !d.hostdevs.iter().any(|h| h.alias == alias) {
                 return Err(VirtError::Failed {

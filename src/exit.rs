@@ -1,0 +1,91 @@
+//! How a run ends: every command returns `Result<_, CommandError>`, and
+//! [`CommandError::exit_code`] is the one place that maps the result to the
+//! exit status documented in `--help`, the README and bbvirt(1) (a test
+//! holds the three against [`ALL`]).
+
+use crate::actions::ActionError;
+use crate::config::ConfigError;
+use crate::install::InstallError;
+
+/// Done, or nothing to do (device not assigned, guest not running...);
+/// status: healthy; check: no error found.
+pub const OK: i32 = 0;
+/// libvirt refused or failed, or a deadline passed; status: not healthy;
+/// check: errors found; install: a file could not be written or is in the way.
+pub const FAILED: i32 = 1;
+/// Bad command line or invalid device identifier.
+pub const USAGE: i32 = 2;
+/// vm.conf unreadable, invalid or unsafe.
+pub const CONFIG: i32 = 3;
+/// The named device is not present, or not where a hint says.
+pub const NOT_FOUND: i32 = 4;
+
+/// Every exit status bbvirt uses.
+pub const ALL: [i32; 5] = [OK, FAILED, USAGE, CONFIG, NOT_FOUND];
+
+/// Why a command did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// `status` found problems; its report shows them.
+    #[error("not healthy")]
+    Unhealthy,
+    /// `check` found errors; its findings show them.
+    #[error("{errors} error(s) found")]
+    ErrorsFound { errors: usize },
+    /// The output could not be written.
+    #[error("writing the {what}")]
+    Output {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CommandError {
+    /// The documented exit status.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CommandError::Action(ActionError::InvalidDevice(_)) => USAGE,
+            CommandError::Action(ActionError::NotFound(_) | ActionError::HintMismatch { .. }) => {
+                NOT_FOUND
+            }
+            CommandError::Config(_) => CONFIG,
+            CommandError::Action(_)
+            | CommandError::Install(_)
+            | CommandError::Unhealthy
+            | CommandError::ErrorsFound { .. }
+            | CommandError::Output { .. } => FAILED,
+        }
+    }
+
+    /// The error lines to log, each with its causes: several for an error
+    /// that keeps several failures, none when the command has shown what is
+    /// wrong itself (status, check).
+    pub fn messages(&self) -> Vec<String> {
+        let chain = |e: &dyn std::error::Error| crate::log::chain(e);
+        match self {
+            CommandError::Unhealthy | CommandError::ErrorsFound { .. } => Vec::new(),
+            CommandError::Action(ActionError::Partial { errors, .. }) => errors
+                .iter()
+                .map(|e| chain(e))
+                .chain([chain(self)])
+                .collect(),
+            CommandError::Install(e) => e.messages(),
+            _ => vec![chain(self)],
+        }
+    }
+}
+
+/// The exit status of a command's result.
+pub fn code_of<T>(result: &Result<T, CommandError>) -> i32 {
+    match result {
+        Ok(_) => OK,
+        Err(e) => e.exit_code(),
+    }
+}
