@@ -12,6 +12,8 @@
 //! - [`hook`]: the libvirt qemu hook (never calls libvirt).
 //! - [`lock`]: one bbvirt at a time talks to libvirt.
 //! - [`daemon`]: under udev, ask the local daemon only once it serves.
+//! - [`holders`]: which host processes hold a USB device node open.
+//! - [`controllers`]: whether a guest's USB controllers can take a device.
 //! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
 //! - [`status`], [`check`], [`install`], [`completions`]: for the admin.
 //! - [`log`]: verbosity levels, stderr and syslog.
@@ -23,9 +25,11 @@ pub mod cli;
 pub mod completions;
 pub mod config;
 pub mod context;
+pub mod controllers;
 pub mod daemon;
 pub mod device;
 pub mod exit;
+pub mod holders;
 pub mod hook;
 pub mod hostdev;
 pub mod install;

@@ -1,0 +1,185 @@
+//! Which host processes hold a USB device node open.
+//!
+//! Why: a device that a process on the host holds through libusb (seedd,
+//! most often, started before the guest wanted the device) is one that QEMU
+//! cannot take cleanly. `status` says who holds each device.
+//!
+//! How: a holder is a process with an open file descriptor on the device's
+//! node, i.e. a link `/proc/PID/fd/N` that reads back as
+//! `/dev/bus/usb/BBB/DDD`; its name is `/proc/PID/comm`. One pass over
+//! `/proc` answers for every device at once. Processes that vanish during
+//! the pass, or whose descriptors this user may not read, are skipped and
+//! counted, so a report made without root can say it may be incomplete.
+//! The proc root is a parameter (`$BBVIRT_PROC_ROOT`, default `/proc`), like
+//! the sysfs root, so tests use fixture trees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `$BBVIRT_PROC_ROOT`, or `/proc`.
+pub fn proc_root() -> PathBuf {
+    std::env::var_os("BBVIRT_PROC_ROOT").map_or_else(|| PathBuf::from("/proc"), PathBuf::from)
+}
+
+/// The device node of the USB device at `bus`:`dev`, as udev names it.
+pub fn device_node(bus: u32, dev: u32) -> String {
+    format!("/dev/bus/usb/{bus:03}/{dev:03}")
+}
+
+/// A process holding a device node open.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holder {
+    pub pid: u32,
+    /// `/proc/PID/comm`, without its newline ("?" when unreadable).
+    pub name: String,
+}
+
+/// What one pass over `/proc` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Holders {
+    /// Device node -> the processes holding it, by pid, each once.
+    pub by_node: BTreeMap<String, Vec<Holder>>,
+    /// Processes whose descriptors could not be read (permission, or gone).
+    pub unreadable: usize,
+}
+
+impl Holders {
+    /// The holders of `node` (none when nobody holds it).
+    pub fn of(&self, node: &str) -> &[Holder] {
+        self.by_node.get(node).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Finds the holders of the given device nodes under `proc_root`.
+pub fn scan(proc_root: &Path, nodes: &[String]) -> Holders {
+    let mut found = Holders::default();
+    if nodes.is_empty() {
+        return found;
+    }
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let fd_dir = entry.path().join("fd");
+        let Ok(fds) = std::fs::read_dir(&fd_dir) else {
+            found.unreadable += 1;
+            continue;
+        };
+        let mut held: Vec<&String> = Vec::new();
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if let Some(node) = nodes.iter().find(|n| Path::new(n.as_str()) == target)
+                && !held.contains(&node)
+            {
+                held.push(node);
+            }
+        }
+        if held.is_empty() {
+            continue;
+        }
+        let name = std::fs::read_to_string(entry.path().join("comm"))
+            .map(|s| s.trim_end_matches('\n').to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        for node in held {
+            found.by_node.entry(node.clone()).or_default().push(Holder {
+                pid,
+                name: name.clone(),
+            });
+        }
+    }
+    for list in found.by_node.values_mut() {
+        list.sort();
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A fixture /proc: each process gets comm and fd links to the targets.
+    fn process(root: &Path, pid: u32, comm: &str, targets: &[&str]) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("fd")).unwrap();
+        std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+        for (n, t) in targets.iter().enumerate() {
+            symlink(t, dir.join("fd").join(n.to_string())).unwrap();
+        }
+    }
+
+    #[test]
+    fn device_nodes_are_zero_padded() {
+        assert_eq!(device_node(1, 4), "/dev/bus/usb/001/004");
+        assert_eq!(device_node(12, 127), "/dev/bus/usb/012/127");
+    }
+
+    #[test]
+    fn finds_each_holder_once_by_pid_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let a = device_node(1, 4);
+        let b = device_node(3, 9);
+        process(p, 812, "seedd", &[&a, "/dev/null", &a]);
+        process(p, 77, "qemu-system-x86", &[&b, "socket:[1234]"]);
+        process(p, 900, "bash", &["/dev/pts/0"]);
+        process(p, 901, "lsusb", &[&a, &b]);
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        std::fs::write(p.join("uptime"), "1 2\n").unwrap();
+
+        let h = scan(p, &[a.clone(), b.clone(), device_node(2, 2)]);
+        assert_eq!(
+            h.of(&a),
+            [
+                Holder {
+                    pid: 812,
+                    name: "seedd".into()
+                },
+                Holder {
+                    pid: 901,
+                    name: "lsusb".into()
+                }
+            ]
+        );
+        assert_eq!(
+            h.of(&b).iter().map(|x| x.pid).collect::<Vec<_>>(),
+            vec![77, 901]
+        );
+        assert!(h.of(&device_node(2, 2)).is_empty());
+        assert_eq!(h.unreadable, 0);
+    }
+
+    #[test]
+    fn a_process_without_readable_descriptors_is_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("4242")).unwrap(); // no fd directory
+        process(p, 812, "seedd", &[&device_node(1, 4)]);
+        let h = scan(p, &[device_node(1, 4)]);
+        assert_eq!(h.unreadable, 1);
+        assert_eq!(h.of(&device_node(1, 4)).len(), 1);
+    }
+
+    #[test]
+    fn a_missing_proc_root_finds_nothing() {
+        let h = scan(Path::new("/nonexistent/proc"), &[device_node(1, 4)]);
+        assert_eq!(h, Holders::default());
+    }
+
+    #[test]
+    fn a_hostile_process_name_is_kept_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        process(dir.path(), 5, "x\x1b[2J; rm", &[&device_node(1, 4)]);
+        let h = scan(dir.path(), &[device_node(1, 4)]);
+        assert_eq!(h.of(&device_node(1, 4))[0].name, "x\x1b[2J; rm");
+    }
+}
