@@ -14,6 +14,7 @@
 //! - [`daemon`]: under udev, ask the local daemon only once it serves.
 //! - [`holders`]: which host processes hold a USB device node open.
 //! - [`controllers`]: whether a guest's USB controllers can take a device.
+//! - [`selector`]: `DOMAIN_USB_` elements (`id=`, `serial=`, `port=`) and who wins a device.
 //! - [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's own seedd's devices.
 //! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
 //! - [`status`], [`check`], [`install`], [`completions`]: for the admin.
@@ -39,6 +40,7 @@ pub mod lock;
 pub mod log;
 pub mod reconcile;
 pub mod seedd;
+pub mod selector;
 pub mod status;
 pub mod sysfs;
 pub mod text;
