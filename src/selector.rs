@@ -237,10 +237,10 @@ pub fn assign(elements: &[Selector], devices: &[Candidate]) -> Assignment {
             matching.sort_unstable();
             overlaps.push(Overlap::Device {
                 device: d,
-                winner: owner[d],
+                winner,
                 others: matching
                     .into_iter()
-                    .filter(|&e| Some(e) != owner[d])
+                    .filter(|&e| Some(e) != winner)
                     .collect(),
             });
         }
