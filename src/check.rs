@@ -8,6 +8,8 @@
 //!   BitBabbler serials (6-7 of `A-Z0-9`), gives no serial to two guests, and
 //!   has no `DOMAIN_NAME_` clash (two ids naming the same libvirt domain, or a
 //!   libvirt name that is also another guest's id);
+//! - sysfs: BitBabblers that bbvirt leaves alone (garbage attributes, a
+//!   serial shared by several devices) are warnings;
 //! - libvirt: every configured guest is defined (connecting per URI:
 //!   `--connect`, else `DOMAIN_URI_<id>`, else libvirt's default); when
 //!   libvirt does not answer, one warning per URI and no domain checks;
@@ -34,6 +36,7 @@ use crate::context::{Connections, Target};
 use crate::device::is_valid_serial;
 use crate::exit::CommandError;
 use crate::libvirt::{Hypervisor, VirtError};
+use crate::sysfs::Sysfs;
 
 /// Environment variable naming the root directory the installation checks
 /// look under instead of `/`.
@@ -137,7 +140,12 @@ pub fn verdict(findings: &[Finding]) -> Result<(), CommandError> {
 }
 
 /// Checks the config and the installation, printing the findings.
-pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> Result<(), CommandError> {
+pub fn run(
+    config: &Path,
+    opts: &Opts,
+    sysfs: &Sysfs,
+    hv: &dyn Hypervisor,
+) -> Result<(), CommandError> {
     let show_ok = opts.verbosity() >= 1;
     let mut all: Vec<Finding> = Vec::new();
     // Printed stage by stage: if libvirt hangs until the deadline, what was
@@ -157,6 +165,9 @@ pub fn run(config: &Path, opts: &Opts, hv: &dyn Hypervisor) -> Result<(), Comman
     if let Some(cfg) = &cfg {
         emit(check_domains(cfg, opts.connect.as_deref(), hv));
     }
+
+    crate::log::step("listing the BitBabblers in sysfs");
+    emit(check_sysfs(sysfs));
 
     crate::log::step("checking the installation");
     let root = std::env::var_os(ROOT_ENV)
@@ -472,6 +483,32 @@ fn locate_serial(text: &str, id: &str, serial: &str) -> Option<usize> {
             !code.starts_with('#') && code.contains(serial)
         })
         .map(|(i, _)| i + 1)
+}
+
+// ---------------------------------------------------------------------------
+// sysfs
+
+/// The BitBabblers sysfs shows that bbvirt leaves alone (garbage
+/// attributes, a serial shared by several devices), one warning each; so
+/// is an unreadable device list.
+pub fn check_sysfs(sysfs: &Sysfs) -> Vec<Finding> {
+    match sysfs.scan() {
+        Ok(scan) => scan
+            .warnings
+            .into_iter()
+            .map(|w| {
+                Finding::warning(
+                    format!("sysfs: {w}"),
+                    "bbvirt leaves such a device with the host; replug it, or unplug the \
+                     duplicate",
+                )
+            })
+            .collect(),
+        Err(e) => vec![Finding::warning(
+            format!("sysfs: cannot list USB devices: {}", crate::log::chain(&e)),
+            "make /sys/bus/usb/devices readable by root",
+        )],
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The command line, compatible with the original bash `bbvirt`:
+//! The command line. The original bash `bbvirt`'s forms still work:
 //! `bbvirt attach|detach DEVICE [options]`, `bbvirt attach-all|detach-all
 //! [DOMAIN] [options]`, options before or after the action, `--opt=value` and
 //! `--opt value`, `-v` repeatable, `-?` for help.

@@ -416,22 +416,23 @@ struct RawVar {
     line: Option<usize>,
 }
 
-/// Which of the three variables `name` is, and for which id.
-fn classify(name: &str) -> Option<(Kind, &str)> {
+/// Which of the three per-guest variables `name` is, and for which id.
+fn domain_var(name: &str) -> Option<(DomainVar, &str)> {
     let (kind, id) = if let Some(id) = name.strip_prefix("DOMAIN_RNG_") {
-        (Kind::Rng, id)
+        (DomainVar::Rng, id)
     } else if let Some(id) = name.strip_prefix("DOMAIN_URI_") {
-        (Kind::Uri, id)
+        (DomainVar::Uri, id)
     } else if let Some(id) = name.strip_prefix("DOMAIN_NAME_") {
-        (Kind::Name, id)
+        (DomainVar::Name, id)
     } else {
         return None;
     };
     (!id.is_empty()).then_some((kind, id))
 }
 
+/// The three per-guest variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum DomainVar {
     Rng,
     Uri,
     Name,
@@ -441,7 +442,7 @@ enum Kind {
 fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
     let mut domains: Vec<DomainConf> = Vec::new();
     for var in vars {
-        let Some((kind, id)) = classify(&var.name) else {
+        let Some((kind, id)) = domain_var(&var.name) else {
             continue;
         };
         let pos = match domains.iter().position(|d| d.id == id) {
@@ -459,9 +460,9 @@ fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
         let d = &mut domains[pos];
         let nonempty = (!var.first.is_empty()).then(|| var.first.clone());
         match kind {
-            Kind::Rng => d.serials = var.values.clone(),
-            Kind::Uri => d.uri = nonempty,
-            Kind::Name => d.name = nonempty,
+            DomainVar::Rng => d.serials = var.values.clone(),
+            DomainVar::Uri => d.uri = nonempty,
+            DomainVar::Name => d.name = nonempty,
         }
     }
     domains
@@ -593,7 +594,7 @@ impl Vars {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ctx {
+enum WordCtx {
     /// The value of `NAME=value`: no globbing, no brace expansion.
     Scalar,
     /// An element of `NAME=( ... )`: globbing and brace expansion apply.
@@ -880,7 +881,7 @@ impl Parser {
             self.bump();
             Value::Array(self.array_body(start)?)
         } else {
-            Value::Scalar(self.word(Ctx::Scalar)?)
+            Value::Scalar(self.word(WordCtx::Scalar)?)
         };
         self.vars.assign(name, append, value);
         self.vars.lines.insert(name.to_string(), line);
@@ -914,13 +915,13 @@ impl Parser {
                 Some(c @ (';' | '&' | '|' | '<' | '>' | '(')) => {
                     return self.bash(format!("`{c}` inside an array"));
                 }
-                Some(_) => elems.push(self.word(Ctx::Array)?),
+                Some(_) => elems.push(self.word(WordCtx::Array)?),
             }
         }
     }
 
     /// One word: unquoted text, quotes, escapes, concatenated.
-    fn word(&mut self, ctx: Ctx) -> PResult<String> {
+    fn word(&mut self, ctx: WordCtx) -> PResult<String> {
         let mut out = String::new();
         while let Some(c) = self.peek() {
             match c {
@@ -954,10 +955,10 @@ impl Parser {
                 '$' => return self.bash(dollar_reason(self.peek_at(1))),
                 '`' => return self.bash("command substitution (backticks)"),
                 '~' => return self.bash("`~` (tilde expansion)"),
-                '*' | '?' | '[' if ctx == Ctx::Array => {
+                '*' | '?' | '[' if ctx == WordCtx::Array => {
                     return self.bash(format!("`{c}` (glob pattern) in an array element"));
                 }
-                '{' | '}' if ctx == Ctx::Array => {
+                '{' | '}' if ctx == WordCtx::Array => {
                     return self.bash(format!("`{c}` (brace expansion) in an array element"));
                 }
                 _ => {

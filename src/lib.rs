@@ -1,24 +1,62 @@
 //! bbvirt: pass BitBabbler USB random number generators through to libvirt
 //! guests, by serial number, across hotplug, unplug and guest restarts.
 //!
-//! One module per concern:
-//! - [`cli`]: the command line (same as the original bash `bbvirt`).
-//! - [`config`]: `/etc/bit-babbler/vm.conf`, parsed natively or through bash.
-//! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`).
-//! - [`sysfs`]: finding BitBabblers under `/sys/bus/usb/devices`.
-//! - [`hostdev`]: the `<hostdev>` XML bbvirt writes and reads back.
-//! - [`libvirt`]: a narrow trait over the hypervisor, and its `virt` implementation.
-//! - [`actions`]: attach, detach, attach-all, detach-all on top of the traits.
-//! - [`hook`]: the libvirt qemu hook (never calls libvirt).
-//! - [`lock`]: one bbvirt at a time talks to libvirt.
-//! - [`daemon`]: under udev, ask the local daemon only once it serves.
-//! - [`holders`]: which host processes hold a USB device node open.
-//! - [`controllers`]: whether a guest's USB controllers can take a device.
-//! - [`selector`]: `DOMAIN_USB_` elements (`id=`, `serial=`, `port=`) and who wins a device.
-//! - [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's own seedd's devices.
-//! - [`reconcile`]: which bbvirt hostdevs are stale, which devices missing.
-//! - [`status`], [`check`], [`install`], [`completions`]: for the admin.
-//! - [`log`]: verbosity levels, stderr and syslog.
+//! # Where things are
+//!
+//! - [`cli`]: the command line: the original bash `bbvirt`'s actions and
+//!   options still work, with more actions (`sync`, `status`, `check`,
+//!   `install`, ...) and options of its own; [`exit`]: the one map from a
+//!   command's result ([`exit::CommandError`]) to the documented exit status.
+//! - [`config`]: `/etc/bit-babbler/vm.conf`, parsed natively or through
+//!   bash; it answers which guest gets a serial ([`config::Config::wins`],
+//!   [`config::Config::serials_of`]).
+//! - [`context`]: what the commands that look at guests share: config,
+//!   sysfs, hypervisor, options; which guest and URI a name or serial leads
+//!   to ([`context::Target`]); one connection per URI and the host lock.
+//! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
+//! - [`status`], [`check`], [`install`], [`completions`]: for the admin;
+//!   [`hook`]: the libvirt qemu hook (never calls libvirt).
+//! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`);
+//!   [`sysfs`]: finding BitBabblers under `/sys/bus/usb/devices`.
+//! - [`hostdev`]: the `<hostdev>` XML bbvirt writes and reads back;
+//!   [`reconcile`]: which bbvirt hostdevs are stale, whether a device is
+//!   attached.
+//! - [`libvirt`]: a narrow trait over the hypervisor, and its `virt`
+//!   implementation; [`daemon`]: under udev, ask the local daemon only once
+//!   it serves; [`lock`]: one bbvirt at a time talks to libvirt.
+//! - [`holders`]: which host processes hold a USB device node open;
+//!   [`controllers`]: whether a guest's USB controllers can take a device.
+//! - [`selector`]: `DOMAIN_USB_` elements (`id=`, `serial=`, `port=`) and
+//!   who wins a device; [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's
+//!   own seedd's devices.
+//! - [`log`]: verbosity levels, stderr and syslog; [`text`]: escaping
+//!   untrusted text for a line or a shell word; [`child`]: child processes
+//!   under a deadline.
+//!
+//! # The path of a udev `attach BUS:DEV`
+//!
+//! udev's rule runs `bbvirt attach 3:12` when a BitBabbler appears. Four
+//! modules carry the call from `main` to libvirt:
+//!
+//! 1. `main` (the binary): parses the command line ([`cli::Cli::parse_args`]),
+//!    starts the deadline, loads vm.conf ([`config::Config::load`]) and
+//!    builds the [`context::Context`]; `run_action` calls
+//!    [`context::Context::attach`].
+//! 2. [`actions`]: `attach` parses `3:12` ([`device::DeviceId`]), finds the
+//!    device in sysfs ([`sysfs::Sysfs::find`]), takes its serial, and asks
+//!    the context for the guest that gets it.
+//! 3. [`context`]: [`context::Context::target_for_serial`] names the guest
+//!    and URI; back in `actions`, `attach_to` asks [`context::Connections`]
+//!    for the connection (readiness gate, then the host lock, then one
+//!    connect per URI), reads the live XML, lets [`reconcile::placement`]
+//!    say whether the device is attached already or stale at an old
+//!    address, and builds the hostdev XML ([`hostdev::hostdev_xml`]).
+//! 4. [`libvirt`]: [`libvirt::Connection::attach_live`] (on the `virt`
+//!    bindings) attaches it to the running guest.
+//!
+//! The result travels back as `Result<Outcome, ActionError>`, becomes a
+//! [`exit::CommandError`] in `main`, and [`exit::CommandError::exit_code`]
+//! gives the exit status.
 
 pub mod actions;
 pub mod check;

@@ -163,7 +163,7 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
             return Ok(());
         }
         Action::Check { .. } => {
-            return bbvirt::check::run(&config_path(opts), opts, &Libvirt::new());
+            return bbvirt::check::run(&config_path(opts), opts, &sysfs, &Libvirt::new());
         }
         Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
         Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),

@@ -117,17 +117,22 @@ pub const SCHEMA: u32 = 1;
 pub struct Report {
     pub schema: u32,
     pub healthy: bool,
-    pub devices: Vec<Device>,
+    pub devices: Vec<DeviceStatus>,
     pub absent: Vec<Absent>,
     pub stale: Vec<StaleEntry>,
-    pub domains: Vec<Domain>,
+    pub domains: Vec<DomainStatus>,
     pub libvirt: LibvirtStatus,
     pub sysfs: SysfsStatus,
+    /// BitBabblers sysfs shows that bbvirt leaves alone (garbage
+    /// attributes, a serial shared by several devices): logged as warnings
+    /// by [`run`], not part of the JSON schema.
+    #[serde(skip)]
+    pub sysfs_warnings: Vec<String>,
 }
 
 /// A BitBabbler that is plugged in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
+pub struct DeviceStatus {
     pub serial: Option<String>,
     pub valid_serial: bool,
     pub bus: u32,
@@ -188,7 +193,7 @@ pub enum StaleKind {
 
 /// A configured domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Domain {
+pub struct DomainStatus {
     pub id: String,
     pub name: String,
     pub uri: Option<String>,
@@ -217,7 +222,7 @@ pub struct SysfsStatus {
 }
 
 /// One domain whose live XML was looked at (or tried).
-struct Scanned {
+struct LiveDomain {
     uri: Option<String>,
     name: String,
     configured: bool,
@@ -227,7 +232,7 @@ struct Scanned {
     error: Option<String>,
 }
 
-impl Scanned {
+impl LiveDomain {
     fn is(&self, uri: &Option<String>, name: &str) -> bool {
         self.uri == *uri && self.name == name
     }
@@ -243,7 +248,7 @@ fn scan_domain(
     uri: &Option<String>,
     name: &str,
     configured: bool,
-) -> Scanned {
+) -> LiveDomain {
     crate::log::step(&format!("reading the live XML of '{name}'"));
     let (state, hostdevs, error) = match conn.live_xml(name) {
         Ok(xml) => match usb_hostdevs(&xml) {
@@ -258,7 +263,7 @@ fn scan_domain(
         Err(VirtError::NoDomain(_)) => (DomainState::Undefined, None, None),
         Err(e) => (DomainState::Unknown, None, Some(e.to_string())),
     };
-    Scanned {
+    LiveDomain {
         uri: uri.clone(),
         name: name.to_string(),
         configured,
@@ -269,19 +274,20 @@ fn scan_domain(
 }
 
 /// Looks at sysfs and libvirt and builds the report. Reads only; logs
-/// nothing but `-vvvv` steps; never panics.
+/// nothing but `-vvvv` steps (the sysfs warnings are kept in the report);
+/// never panics.
 pub fn collect(ctx: &Context) -> Report {
     let config = ctx.config;
     crate::log::step("listing the BitBabblers in sysfs");
-    let (present, sysfs_error) = match ctx.sysfs.bitbabblers() {
-        Ok(p) => (p, None),
-        Err(e) => (Vec::new(), Some(crate::log::chain(&e))),
+    let (present, sysfs_warnings, sysfs_error) = match ctx.sysfs.scan() {
+        Ok(scan) => (scan.devices, scan.warnings, None),
+        Err(e) => (Vec::new(), Vec::new(), Some(crate::log::chain(&e))),
     };
 
     // The URIs to look at, in config order.
     let uris = ctx.uris();
 
-    let mut scanned: Vec<Scanned> = Vec::new();
+    let mut scanned: Vec<LiveDomain> = Vec::new();
     let mut reachable = true;
     let mut libvirt_errors: Vec<String> = Vec::new();
     // First every configured domain on every URI, then the other running
@@ -305,7 +311,7 @@ pub fn collect(ctx: &Context) -> Report {
                 let msg = e.to_string();
                 for name in names {
                     if !scanned.iter().any(|s| s.is(uri, name)) {
-                        scanned.push(Scanned {
+                        scanned.push(LiveDomain {
                             uri: uri.clone(),
                             name: name.to_string(),
                             configured: true,
@@ -427,7 +433,7 @@ pub fn collect(ctx: &Context) -> Report {
         }
     }
 
-    let devices: Vec<Device> = present
+    let devices: Vec<DeviceStatus> = present
         .iter()
         .map(|p| device_status(ctx, p, &scanned))
         .collect();
@@ -445,13 +451,13 @@ pub fn collect(ctx: &Context) -> Report {
         }
     }
 
-    let domains: Vec<Domain> = config
+    let domains: Vec<DomainStatus> = config
         .domains
         .iter()
         .map(|d| {
             let uri = uri_of(ctx, d);
             let s = scanned.iter().find(|s| s.is(&uri, d.libvirt_name()));
-            Domain {
+            DomainStatus {
                 id: d.id.clone(),
                 name: d.libvirt_name().to_string(),
                 uri,
@@ -483,10 +489,11 @@ pub fn collect(ctx: &Context) -> Report {
         domains,
         libvirt,
         sysfs: SysfsStatus { error: sysfs_error },
+        sysfs_warnings,
     }
 }
 
-fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[Scanned]) -> Device {
+fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> DeviceStatus {
     let serial = p.serial.as_deref();
     let valid_serial = serial.is_some_and(is_valid_serial);
     let assigned = serial
@@ -529,7 +536,7 @@ fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[Scanned]) -> Device {
         }
         _ => DeviceState::Host,
     };
-    Device {
+    DeviceStatus {
         serial: p.serial.clone(),
         valid_serial,
         bus: p.busnum,
@@ -820,6 +827,9 @@ fn summary(report: &Report) -> String {
 /// (see the module documentation).
 pub fn run(ctx: &Context, json: bool) -> Result<(), CommandError> {
     let report = collect(ctx);
+    for w in &report.sysfs_warnings {
+        crate::warn!("{w}");
+    }
     let text = if json {
         render_json(&report)
     } else {

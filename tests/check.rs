@@ -676,6 +676,23 @@ fn libvirt_version() {
 }
 
 #[test]
+fn sysfs_devices_bbvirt_leaves_alone_are_warnings() {
+    let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/host");
+    let found = check::check_sysfs(&bbvirt::sysfs::Sysfs::new(&host));
+    let w = warnings(&found);
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(w[0].contains("busnum is not a number"), "{}", w[0]);
+    assert!(
+        w[1].contains("the name says bus 4 but busnum is 3"),
+        "{}",
+        w[1]
+    );
+    assert_eq!(exit::code_of(&verdict(&found)), exit::OK);
+    let one = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/one-bitbabbler");
+    assert!(check::check_sysfs(&bbvirt::sysfs::Sysfs::new(&one)).is_empty());
+}
+
+#[test]
 fn findings_stay_on_one_line() {
     let f = Finding::error("a\nb", "c\rd");
     assert_eq!(f.to_string(), "error: a\\nb: c\\rd");

@@ -594,3 +594,34 @@ fn two_uris_reaching_one_daemon_are_looked_at_once() {
     assert_eq!(stale[0]["domain"], "g1");
     assert_eq!(stale[0]["reason"], "not_assigned");
 }
+
+#[test]
+fn skipped_bitbabblers_are_warned_about_outside_the_report() {
+    let tree = tree().bitbabbler("4-2", Some("BROKEN"), 3, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), "DOMAIN_RNG_g1=( KWIF4Q )\n");
+    let out = bbvirt(
+        tree.root(),
+        &[
+            "-C",
+            conf.to_str().unwrap(),
+            "status",
+            "--json",
+            "-c",
+            "bogus:///x",
+        ],
+    );
+    let (out, err) = expect_exit(&out, exit::FAILED);
+    assert!(
+        err.contains("bbvirt: warning: skipping ")
+            && err.contains("the name says bus 4 but busnum is 3"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["sysfs"],
+        json!({"error": null}),
+        "the schema is unchanged"
+    );
+    assert_eq!(v["devices"].as_array().unwrap().len(), 4);
+}
