@@ -39,7 +39,7 @@
 //! a serial is listed by two domains the first one in that order wins
 //! ([`Config::domain_for_serial`], [`Config::duplicates`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,6 +93,35 @@ pub struct Config {
     /// `BBVIRT_TIMEOUT`: seconds allowed for libvirt's work (bbvirt's own
     /// setting; `--timeout` overrides it).
     pub timeout: Option<u64>,
+    /// Where the variables are set, for messages (native parse only: empty
+    /// when bash evaluated the file).
+    pub lines: SourceLines,
+}
+
+/// Where the native parser found each variable set, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceLines {
+    vars: BTreeMap<String, VarLines>,
+}
+
+/// Where one variable is set: its first assignment, and the line each of
+/// its elements starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VarLines {
+    first: usize,
+    elements: Vec<usize>,
+}
+
+impl SourceLines {
+    /// The 1-based line of the first assignment to `var`.
+    pub fn first_assignment(&self, var: &str) -> Option<usize> {
+        self.vars.get(var).map(|v| v.first)
+    }
+
+    /// The 1-based line element `index` of `var` starts on.
+    pub fn element(&self, var: &str, index: usize) -> Option<usize> {
+        self.vars.get(var)?.elements.get(index).copied()
+    }
 }
 
 /// The variable that sets bbvirt's libvirt deadline in vm.conf.
@@ -235,6 +264,20 @@ impl Config {
             .iter()
             .map(String::as_str)
             .filter(move |s| self.wins(d, s))
+    }
+
+    /// The line where `d` lists `serial` (its first listing), if known.
+    pub fn serial_line(&self, d: &DomainConf, serial: &str) -> Option<usize> {
+        let i = d.serials.iter().position(|s| s == serial)?;
+        self.lines.element(&format!("DOMAIN_RNG_{}", d.id), i)
+    }
+
+    /// The line of the first assignment to any of `d`'s variables, if known.
+    pub fn domain_line(&self, d: &DomainConf) -> Option<usize> {
+        ["DOMAIN_RNG_", "DOMAIN_URI_", "DOMAIN_NAME_"]
+            .iter()
+            .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
+            .min()
     }
 
     /// The domain with config id or libvirt name `name`.
@@ -414,6 +457,8 @@ struct RawVar {
     values: Vec<String>,
     /// The line of its last assignment (native parse only).
     line: Option<usize>,
+    /// Where it is set (native parse only).
+    lines: Option<VarLines>,
 }
 
 /// Which of the three per-guest variables `name` is, and for which id.
@@ -516,6 +561,12 @@ pub fn parse_native(path: &Path, text: &str) -> Result<Config, NativeError> {
         path: path.to_path_buf(),
         domains: domains_from_vars(&vars),
         timeout: timeout_from_vars(path, &vars).map_err(NativeError::Invalid)?,
+        lines: SourceLines {
+            vars: vars
+                .iter()
+                .filter_map(|v| Some((v.name.clone(), v.lines.clone()?)))
+                .collect(),
+        },
     })
 }
 
@@ -544,36 +595,66 @@ struct Vars {
     order: Vec<String>,
     values: HashMap<String, Vec<String>>,
     readonly: HashSet<String>,
+    /// The line of each variable's last assignment.
     lines: HashMap<String, usize>,
+    /// Where each variable is set: first assignment, each element.
+    sources: HashMap<String, VarLines>,
 }
 
 enum Value {
     Scalar(String),
-    Array(Vec<String>),
+    /// The elements, each with the line it starts on.
+    Array(Vec<(String, usize)>),
 }
 
 impl Vars {
     /// Bash semantics: a scalar assignment sets element 0 (`+=` appends to
     /// it); an array assignment replaces the array (`+=` appends elements).
-    fn assign(&mut self, name: &str, append: bool, value: Value) {
+    /// `line` is where the assignment starts.
+    fn assign(&mut self, name: &str, append: bool, value: Value, line: usize) {
         if !name.starts_with("DOMAIN_") && name != TIMEOUT_VAR {
             return;
         }
         if !self.values.contains_key(name) {
             self.order.push(name.to_string());
         }
+        self.lines.insert(name.to_string(), line);
         let v = self.values.entry(name.to_string()).or_default();
+        let src = self
+            .sources
+            .entry(name.to_string())
+            .or_insert_with(|| VarLines {
+                first: line,
+                elements: Vec::new(),
+            });
         match (value, append) {
             (Value::Scalar(s), false) => match v.first_mut() {
-                Some(first) => *first = s,
-                None => v.push(s),
+                Some(first) => {
+                    *first = s;
+                    src.elements[0] = line;
+                }
+                None => {
+                    v.push(s);
+                    src.elements.push(line);
+                }
             },
             (Value::Scalar(s), true) => match v.first_mut() {
                 Some(first) => first.push_str(&s),
-                None => v.push(s),
+                None => {
+                    v.push(s);
+                    src.elements.push(line);
+                }
             },
-            (Value::Array(a), false) => *v = a,
-            (Value::Array(a), true) => v.extend(a),
+            (Value::Array(a), append) => {
+                if !append {
+                    v.clear();
+                    src.elements.clear();
+                }
+                for (value, at) in a {
+                    v.push(value);
+                    src.elements.push(at);
+                }
+            }
         }
     }
 
@@ -587,6 +668,7 @@ impl Vars {
                     first: values.first().cloned().unwrap_or_default(),
                     values,
                     line: self.lines.get(name).copied(),
+                    lines: self.sources.remove(name),
                 }
             })
             .collect()
@@ -883,8 +965,7 @@ impl Parser {
         } else {
             Value::Scalar(self.word(WordCtx::Scalar)?)
         };
-        self.vars.assign(name, append, value);
-        self.vars.lines.insert(name.to_string(), line);
+        self.vars.assign(name, append, value, line);
         if make_readonly {
             self.vars.readonly.insert(name.to_string());
         }
@@ -892,7 +973,7 @@ impl Parser {
     }
 
     /// Elements up to the closing `)` (the `(` is consumed).
-    fn array_body(&mut self, start: usize) -> PResult<Vec<String>> {
+    fn array_body(&mut self, start: usize) -> PResult<Vec<(String, usize)>> {
         let mut elems = Vec::new();
         loop {
             match self.peek() {
@@ -915,7 +996,10 @@ impl Parser {
                 Some(c @ (';' | '&' | '|' | '<' | '>' | '(')) => {
                     return self.bash(format!("`{c}` inside an array"));
                 }
-                Some(_) => elems.push(self.word(WordCtx::Array)?),
+                Some(_) => {
+                    let at = self.line;
+                    elems.push((self.word(WordCtx::Array)?, at));
+                }
             }
         }
     }
@@ -1069,6 +1153,7 @@ fn run_bash(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         domains,
         timeout: timeout_from_vars(path, &vars)?,
+        lines: SourceLines::default(),
     })
 }
 
@@ -1157,6 +1242,7 @@ fn parse_dump(path: &Path, out: &[u8]) -> Result<Vec<RawVar>, ConfigError> {
             first,
             values,
             line: None,
+            lines: None,
         });
     }
     match next("end") {

@@ -1,0 +1,252 @@
+//! Checking vm.conf: that it can be used at all, then what it says.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::config::{Config, ConfigError, DomainConf, Via};
+use crate::device::is_valid_serial;
+
+use super::{Finding, plural};
+
+/// Loads `path` and checks it: the config (when it could be loaded) and the
+/// findings. A missing file is a warning; a file that cannot be used is an
+/// error finding.
+pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
+    let loaded = match crate::config::load_report(path) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return (
+                None,
+                vec![Finding::warning(
+                    format!(
+                        "{} does not exist: no BitBabbler is assigned to a guest",
+                        path.display()
+                    ),
+                    "create it if guests should get some (`bbvirt install` puts a commented \
+                     example there; the format is in bbvirt(1))",
+                )],
+            );
+        }
+        Err(e) => return (None, vec![config_error_finding(&e)]),
+    };
+    let mut found = vec![Finding::ok(match &loaded.via {
+        Via::Native => format!(
+            "{}: read, {} guest{}",
+            path.display(),
+            loaded.config.domains.len(),
+            plural(loaded.config.domains.len())
+        ),
+        Via::Bash { line, reason } => format!(
+            "{}: evaluated by bash ({reason} at line {line}), {} guest{}",
+            path.display(),
+            loaded.config.domains.len(),
+            plural(loaded.config.domains.len())
+        ),
+    })];
+    found.extend(check_config(&loaded.config));
+    (Some(loaded.config), found)
+}
+
+/// A config that cannot be used, as an error finding with its fix.
+pub fn config_error_finding(e: &ConfigError) -> Finding {
+    let p = |path: &Path| path.display().to_string();
+    match e {
+        ConfigError::Insecure { path, problem, fix } => {
+            Finding::error(format!("{} {problem}", p(path)), format!("run {fix}"))
+        }
+        ConfigError::Syntax { .. } => Finding::error(
+            e.to_string(),
+            "correct that line (vm.conf is bash syntax; see bbvirt(1))",
+        ),
+        ConfigError::Value { .. } => {
+            Finding::error(e.to_string(), "correct that setting (see bbvirt(1))")
+        }
+        ConfigError::NotAFile { path } => Finding::error(
+            e.to_string(),
+            format!("replace {} with a regular file", p(path)),
+        ),
+        ConfigError::Read { path, .. } => Finding::error(
+            crate::log::chain(e),
+            format!("make {} readable by root", p(path)),
+        ),
+        ConfigError::BashSpawn { .. } => Finding::error(
+            crate::log::chain(e),
+            "install bash, or write the file as plain assignments",
+        ),
+        ConfigError::BashTimeout { path, .. } => Finding::error(
+            e.to_string(),
+            format!("make {} evaluate quickly (no waiting commands)", p(path)),
+        ),
+        ConfigError::Bash { path, .. } | ConfigError::BashOutput { path, .. } => Finding::error(
+            crate::log::chain(e),
+            format!("make `bash {}` run cleanly", p(path)),
+        ),
+    }
+}
+
+/// Checks a loaded config: serial syntax, serials given to two guests, a
+/// serial listed twice, guests with no serial, `DOMAIN_NAME_` clashes.
+/// Findings name the line the native parser found the setting on (only the
+/// file when bash evaluated it).
+pub fn check_config(config: &Config) -> Vec<Finding> {
+    let at = |line: Option<usize>| match line {
+        Some(l) => format!("{}:{l}", config.path.display()),
+        None => config.path.display().to_string(),
+    };
+    let mut found = Vec::new();
+    for d in &config.domains {
+        found.extend(serial_findings(config, d, &at));
+    }
+    found.extend(duplicate_findings(config, &at));
+    found.extend(name_clash_findings(config, &at));
+    if found.is_empty() && !config.domains.is_empty() {
+        let serials: usize = config.domains.iter().map(|d| d.serials.len()).sum();
+        found.push(Finding::ok(format!(
+            "{}: {serials} serial{} for {} guest{}, no clash",
+            config.path.display(),
+            plural(serials),
+            config.domains.len(),
+            plural(config.domains.len())
+        )));
+    }
+    found
+}
+
+/// A guest with no serial, serials that are not BitBabbler serials, a
+/// serial listed twice.
+fn serial_findings(
+    config: &Config,
+    d: &DomainConf,
+    at: &dyn Fn(Option<usize>) -> String,
+) -> Vec<Finding> {
+    let mut found = Vec::new();
+    if d.serials.is_empty() {
+        found.push(Finding::warning(
+            format!(
+                "{}: guest {} has no serial in DOMAIN_RNG_{}: nothing is passed to '{}'",
+                at(config.domain_line(d)),
+                d.id,
+                d.id,
+                d.libvirt_name()
+            ),
+            format!(
+                "list its serials in DOMAIN_RNG_{}=( ... ), or remove its DOMAIN_*_{} \
+                 lines (is the id misspelt?)",
+                d.id, d.id
+            ),
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for s in &d.serials {
+        if !is_valid_serial(s) {
+            let upper = s.trim().to_ascii_uppercase();
+            let hint = if is_valid_serial(&upper) {
+                format!(" (\"{upper}\"?)")
+            } else {
+                String::new()
+            };
+            found.push(Finding::error(
+                format!(
+                    "{}: DOMAIN_RNG_{} lists {s:?}, not a BitBabbler serial",
+                    at(config.serial_line(d, s)),
+                    d.id
+                ),
+                format!("use 6-7 characters A-Z, 0-9{hint}"),
+            ));
+        } else if seen.contains(&s.as_str()) {
+            found.push(Finding::warning(
+                format!(
+                    "{}: DOMAIN_RNG_{} lists {s:?} twice",
+                    at(config.serial_line(d, s)),
+                    d.id
+                ),
+                "remove one",
+            ));
+        }
+        seen.push(s);
+    }
+    found
+}
+
+/// Serials listed for two guests.
+fn duplicate_findings(config: &Config, at: &dyn Fn(Option<usize>) -> String) -> Vec<Finding> {
+    config
+        .duplicates()
+        .into_iter()
+        .map(|(serial, first, other)| {
+            let line = config
+                .domains
+                .iter()
+                .find(|d| d.id == other)
+                .and_then(|d| config.serial_line(d, &serial));
+            Finding::error(
+                format!(
+                    "{}: {serial:?} is listed for guests {first} and {other} ({first} gets it, \
+                     {other} never does)",
+                    at(line)
+                ),
+                format!("remove it from DOMAIN_RNG_{first} or DOMAIN_RNG_{other}"),
+            )
+        })
+        .collect()
+}
+
+/// Two ids naming the same libvirt domain (at the same configured URI), and
+/// a libvirt name that is another guest's id.
+fn name_clash_findings(config: &Config, at: &dyn Fn(Option<usize>) -> String) -> Vec<Finding> {
+    let name_line = |id: &str| config.lines.first_assignment(&format!("DOMAIN_NAME_{id}"));
+    let mut found = Vec::new();
+    let mut by_name: HashMap<(Option<&str>, &str), &str> = HashMap::new();
+    for d in &config.domains {
+        let key = (d.uri.as_deref(), d.libvirt_name());
+        match by_name.get(&key) {
+            None => {
+                by_name.insert(key, &d.id);
+            }
+            Some(first) => {
+                let line = name_line(&d.id).or_else(|| name_line(first));
+                found.push(Finding::error(
+                    format!(
+                        "{}: guests {first} and {} both name libvirt domain '{}'{}",
+                        at(line),
+                        d.id,
+                        d.libvirt_name(),
+                        d.uri
+                            .as_deref()
+                            .map(|u| format!(" at {u}"))
+                            .unwrap_or_default()
+                    ),
+                    format!(
+                        "give each its own DOMAIN_NAME_, or merge DOMAIN_RNG_{} into \
+                         DOMAIN_RNG_{first}",
+                        d.id
+                    ),
+                ));
+            }
+        }
+    }
+    // A libvirt name that is another guest's id: `--domain X` and
+    // `attach-all X` take X as the id.
+    for d in &config.domains {
+        let Some(name) = d.name.as_deref() else {
+            continue;
+        };
+        if let Some(o) = config
+            .domains
+            .iter()
+            .find(|o| o.id == name && o.id != d.id && o.libvirt_name() != name)
+        {
+            found.push(Finding::warning(
+                format!(
+                    "{}: DOMAIN_NAME_{} is '{name}', also the id of guest {name} (libvirt \
+                     domain '{}'): `--domain {name}` and `attach-all {name}` mean guest {name}",
+                    at(name_line(&d.id)),
+                    d.id,
+                    o.libvirt_name()
+                ),
+                format!("rename the id {name} (its DOMAIN_*_{name} variables)"),
+            ));
+        }
+    }
+    found
+}

@@ -1,0 +1,337 @@
+//! `bbvirt install` and `bbvirt uninstall`: the admin's way to put the udev
+//! rule, the libvirt qemu hook and an example vm.conf in place for the
+//! running binary, and to take them away again.
+//!
+//! | file | mode | install | uninstall |
+//! |------|------|---------|-----------|
+//! | `/etc/udev/rules.d/60-bbvirt.rules` | 0644 | written, updated | removed |
+//! | `/etc/libvirt/hooks/qemu.d/bbvirt` | 0755 | written, updated | removed |
+//! | `/etc/bit-babbler/vm.conf` | 0644 | only when none exists | never |
+//!
+//! The rule goes to `/etc/udev/rules.d`, the admin's directory, not to
+//! `/usr/lib/udev/rules.d`, which belongs to packages (the bbvirt package and
+//! `make install PREFIX=/usr` put it there). A rule of the same name in
+//! `/etc` takes precedence, so the two never both run.
+//!
+//! The files come from `dist/`, built into the binary, with `@BINDIR@`
+//! replaced by the directory of the running binary and `@UDEVRULESDIR@` by
+//! the rules directory. The rule and the hook get a [`MARKER`] line: only a
+//! file with that line is ever updated or removed. A file without it is
+//! refused (install exits 1 and changes nothing), unless its content is
+//! exactly what bbvirt would write, e.g. the hook the bbvirt package installs,
+//! which is then kept as it is. vm.conf is never overwritten nor removed.
+//!
+//! After the rule changes, `udevadm control --reload` (only when the root is
+//! `/`). libvirt looks for hooks only when it starts: when no qemu hook
+//! existed before, bbvirt says to restart libvirtd (or virtqemud).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::cli::Opts;
+use crate::{error, note, warn};
+
+pub mod paths;
+mod plan;
+
+pub use plan::{
+    Kind, MARKER, Plan, Step, content, hook_active, is_marked, plan, plan_uninstall, render,
+    with_marker,
+};
+
+use paths::{ADMIN_RULE_DIR, ORIGINAL_RULE_NAME, PACKAGE_RULE_DIRS};
+
+/// Why `bbvirt install` or `bbvirt uninstall` did not (fully) succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("--root {}: not a directory", .0.display())]
+    RootNotADirectory(PathBuf),
+    #[error("--root {}: {source}", .path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot find the running binary: {0}")]
+    NoBinary(#[source] io::Error),
+    #[error("{}: unusable path", .0.display())]
+    UnusablePath(PathBuf),
+    #[error(
+        "{0}: the binary's directory must be an absolute path of letters, digits \
+         and / . _ + - only (udev and sh read it): install bbvirt elsewhere first"
+    )]
+    UnsafeBindir(String),
+    #[error(
+        "the running binary is {}, but the rule and the hook run {dir}/bbvirt: \
+         run it as bbvirt", .exe.display()
+    )]
+    NotNamedBbvirt { exe: PathBuf, dir: String },
+    /// Files bbvirt did not write are in the way; nothing was changed.
+    #[error("nothing was changed")]
+    Refused { refusals: Vec<(PathBuf, String)> },
+    /// Some files could not be written or removed (each was logged).
+    #[error("{} file(s) could not be changed", .0)]
+    Incomplete(usize),
+}
+
+impl InstallError {
+    /// The error lines to log (the refusals, then "nothing was changed").
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            InstallError::Refused { refusals } => refusals
+                .iter()
+                .map(|(path, reason)| format!("refusing to overwrite {}: {reason}", path.display()))
+                .chain([self.to_string()])
+                .collect(),
+            // Each failure was logged as it happened.
+            InstallError::Incomplete(_) => Vec::new(),
+            _ => vec![crate::log::chain(self)],
+        }
+    }
+}
+
+/// How long `udevadm control --reload` may take.
+const UDEVADM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The directory of the running binary, checked to be usable on a udev
+/// `RUN` line and in the hook's shell script.
+pub fn running_bindir() -> Result<String, InstallError> {
+    let exe = std::env::current_exe().map_err(InstallError::NoBinary)?;
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.to_str())
+        .ok_or_else(|| InstallError::UnusablePath(exe.clone()))?;
+    check_bindir(dir)?;
+    if name != "bbvirt" {
+        return Err(InstallError::NotNamedBbvirt {
+            dir: dir.to_string(),
+            exe,
+        });
+    }
+    Ok(dir.to_string())
+}
+
+/// A binary directory must be absolute and made of characters that mean
+/// nothing to udev or sh.
+pub fn check_bindir(dir: &str) -> Result<(), InstallError> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._+-".contains(c);
+    if !dir.starts_with('/') || !dir.chars().all(safe) {
+        return Err(InstallError::UnsafeBindir(dir.to_string()));
+    }
+    Ok(())
+}
+
+/// Writes `content` to `path` with `mode`, atomically (a temporary file in
+/// the same directory, renamed over), creating missing directories.
+fn write_file(path: &Path, content: &str, mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.bbvirt-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn carry_out(step: &Step) -> io::Result<()> {
+    match step {
+        Step::Install {
+            kind,
+            path,
+            content,
+        }
+        | Step::Update {
+            kind,
+            path,
+            content,
+        } => write_file(path, content, kind.mode()),
+        Step::Remove { path, .. } => fs::remove_file(path),
+        _ => Ok(()),
+    }
+}
+
+fn is_system_root(root: &Path) -> bool {
+    fs::canonicalize(root).is_ok_and(|r| r == Path::new("/"))
+}
+
+fn check_root(root: &Path) -> Result<(), InstallError> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(InstallError::RootNotADirectory(root.to_path_buf())),
+        Err(source) => Err(InstallError::Root {
+            path: root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Installs under `root`.
+pub fn install(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+    check_root(root)?;
+    let bindir = running_bindir()?;
+    let plan = plan(root, &bindir);
+    let dry = opts.dry_run;
+    let system_dir = ["/usr/", "/opt/"].iter().any(|p| bindir.starts_with(p)) || bindir == "/bin";
+    if !system_dir && plan.steps.iter().any(|s| s.kind().managed() && s.changes()) {
+        warn!(
+            "the rule and the hook will run {bindir}/bbvirt: keep it there, or install \
+             bbvirt in /usr/local/bin (make install) and run its install"
+        );
+    }
+    let refusals: Vec<(PathBuf, String)> = plan
+        .refusals()
+        .filter_map(|s| match s {
+            Step::Refuse { path, reason, .. } => Some((path.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    if !refusals.is_empty() {
+        return Err(InstallError::Refused { refusals });
+    }
+    let (failed, rule_changed) = carry_out_all(&plan.steps, dry);
+    warn_other_rules(root);
+    if rule_changed {
+        reload_udev(root, dry);
+    }
+    if plan.needs_libvirt_restart() {
+        println!(
+            "restart libvirtd (or virtqemud) so it finds the new hook: systemctl restart libvirtd"
+        );
+    }
+    incomplete(failed)
+}
+
+/// Uninstalls under `root`.
+pub fn uninstall(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+    check_root(root)?;
+    let dry = opts.dry_run;
+    let (failed, rule_changed) = carry_out_all(&plan_uninstall(root), dry);
+    if rule_changed {
+        reload_udev(root, dry);
+    }
+    incomplete(failed)
+}
+
+/// Carries out the steps (`dry`: only says what they would do), one line
+/// each; a failure is logged and the rest go on. Returns how many failed,
+/// and whether the rule changed.
+fn carry_out_all(steps: &[Step], dry: bool) -> (usize, bool) {
+    let mut failed = 0;
+    let mut rule_changed = false;
+    for step in steps {
+        if !dry && let Err(e) = carry_out(step) {
+            error!("{}: {e}", step.path().display());
+            failed += 1;
+            continue;
+        }
+        println!("{}", step.line(dry));
+        rule_changed |= step.kind() == Kind::Rule && step.changes();
+    }
+    (failed, rule_changed)
+}
+
+fn incomplete(failed: usize) -> Result<(), InstallError> {
+    match failed {
+        0 => Ok(()),
+        n => Err(InstallError::Incomplete(n)),
+    }
+}
+
+/// Warns when the bit-babbler package's rule would run (its own bbvirt) too.
+fn warn_other_rules(root: &Path) {
+    let masked = root.join(ADMIN_RULE_DIR).join(ORIGINAL_RULE_NAME);
+    if fs::symlink_metadata(&masked).is_ok() {
+        return;
+    }
+    for dir in PACKAGE_RULE_DIRS {
+        let other = root.join(dir).join(ORIGINAL_RULE_NAME);
+        if other.is_file() {
+            warn!(
+                "{} (the bit-babbler package's rule) also passes BitBabblers to guests: \
+                 mask it with: ln -s /dev/null {}",
+                other.display(),
+                masked.display()
+            );
+            return;
+        }
+    }
+}
+
+/// `udevadm control --reload`, only on the running system; a failure is a
+/// warning (udevd also notices changed rules by itself).
+fn reload_udev(root: &Path, dry: bool) {
+    if !is_system_root(root) {
+        note!("not reloading udev: --root is not /");
+        return;
+    }
+    let Some(udevadm) = ["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        warn!("udevadm not found: reload the udev rules yourself (udevadm control --reload)");
+        return;
+    };
+    if dry {
+        println!("would run {} control --reload", udevadm.display());
+        return;
+    }
+    let mut cmd = Command::new(udevadm);
+    cmd.args(["control", "--reload"]).stdin(Stdio::null());
+    match crate::child::run(&mut cmd, UDEVADM_TIMEOUT, 64 << 10) {
+        Ok(done) if done.status.success() => println!("reloaded the udev rules"),
+        Ok(done) => warn!(
+            "{} control --reload: failed ({}: {}): reload the udev rules yourself",
+            udevadm.display(),
+            crate::child::describe_status(done.status),
+            crate::child::stderr_summary(&done.stderr)
+        ),
+        Err(e) => warn!(
+            "{} control --reload: {e}: reload the udev rules yourself",
+            udevadm.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindirs() {
+        for ok in ["/usr/bin", "/usr/local/bin", "/opt/bb-virt_1.0+x/bin"] {
+            assert!(check_bindir(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "usr/bin",
+            "/home/a b/bin",
+            "/x$y",
+            "/x%k",
+            "/x\"",
+            "/@BINDIR@",
+            "/a;b",
+        ] {
+            assert!(check_bindir(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Looking at sysfs and libvirt for `bbvirt status`: every configured
+//! domain on its URI, then the other running domains of each daemon once,
+//! then the report built from what was seen.
+
+use crate::config::DomainConf;
+use crate::context::{Connections, Context};
+use crate::device::is_valid_serial;
+use crate::hostdev::{UsbHostdev, usb_hostdevs};
+use crate::libvirt::{Connection, VirtError, uri_label};
+use crate::reconcile::{Placement, StaleReason, placement, stale_entries};
+use crate::sysfs::{UsbDevice, with_serial};
+
+use super::{
+    Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, LibvirtStatus,
+    Report, SCHEMA, StaleEntry, StaleKind, SysfsStatus,
+};
+
+/// One domain whose live XML was looked at (or tried).
+struct LiveDomain {
+    uri: Option<String>,
+    name: String,
+    configured: bool,
+    state: DomainState,
+    /// The USB hostdevs, when the domain runs and its XML could be read.
+    hostdevs: Option<Vec<UsbHostdev>>,
+    error: Option<String>,
+}
+
+impl LiveDomain {
+    fn is(&self, uri: &Option<String>, name: &str) -> bool {
+        self.uri == *uri && self.name == name
+    }
+}
+
+fn uri_of(ctx: &Context, d: &DomainConf) -> Option<String> {
+    ctx.target_for_conf(d).uri
+}
+
+/// Reads one domain's live XML and classifies the answer.
+fn scan_domain(
+    conn: &dyn Connection,
+    uri: &Option<String>,
+    name: &str,
+    configured: bool,
+) -> LiveDomain {
+    crate::log::step(&format!("reading the live XML of '{name}'"));
+    let (state, hostdevs, error) = match conn.live_xml(name) {
+        Ok(xml) => match usb_hostdevs(&xml) {
+            Ok(h) => (DomainState::Running, Some(h), None),
+            Err(e) => (
+                DomainState::Running,
+                None,
+                Some(format!("reading the live XML: {}", crate::log::chain(&e))),
+            ),
+        },
+        Err(VirtError::NotRunning(_)) => (DomainState::ShutOff, None, None),
+        Err(VirtError::NoDomain(_)) => (DomainState::Undefined, None, None),
+        Err(e) => (DomainState::Unknown, None, Some(e.to_string())),
+    };
+    LiveDomain {
+        uri: uri.clone(),
+        name: name.to_string(),
+        configured,
+        state,
+        hostdevs,
+        error,
+    }
+}
+
+/// Looks at sysfs and libvirt and builds the report. Reads only; logs
+/// nothing but `-vvvv` steps (the sysfs warnings are kept in the report);
+/// never panics.
+pub fn collect(ctx: &Context) -> Report {
+    crate::log::step("listing the BitBabblers in sysfs");
+    let (present, sysfs_warnings, sysfs_error) = match ctx.sysfs.scan() {
+        Ok(scan) => (scan.devices, scan.warnings, None),
+        Err(e) => (Vec::new(), Vec::new(), Some(crate::log::chain(&e))),
+    };
+    let seen = look_at_libvirt(ctx);
+    let stale = stale_of(ctx, &seen.domains, &present);
+    let devices: Vec<DeviceStatus> = present
+        .iter()
+        .map(|p| device_status(ctx, p, &seen.domains))
+        .collect();
+    let absent = absent_of(ctx, &present);
+    let domains = configured_domains(ctx, &seen.domains);
+    let libvirt = LibvirtStatus {
+        reachable: seen.reachable,
+        error: (!seen.errors.is_empty()).then(|| seen.errors.join("; ")),
+    };
+    let healthy = sysfs_error.is_none()
+        && libvirt.error.is_none()
+        && stale.is_empty()
+        && domains
+            .iter()
+            .all(|d| d.error.is_none() && d.state != DomainState::Unknown)
+        && devices
+            .iter()
+            .all(|d| !matches!(d.state, DeviceState::Missing | DeviceState::Unknown));
+    Report {
+        schema: SCHEMA,
+        healthy,
+        devices,
+        absent,
+        stale,
+        domains,
+        libvirt,
+        sysfs: SysfsStatus { error: sysfs_error },
+        sysfs_warnings,
+    }
+}
+
+/// What libvirt showed.
+struct Seen {
+    /// Every domain looked at: the configured ones, then the others that run.
+    domains: Vec<LiveDomain>,
+    /// False when a connection could not be opened.
+    reachable: bool,
+    /// Connection and listing errors, and errors reading other domains.
+    errors: Vec<String>,
+}
+
+/// First every configured domain on every URI, then the other running
+/// domains of each daemon once: two URIs may reach the same daemon
+/// (`qemu:///system` and root's default), and a configured guest seen
+/// through the other URI is still the configured guest.
+fn look_at_libvirt(ctx: &Context) -> Seen {
+    let mut seen = Seen {
+        domains: Vec::new(),
+        reachable: true,
+        errors: Vec::new(),
+    };
+    let mut conns = Connections::read_only(ctx.hv);
+    let open = look_at_configured(ctx, &mut conns, &mut seen);
+    look_at_others(&mut conns, &open, &mut seen);
+    // Errors reading other (unconfigured) domains count as libvirt errors.
+    let others: Vec<String> = seen
+        .domains
+        .iter()
+        .filter(|s| !s.configured)
+        .filter_map(|s| Some(format!("domain '{}': {}", s.name, s.error.as_ref()?)))
+        .collect();
+    seen.errors.extend(others);
+    seen
+}
+
+/// Reads the configured domains, URI by URI in config order; returns the
+/// URIs whose connection opened, in order.
+fn look_at_configured(
+    ctx: &Context,
+    conns: &mut Connections,
+    seen: &mut Seen,
+) -> Vec<Option<String>> {
+    let mut open: Vec<Option<String>> = Vec::new();
+    for uri in ctx.uris() {
+        let names: Vec<&str> = ctx
+            .config
+            .domains
+            .iter()
+            .filter(|d| uri_of(ctx, d) == uri)
+            .map(DomainConf::libvirt_name)
+            .collect();
+        let conn = match conns.get(uri.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                seen.reachable = false;
+                let msg = e.to_string();
+                for name in names {
+                    if !seen.domains.iter().any(|s| s.is(&uri, name)) {
+                        seen.domains.push(LiveDomain {
+                            uri: uri.clone(),
+                            name: name.to_string(),
+                            configured: true,
+                            state: DomainState::Unknown,
+                            hostdevs: None,
+                            error: Some(msg.clone()),
+                        });
+                    }
+                }
+                seen.errors.push(msg);
+                continue;
+            }
+        };
+        for name in &names {
+            if !seen.domains.iter().any(|s| s.is(&uri, name)) {
+                seen.domains.push(scan_domain(conn, &uri, name, true));
+            }
+        }
+        open.push(uri);
+    }
+    open
+}
+
+/// Reads the running domains vm.conf does not name, once per daemon.
+fn look_at_others(conns: &mut Connections, open: &[Option<String>], seen: &mut Seen) {
+    // The daemon each URI reached, as libvirt names it (else the URI itself).
+    let daemon: Vec<Option<String>> = open
+        .iter()
+        .map(|uri| {
+            conns
+                .get(uri.as_deref())
+                .ok()
+                .and_then(|c| c.canonical_uri())
+                .or_else(|| uri.clone())
+        })
+        .collect();
+    let daemon_of = |uri: &Option<String>| -> Option<Option<String>> {
+        open.iter()
+            .position(|u| u == uri)
+            .map(|i| daemon[i].clone())
+    };
+    for (i, uri) in open.iter().enumerate() {
+        if daemon[..i].contains(&daemon[i]) {
+            continue;
+        }
+        let Ok(conn) = conns.get(uri.as_deref()) else {
+            continue;
+        };
+        crate::log::step(&format!(
+            "listing the running domains at {}",
+            uri_label(uri.as_deref())
+        ));
+        match conn.running_domains() {
+            Ok(running) => {
+                for name in running {
+                    let known = seen
+                        .domains
+                        .iter()
+                        .any(|s| s.name == name && daemon_of(&s.uri) == Some(daemon[i].clone()));
+                    if known {
+                        continue;
+                    }
+                    let s = scan_domain(conn, uri, &name, false);
+                    // Stopped or undefined since it was listed: nothing in it.
+                    if s.state == DomainState::Running || s.error.is_some() {
+                        seen.domains.push(s);
+                    }
+                }
+            }
+            Err(e) => seen.errors.push(format!(
+                "listing the running domains at {}: {e}",
+                uri_label(uri.as_deref())
+            )),
+        }
+    }
+}
+
+/// The libvirt name of the guest vm.conf gives a valid serial to.
+fn assigned_name(ctx: &Context, serial: &str) -> Option<String> {
+    if !is_valid_serial(serial) {
+        return None;
+    }
+    ctx.config
+        .domain_for_serial(serial)
+        .map(|d| d.libvirt_name().to_string())
+}
+
+/// The stale bbvirt hostdevs, per domain that runs.
+fn stale_of(ctx: &Context, seen: &[LiveDomain], present: &[UsbDevice]) -> Vec<StaleEntry> {
+    let config = ctx.config;
+    let mut stale = Vec::new();
+    for s in seen {
+        let Some(live) = &s.hostdevs else { continue };
+        let wanted: Vec<&str> = if s.configured {
+            config
+                .domains
+                .iter()
+                .filter(|d| uri_of(ctx, d) == s.uri && d.libvirt_name() == s.name)
+                .flat_map(|d| config.serials_of(d))
+                .collect()
+        } else {
+            // Unassigned devices may be attached anywhere by hand.
+            live.iter()
+                .filter_map(UsbHostdev::bbvirt_serial)
+                .filter(|serial| assigned_name(ctx, serial).is_none())
+                .collect()
+        };
+        for e in stale_entries(live, &wanted, present) {
+            stale.push(StaleEntry {
+                domain: s.name.clone(),
+                uri: s.uri.clone(),
+                assigned_to: assigned_name(ctx, &e.serial),
+                alias: e.alias,
+                serial: e.serial,
+                bus: e.bus,
+                dev: e.dev,
+                reason: match e.reason {
+                    StaleReason::Absent => StaleKind::Absent,
+                    StaleReason::Moved { .. } => StaleKind::Moved,
+                    StaleReason::NotAssigned => StaleKind::NotAssigned,
+                },
+            });
+        }
+    }
+    stale
+}
+
+/// The valid serials vm.conf assigns that are not plugged in, each once.
+fn absent_of(ctx: &Context, present: &[UsbDevice]) -> Vec<Absent> {
+    let config = ctx.config;
+    let mut absent: Vec<Absent> = Vec::new();
+    for d in &config.domains {
+        for serial in config.serials_of(d) {
+            if with_serial(present, serial).is_none() && !absent.iter().any(|a| a.serial == serial)
+            {
+                absent.push(Absent {
+                    serial: serial.to_string(),
+                    assigned_to: d.libvirt_name().to_string(),
+                });
+            }
+        }
+    }
+    absent
+}
+
+/// Every configured domain with the state it was seen in.
+fn configured_domains(ctx: &Context, seen: &[LiveDomain]) -> Vec<DomainStatus> {
+    ctx.config
+        .domains
+        .iter()
+        .map(|d| {
+            let uri = uri_of(ctx, d);
+            let s = seen.iter().find(|s| s.is(&uri, d.libvirt_name()));
+            DomainStatus {
+                id: d.id.clone(),
+                name: d.libvirt_name().to_string(),
+                uri,
+                state: s.map_or(DomainState::Unknown, |s| s.state),
+                error: s.and_then(|s| s.error.clone()),
+            }
+        })
+        .collect()
+}
+
+fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> DeviceStatus {
+    let serial = p.serial.as_deref();
+    let valid_serial = serial.is_some_and(is_valid_serial);
+    let assigned = serial
+        .filter(|_| valid_serial)
+        .and_then(|s| ctx.config.domain_for_serial(s));
+    let attached_to = match serial {
+        Some(serial) => scanned
+            .iter()
+            .flat_map(|s| {
+                s.hostdevs
+                    .iter()
+                    .flatten()
+                    .filter(move |h| h.bbvirt_serial() == Some(serial))
+                    .map(move |h| Attachment {
+                        domain: s.name.clone(),
+                        uri: s.uri.clone(),
+                        bus: h.bus,
+                        dev: h.device,
+                    })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let state = match (assigned, serial) {
+        (Some(d), Some(serial)) => {
+            let uri = uri_of(ctx, d);
+            match scanned.iter().find(|s| s.is(&uri, d.libvirt_name())) {
+                Some(s) => match (s.state, &s.hostdevs) {
+                    (DomainState::Running, Some(live))
+                        if placement(live, serial, p) == Placement::Attached =>
+                    {
+                        DeviceState::Attached
+                    }
+                    (DomainState::Running, Some(_)) => DeviceState::Missing,
+                    (DomainState::ShutOff | DomainState::Undefined, _) => DeviceState::Inactive,
+                    _ => DeviceState::Unknown,
+                },
+                None => DeviceState::Unknown,
+            }
+        }
+        _ => DeviceState::Host,
+    };
+    DeviceStatus {
+        serial: p.serial.clone(),
+        valid_serial,
+        bus: p.busnum,
+        dev: p.devnum,
+        address: p.address().to_string(),
+        port: p.physical().to_string(),
+        assigned_to: assigned.map(|d| d.libvirt_name().to_string()),
+        attached_to,
+        state,
+    }
+}

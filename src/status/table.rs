@@ -1,0 +1,283 @@
+//! The human-readable form of the report: one aligned table per part, and
+//! a last line that says what is wrong.
+
+use crate::device::{DeviceId, is_valid_serial};
+
+use super::{DeviceState, DomainState, Report, StaleKind};
+
+/// Text from sysfs, vm.conf or libvirt, made safe for a terminal: control
+/// characters escaped (quotes stay as they are, for readability).
+fn esc(s: &str) -> String {
+    crate::text::escape_controls(s)
+}
+
+/// A serial for the table: valid ones as they are, anything else quoted.
+fn show_serial(serial: Option<&str>) -> String {
+    match serial {
+        Some(s) if is_valid_serial(s) => s.to_string(),
+        Some(s) => format!("{s:?}"),
+        None => "(none)".to_string(),
+    }
+}
+
+fn show_addr(bus: Option<u32>, dev: Option<u32>) -> String {
+    match (bus, dev) {
+        (Some(b), Some(d)) => DeviceId::Address { bus: b, dev: d }.to_string(),
+        _ => "?".to_string(),
+    }
+}
+
+fn show_uri(uri: Option<&str>) -> String {
+    uri.map_or_else(|| "(default)".to_string(), esc)
+}
+
+/// Appends an aligned table: two spaces of indent and between columns.
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(header.len()) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::from(" ");
+        for (cell, w) in row.iter().zip(&widths) {
+            line.push(' ');
+            line.push_str(cell);
+            let pad = w.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad + 1));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// The report as the human-readable table.
+pub fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    problems_with_the_sources(&mut out, report);
+    devices(&mut out, report);
+    for part in [absent, stale, domains] {
+        out.push('\n');
+        part(&mut out, report);
+    }
+    out.push('\n');
+    out.push_str(&summary(report));
+    out.push('\n');
+    out
+}
+
+/// What could not be read: sysfs, libvirt.
+fn problems_with_the_sources(out: &mut String, report: &Report) {
+    if let Some(e) = &report.sysfs.error {
+        out.push_str(&format!("sysfs: cannot list USB devices: {}\n\n", esc(e)));
+    }
+    if let Some(e) = &report.libvirt.error {
+        let what = if report.libvirt.reachable {
+            "error"
+        } else {
+            "unreachable, showing the host side only"
+        };
+        out.push_str(&format!("libvirt: {what}: {}\n\n", esc(e)));
+    }
+}
+
+/// Every BitBabbler plugged in.
+fn devices(out: &mut String, report: &Report) {
+    if report.devices.is_empty() {
+        out.push_str("Devices: none plugged in\n");
+    } else {
+        out.push_str("Devices:\n");
+        let rows: Vec<Vec<String>> = report
+            .devices
+            .iter()
+            .map(|d| {
+                let assigned = match (&d.assigned_to, d.valid_serial) {
+                    (Some(a), _) => esc(a),
+                    (None, true) => "(host)".to_string(),
+                    (None, false) => "(host: unusable serial)".to_string(),
+                };
+                let state = match d.state {
+                    DeviceState::Host => "host",
+                    DeviceState::Attached => "attached",
+                    DeviceState::Missing => "NOT ATTACHED",
+                    DeviceState::Inactive => "guest down",
+                    DeviceState::Unknown => "unknown",
+                };
+                let attached = if d.attached_to.is_empty() {
+                    "-".to_string()
+                } else {
+                    d.attached_to
+                        .iter()
+                        .map(|a| {
+                            let wrong = report.stale.iter().any(|s| {
+                                s.domain == a.domain
+                                    && s.uri == a.uri
+                                    && Some(s.serial.as_str()) == d.serial.as_deref()
+                            });
+                            format!(
+                                "{} at {}{}",
+                                esc(&a.domain),
+                                show_addr(a.bus, a.dev),
+                                if wrong { " (stale)" } else { "" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                vec![
+                    show_serial(d.serial.as_deref()),
+                    d.address.clone(),
+                    d.port.clone(),
+                    assigned,
+                    state.to_string(),
+                    attached,
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &[
+                "SERIAL",
+                "ADDRESS",
+                "PORT",
+                "ASSIGNED TO",
+                "STATE",
+                "ATTACHED IN",
+            ],
+            &rows,
+        );
+    }
+}
+
+/// The configured serials that are not plugged in.
+fn absent(out: &mut String, report: &Report) {
+    if report.absent.is_empty() {
+        out.push_str("Absent: none (every configured serial is plugged in)\n");
+    } else {
+        out.push_str("Absent (configured, not plugged in):\n");
+        let rows: Vec<Vec<String>> = report
+            .absent
+            .iter()
+            .map(|a| vec![show_serial(Some(&a.serial)), esc(&a.assigned_to)])
+            .collect();
+        table(out, &["SERIAL", "ASSIGNED TO"], &rows);
+    }
+}
+
+/// The bbvirt entries that should not be there.
+fn stale(out: &mut String, report: &Report) {
+    if report.stale.is_empty() {
+        out.push_str("Stale: none\n");
+    } else {
+        out.push_str("Stale (bbvirt entries that should not be there):\n");
+        let rows: Vec<Vec<String>> = report
+            .stale
+            .iter()
+            .map(|s| {
+                let reason = match s.reason {
+                    StaleKind::Absent => "device not plugged in".to_string(),
+                    StaleKind::Moved => {
+                        let now = report
+                            .devices
+                            .iter()
+                            .find(|d| d.serial.as_deref() == Some(s.serial.as_str()));
+                        match now {
+                            Some(d) => format!("device now at {}", d.address),
+                            None => "device moved".to_string(),
+                        }
+                    }
+                    StaleKind::NotAssigned => match &s.assigned_to {
+                        Some(a) => format!("wrong guest: assigned to {}", esc(a)),
+                        None => "not assigned to this guest".to_string(),
+                    },
+                };
+                vec![
+                    esc(&s.domain),
+                    show_serial(Some(&s.serial)),
+                    show_addr(s.bus, s.dev),
+                    reason,
+                ]
+            })
+            .collect();
+        table(out, &["DOMAIN", "SERIAL", "ADDRESS", "REASON"], &rows);
+    }
+}
+
+/// The configured domains and their state.
+fn domains(out: &mut String, report: &Report) {
+    if report.domains.is_empty() {
+        out.push_str("Domains: none configured\n");
+    } else {
+        out.push_str("Domains:\n");
+        let rows: Vec<Vec<String>> = report
+            .domains
+            .iter()
+            .map(|d| {
+                let state = match d.state {
+                    DomainState::Running => "running",
+                    DomainState::ShutOff => "shut off",
+                    DomainState::Undefined => "not defined",
+                    DomainState::Unknown => "unknown",
+                };
+                let mut row = vec![
+                    esc(&d.id),
+                    esc(&d.name),
+                    show_uri(d.uri.as_deref()),
+                    state.to_string(),
+                ];
+                row.push(d.error.as_deref().map(esc).unwrap_or_default());
+                row
+            })
+            .collect();
+        let header: &[&str] = if report.domains.iter().any(|d| d.error.is_some()) {
+            &["ID", "NAME", "URI", "STATE", "ERROR"]
+        } else {
+            &["ID", "NAME", "URI", "STATE"]
+        };
+        table(out, header, &rows);
+    }
+}
+
+/// The last line of the table: "healthy", or what is wrong.
+fn summary(report: &Report) -> String {
+    if report.healthy {
+        return "Status: healthy".to_string();
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if !report.stale.is_empty() {
+        problems.push(count(report.stale.len(), "stale entry", "stale entries"));
+    }
+    let missing = report
+        .devices
+        .iter()
+        .filter(|d| d.state == DeviceState::Missing)
+        .count();
+    if missing > 0 {
+        problems.push(count(
+            missing,
+            "device not attached to its running guest",
+            "devices not attached to their running guests",
+        ));
+    }
+    if !report.libvirt.reachable {
+        problems.push("libvirt unreachable".to_string());
+    } else if report.libvirt.error.is_some() || report.domains.iter().any(|d| d.error.is_some()) {
+        problems.push("libvirt errors".to_string());
+    }
+    if report.sysfs.error.is_some() {
+        problems.push("sysfs unreadable".to_string());
+    }
+    if problems.is_empty() {
+        problems.push("state unknown".to_string());
+    }
+    let fix = if missing > 0 || !report.stale.is_empty() {
+        " (bbvirt sync fixes stale and missing entries in configured guests)"
+    } else {
+        ""
+    };
+    format!("Status: NOT HEALTHY: {}{fix}", problems.join(", "))
+}
