@@ -39,6 +39,7 @@ import random
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -259,7 +260,8 @@ try:
     FAST = FastVirt(lab.URI)
 except (OSError, AttributeError) as _e:
     FAST = None
-    print('lab: libvirt.so through ctypes unavailable (%s): the checks use virsh' % _e, flush=True)
+    print('lab: libvirt.so through ctypes unavailable (%s): the checks use virsh' % _e,
+          file=sys.stderr, flush=True)
 SILENT = False    # true while something that never answers sits at libvirt's socket
 _real_virsh = lab.virsh
 

@@ -15,6 +15,13 @@ In the VM it
   - runs the scenarios and judges them by what libvirt (live domain XML) and
     QEMU (HMP `info usb`, QOM) say, polling with deadlines.
 
+Platforms (--platform): bookworm (the default; the host's Debian 12 root
+over 9p, a shell as PID 1: this program mounts tmpfs, installs the staged
+tree, listens on /dev/log and starts libvirtd itself) and trixie (a Debian 13
+root booted with systemd as PID 1: bbvirt installed from its Debian package
+before the boot, libvirtd socket-activated, logs in the journal, emulated
+devices plugged by an early boot unit; scenarios in trixie.py).
+
 Output: one line per scenario (PASS/FAIL, key timings), then `N passed, N failed`.
 Exit status 0 only when every scenario selected passed.
 Standard library only.
@@ -42,6 +49,7 @@ ALIAS = 'ua-bbvirt-'
 LIBVIRTD_LOG = '/var/log/libvirt/libvirtd.log'
 
 T0 = time.monotonic()
+PLATFORM = 'bookworm'   # set by main() from --platform
 
 # Serials. Valid BitBabbler serials are 6-7 characters of A-Z0-9.
 KW = 'KWIF4Q'        # guestA
@@ -225,6 +233,92 @@ class SyslogSink(threading.Thread):
             line = '%s %-7s %s' % (stamp(), sev, msg)
             self.lines.append((now(), msg))
             self.log.write(line)
+
+
+class JournalSink(threading.Thread):
+    """trixie: the journal (journald owns /dev/log), followed from the start
+    of the boot. Every entry goes to journal.log; bbvirt's also to syslog.log
+    and to .lines as (time, "bbvirt[PID]: text"), like SyslogSink. Times are
+    the journal's CLOCK_MONOTONIC, the clock of time.monotonic(): negative
+    stamps are before the lab started."""
+
+    SEV = SyslogSink.SEV
+
+    def __init__(self, path, jpath):
+        super().__init__(daemon=True)
+        self.log = LogFile(path)
+        self.jlog = LogFile(jpath)
+        self.lines = []
+        self.entries = []    # (time, identifier, pid, priority, message)
+        self.marks = set()
+        self.proc = subprocess.Popen(['journalctl', '-b', '-f', '-o', 'json', '--no-pager', '--all'],
+                                     stdout=subprocess.PIPE, text=True, errors='replace')
+
+    def run(self):
+        import json
+        for line in self.proc.stdout:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            msg = e.get('MESSAGE', '')
+            if isinstance(msg, list):
+                msg = bytes(msg).decode(errors='replace')
+            t = int(e.get('__MONOTONIC_TIMESTAMP', '0')) / 1e6
+            ident = e.get('SYSLOG_IDENTIFIER') or e.get('_COMM') or '?'
+            pid = e.get('_PID') or e.get('SYSLOG_PID') or ''
+            try:
+                prio = int(e.get('PRIORITY', 6))
+            except ValueError:
+                prio = 6
+            self.entries.append((t, ident, pid, prio, msg))
+            if ident == 'bbvirt-lab':
+                self.marks.add(msg)
+            self.jlog.write('%8.2f %-7s %s[%s]: %s' % (t - T0, self.SEV[prio & 7], ident, pid, msg))
+            if ident == 'bbvirt':
+                self.lines.append((t, 'bbvirt[%s]: %s' % (pid, msg)))
+                self.log.write('%8.2f %-7s bbvirt[%s]: %s' % (t - T0, self.SEV[prio & 7], pid, msg))
+
+    def sync(self, timeout=60):
+        """Wait until the journal up to now has been read."""
+        tag = 'bbvirt-lab-mark-%d' % int(now() * 1000)
+        run(['logger', '-t', 'bbvirt-lab', tag])
+        wait_for(lambda: tag in self.marks, timeout,
+                 'the journal to show the lab\'s mark')
+
+
+class SystemdDaemon:
+    """trixie: a libvirt daemon run by systemd (libvirtd, or virtqemud with
+    the modular daemons), with what scenarios use of subprocess.Popen."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def prop(self, *names):
+        r = run(['systemctl', 'show', self.name + '.service'] + ['-p' + n for n in names], timeout=30)
+        return dict(l.split('=', 1) for l in r.out.splitlines() if '=' in l)
+
+    @property
+    def pid(self):
+        return int(self.prop('MainPID').get('MainPID', '0') or 0)
+
+    def poll(self):
+        r = run(['systemctl', 'is-active', self.name + '.service'], timeout=30)
+        return None if r.out.strip() in ('active', 'activating', 'reloading', 'deactivating') else 0
+
+    @property
+    def returncode(self):
+        return self.poll()
+
+    def send_signal(self, sig):
+        must(['systemctl', 'kill', '--kill-whom=main', '-s', str(int(sig)), self.name + '.service'])
+
+    def wait(self, timeout=None):
+        wait_for(lambda: self.poll() is not None, timeout or 60, '%s to stop' % self.name)
+        return 0
+
+    def sockets(self):
+        return ['%s%s.socket' % (self.name, s) for s in ('', '-ro', '-admin')]
 
 
 class UdevMonitor(threading.Thread):
@@ -414,6 +508,8 @@ class Lab:
 
     # ---- setup
     def setup(self):
+        if PLATFORM == 'trixie':
+            return self.setup_trixie()
         a = self.args
         os.makedirs(WORK, exist_ok=True)
         global ACTIONS
@@ -474,6 +570,73 @@ class Lab:
             wfile(path, DOMAIN_XML.format(name=g))
             must(['virsh', '-c', URI, 'define', path])
 
+    def setup_trixie(self):
+        """Debian 13, booted by systemd: bbvirt came from its package (dpkg -i
+        before the boot), libvirtd from socket activation, the boot's devices
+        from bbvirt-lab-gadgets.service. Look, do not install."""
+        a = self.args
+        os.makedirs(WORK, exist_ok=True)
+        global ACTIONS
+        ACTIONS = LogFile(WORK + '/actions.log')
+        self.syslog = JournalSink(WORK + '/syslog.log', WORK + '/journal.log')
+        self.syslog.start()
+        self.udev = UdevMonitor(WORK + '/udev.log')
+        self.udev.start()
+        r = run(['dpkg-query', '-W', '-f=${Status} ${Version}', 'bbvirt'])
+        check(r.out.startswith('install ok installed'), 'the bbvirt package is not installed: %s' % r)
+        self.pkg_version = r.out.split()[-1]
+        for f in (BBVIRT, '/usr/lib/udev/rules.d/60-bbvirt.rules', '/etc/libvirt/hooks/qemu.d/bbvirt'):
+            check(os.path.exists(f), 'the package did not install %s' % f)
+        check(rfile(VMCONF) + '\n' == BASE_CONF, '%s is not the lab\'s (lab/run writes lab.py --print-conf)' % VMCONF)
+        self.daemon = 'libvirtd'
+        self.libvirtd = SystemdDaemon('libvirtd')
+        if a.boot == 'main':
+            r = run(['systemctl', 'is-system-running', '--wait'], timeout=900)
+            self.system_state = r.out.strip()
+            self.t_libvirtd = now()
+            self.wait_libvirtd()
+        else:
+            # scenario 2's comparison boots: settle is all they measure
+            wait_for(lambda: run(['systemctl', 'is-active', 'bbvirt-lab-settle.service']).out.strip()
+                     in ('active', 'failed'), 600, 'bbvirt-lab-settle.service to finish', interval=2)
+            self.libvirtd_secs = 0
+        self.second_udevd()
+        self.adopt_gadgets()
+        self.udcs = sorted(os.listdir('/sys/class/udc'), key=lambda s: int(s.rsplit('.', 1)[1]))
+        check(len(self.udcs) == a.buses, 'expected %d UDCs, have %s' % (a.buses, self.udcs))
+        self.udev.ready.wait(30)
+
+    def second_udevd(self):
+        """virtme-ng's init starts a systemd-udevd of its own (and triggers a
+        coldplug) even under systemd. Two daemons would run every rule
+        twice: if it is still there, stop it."""
+        main = run(['systemctl', 'show', '-pMainPID', '--value', 'systemd-udevd.service']).out.strip()
+        extra = []
+        for d in os.listdir('/proc'):
+            if d.isdigit() and d != main:
+                try:
+                    if rfile('/proc/%s/comm' % d) == 'systemd-udevd':
+                        extra.append(int(d))
+                except OSError:
+                    pass
+        for pid in extra:
+            os.kill(pid, 15)
+        self.udevd_note = ('a second systemd-udevd (pid %s, started by virtme-ng) stopped' % extra) if extra else \
+            'one systemd-udevd (pid %s)' % main
+        act(self.udevd_note)
+
+    def adopt_gadgets(self):
+        """The gadgets bbvirt-lab-gadgets.service made at boot (bootN)."""
+        for name in sorted(os.listdir(GADGETS)):
+            p = os.path.join(GADGETS, name)
+            g = Gadget.__new__(Gadget)
+            g.path = p
+            g.serial = rfile(p + '/strings/0x409/serialnumber')
+            g.udc = rfile(p + '/UDC') or None
+            g.last_udc = g.udc
+            self.gadgets[g.serial] = g
+            act('adopted gadget %s (%s) on %s' % (name, g.serial, g.udc))
+
     def write_conf(self, text):
         os.makedirs(os.path.dirname(VMCONF), exist_ok=True)
         wfile(VMCONF, text)
@@ -482,6 +645,14 @@ class Lab:
 
     def start_libvirtd(self, wait=True):
         self.t_libvirtd = now()
+        if PLATFORM == 'trixie':
+            d = self.libvirtd
+            must(['systemctl', 'start'] + d.sockets())
+            must(['systemctl', 'start', d.name + '.service'], timeout=300)
+            act('started %s.service' % d.name)
+            if wait:
+                self.wait_libvirtd()
+            return
         err = open(WORK + '/libvirtd.stderr', 'a')
         self.libvirtd = subprocess.Popen(['/usr/sbin/libvirtd'], stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err, start_new_session=True)
@@ -491,6 +662,8 @@ class Lab:
 
     def wait_libvirtd(self):
         def up():
+            if PLATFORM == 'trixie':
+                return virsh('version', timeout=60).rc == 0
             if self.libvirtd.poll() is not None:
                 raise Failure('libvirtd exited with status %s' % self.libvirtd.returncode)
             return virsh('version', timeout=30).rc == 0
@@ -498,6 +671,11 @@ class Lab:
         self.libvirtd_secs = now() - self.t_libvirtd
 
     def stop_libvirtd(self):
+        if PLATFORM == 'trixie':
+            d = self.libvirtd
+            must(['systemctl', 'stop', d.name + '.service'] + d.sockets(), timeout=120)
+            act('%s stopped (service and sockets)' % d.name)
+            return
         if self.libvirtd and self.libvirtd.poll() is None:
             self.libvirtd.terminate()
             try:
@@ -508,6 +686,8 @@ class Lab:
         act('libvirtd stopped')
 
     def libvirtd_running(self):
+        if PLATFORM == 'trixie':
+            return run(['systemctl', 'is-active', self.libvirtd.name + '.service']).out.strip() == 'active'
         return self.libvirtd is not None and self.libvirtd.poll() is None
 
     # ---- devices
@@ -756,16 +936,19 @@ def _q(s):
 # ---------------------------------------------------------------- scenarios
 
 SCENARIOS = []
+PLATFORMS = {}   # scenario number -> the platforms it runs on by default
+CORE = ('bookworm', 'trixie')
 
 
-def scenario(num, name, demo=False):
+def scenario(num, name, demo=False, platforms=('bookworm',)):
     def deco(fn):
         SCENARIOS.append((num, name, fn, demo))
+        PLATFORMS[num] = platforms
         return fn
     return deco
 
 
-@scenario(1, 'hotplug', demo=True)
+@scenario(1, 'hotplug', demo=True, platforms=CORE)
 def sc_hotplug(lab):
     lab.reset()
     lab.step('guestA and guestB run. Plug %s, which vm.conf assigns to guestA.' % KW)
@@ -776,7 +959,7 @@ def sc_hotplug(lab):
     lab.hold({'guestA': [d]}, 'after hotplug')
 
 
-@scenario(2, 'unplug', demo=True)
+@scenario(2, 'unplug', demo=True, platforms=CORE)
 def sc_unplug(lab):
     lab.reset()
     d = lab.plug(KW)
@@ -789,7 +972,7 @@ def sc_unplug(lab):
     lab.hold({}, 'after unplug')
 
 
-@scenario(3, 'replug')
+@scenario(3, 'replug', platforms=CORE)
 def sc_replug(lab):
     lab.reset()
     d1 = lab.plug(KW)
@@ -804,7 +987,7 @@ def sc_replug(lab):
     lab.notes.append('%s -> %s' % (d1.busdev, d2.busdev))
 
 
-@scenario(4, 'coldplug', demo=True)
+@scenario(4, 'coldplug', demo=True, platforms=CORE)
 def sc_coldplug(lab):
     lab.reset(running=())
     lab.step('Both guests are shut off. Plug %s and %s (guestA) and %s (guestB).' % (KW, AB, BR))
@@ -824,7 +1007,7 @@ def sc_coldplug(lab):
     lab.hold({'guestA': [k, a], 'guestB': [b]}, 'after guestB started')
 
 
-@scenario(5, 'routing', demo=True)
+@scenario(5, 'routing', demo=True, platforms=CORE)
 def sc_routing(lab):
     lab.reset()
     lab.step('Both guests run. Plug %s, %s (guestA), %s (guestB) and %s (nobody\'s).'
@@ -984,7 +1167,7 @@ def sc_down(lab):
     lab.hold({'guestA': [k, a]}, 'after guestA started')
 
 
-@scenario(10, 'storm')
+@scenario(10, 'storm', platforms=CORE)
 def sc_storm(lab):
     lab.reset()
     t = now()
@@ -999,7 +1182,7 @@ def sc_storm(lab):
     lab.hold({'guestA': devs}, 'after the storm (each once)')
 
 
-@scenario(11, 'hostile serial')
+@scenario(11, 'hostile serial', platforms=CORE)
 def sc_hostile(lab):
     lab.reset(conf=HOSTILE_CONF)
     h, q, k = lab.plug(HOSTILE, QUOTED, KW)
@@ -1028,6 +1211,11 @@ import hardening  # noqa: E402,F401
 # The admin's side (status, check, the Debian package) and the benchmarks:
 # lab/vm/admin.py, registering into SCENARIOS.
 import admin  # noqa: E402,F401
+
+
+# Debian 13 under systemd (issue 8): boot, settle, AppArmor, crash hunt:
+# lab/vm/trixie.py, registering into SCENARIOS for the trixie platform.
+import trixie  # noqa: E402,F401
 
 
 # -------------------------------------------------------------------- main
@@ -1060,6 +1248,7 @@ def dump_logs(marks, lab):
     out('---- logs for this scenario ----')
     files = [('bbvirt log (syslog, /dev/log)', WORK + '/syslog.log'),
              ('udev events (udevadm monitor)', WORK + '/udev.log'),
+             ('journal (trixie)', WORK + '/journal.log'),
              ('libvirtd log', LIBVIRTD_LOG),
              ('libvirtd stderr', WORK + '/libvirtd.stderr')]
     files += [('QEMU log %s' % g, '/var/log/libvirt/qemu/%s.log' % g) for g in GUESTS]
@@ -1084,7 +1273,7 @@ def dump_logs(marks, lab):
 
 def log_marks():
     marks = {}
-    for p in (WORK + '/syslog.log', WORK + '/udev.log', LIBVIRTD_LOG, WORK + '/libvirtd.stderr',
+    for p in (WORK + '/syslog.log', WORK + '/journal.log', WORK + '/udev.log', LIBVIRTD_LOG, WORK + '/libvirtd.stderr',
               WORK + '/actions.log') + tuple('/var/log/libvirt/qemu/%s.log' % g for g in GUESTS):
         try:
             marks[p] = os.path.getsize(p)
@@ -1095,7 +1284,12 @@ def log_marks():
 
 def main():
     ap = argparse.ArgumentParser(description='bbvirt lab (VM side)')
-    ap.add_argument('--stage', required=True, help='tree staged by make install DESTDIR=')
+    ap.add_argument('--stage', default='', help='bookworm: the tree staged by make install DESTDIR=')
+    ap.add_argument('--platform', default='bookworm', choices=('bookworm', 'trixie'))
+    ap.add_argument('--boot', default='main', choices=('main', 'nobbvirt', 'hang'),
+                    help='trixie: which boot this is (lab/run)')
+    ap.add_argument('--print-conf', action='store_true', help='print the lab\'s vm.conf and exit (lab/run)')
+    ap.add_argument('--crash-runs', type=int, default=1000, help='trixie: bbvirt invocations of the crash hunt')
     ap.add_argument('--demo', action='store_true', help='narrated demo (scenarios 1, 2, 4, 5)')
     ap.add_argument('--only', default='', help='comma-separated scenario numbers')
     ap.add_argument('--buses', type=int, default=6, help='dummy_hcd controllers')
@@ -1109,10 +1303,18 @@ def main():
     ap.add_argument('--smoke', action='store_true', help='infrastructure smoke test, no bbvirt')
     ap.add_argument('--udev-debug', action='store_true')
     args = ap.parse_args()
+    if args.print_conf:
+        sys.stdout.write(BASE_CONF)
+        return 0
+    global PLATFORM
+    PLATFORM = args.platform
+    if PLATFORM == 'bookworm' and not args.stage:
+        ap.error('--stage is required on bookworm')
 
     t_start = now()
     lab = Lab(args)
-    out('lab: VM up (%s), setting up udev, libvirtd, emulated USB...' % os.uname().release)
+    out('lab: VM up (%s, %s%s), setting up udev, libvirtd, emulated USB...'
+        % (os.uname().release, PLATFORM, (', boot ' + args.boot) if PLATFORM == 'trixie' else ''))
     try:
         lab.setup()
     except Exception as e:
@@ -1123,6 +1325,9 @@ def main():
         return 1
     out('lab: setup done in %.0fs (libvirtd answered after %.0fs), %d USB buses, guests %s'
         % (now() - t_start, lab.libvirtd_secs, args.buses, ', '.join(GUESTS)))
+    if PLATFORM == 'trixie':
+        out('lab: trixie: bbvirt %s from its package; %s; versions: %s' % (
+            lab.pkg_version, lab.udevd_note, trixie.versions()))
 
     if args.smoke:
         os.unlink('/usr/lib/udev/rules.d/60-bbvirt.rules')
@@ -1131,7 +1336,14 @@ def main():
         return 0
 
     only = set(int(x) for x in args.only.split(',') if x.strip())
-    todo = [s for s in SCENARIOS if (s[0] in only if only else (s[3] if args.demo else True))]
+    if PLATFORM == 'trixie' and args.boot != 'main':
+        only = {'nobbvirt': {55}, 'hang': {56}}[args.boot]
+    elif PLATFORM == 'trixie':
+        only = (only - {55, 56}) if only else None
+    todo = [s for s in SCENARIOS if (s[0] in only if only else
+                                     (s[3] if args.demo else PLATFORM in PLATFORMS.get(s[0], ())))]
+    if PLATFORM == 'trixie' and not only:
+        todo.sort(key=lambda s: trixie.ORDER.index(s[0]) if s[0] in trixie.ORDER else 99)
     if args.demo:
         out('\n==== bbvirt demo: emulated BitBabblers, real udev, libvirtd and QEMU ====')
         out('/etc/bit-babbler/vm.conf:')
