@@ -1,0 +1,486 @@
+//! vm.conf: which BitBabbler serials belong to which libvirt guest.
+//!
+//! The file (by default [`DEFAULT_CONFIG`]) is, per the bit-babbler manual, a
+//! bash fragment that the original `bbvirt` script simply sourced.  Per guest,
+//! with `<id>` a shell identifier:
+//!
+//! - `DOMAIN_RNG_<id>=( SERIAL ... )`: the serials passed through to that guest;
+//! - `DOMAIN_URI_<id>="URI"`: the libvirt connection URI (optional);
+//! - `DOMAIN_NAME_<id>="name"`: the libvirt domain name when it is not a shell
+//!   identifier (optional, e.g. `kbsd-unstable`).
+//!
+//! # How the file is read
+//!
+//! 1. **Permissions first.**  The file decides which guest gets a hardware
+//!    RNG, and in bash mode it is executed, so before using it at all we
+//!    refuse a file that someone other than root (or, when not running as
+//!    root, the invoking user) could have written: see [`check_permissions`].
+//! 2. **Native parse.**  Almost every real vm.conf is a list of plain
+//!    assignments.  [`parse_native`] understands that subset of bash exactly
+//!    (quoting, escapes, multi-line arrays, comments, `+=`, `declare`/`export`/
+//!    `readonly` prefixes, concatenation, `;`) without executing anything: it
+//!    is safe and fast, and gives `FILE:LINE: message` errors for mistakes it
+//!    can be sure of (unterminated quote or array, DOS line endings, bad bytes).
+//! 3. **Bash fallback.**  The manual lets admins build the file dynamically
+//!    (loops, `$VAR`, command substitution...).  As soon as the native parser
+//!    meets anything outside its subset it stops and the file is evaluated by
+//!    `/bin/bash` instead ([`eval_with_bash`]), with a fixed script, an empty
+//!    environment, no stdin and a timeout; the variables are read back through
+//!    a NUL-separated dump, never by parsing `declare -p` output.
+//!
+//! # Domains and their order
+//!
+//! A domain is every `<id>` that has any of the three variables set (an
+//! empty array `DOMAIN_RNG_x=()` counts; a bare `declare -a DOMAIN_RNG_x` does
+//! not, as in bash).  Empty `DOMAIN_URI_`/`DOMAIN_NAME_` values mean "not set",
+//! as in the original script.  With the native parser domains are in order of
+//! the first assignment of any of their variables in the file; in bash mode
+//! the order is alphabetical by id (bash cannot tell us the file order).  When
+//! a serial is listed by two domains the first one in that order wins
+//! ([`Config::domain_for_serial`], [`Config::duplicates`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::device::is_valid_serial;
+
+/// The configuration file used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/bit-babbler/vm.conf";
+
+/// Where a bare `--config NAME` is looked up.
+pub const CONFIG_DIR: &str = "/etc/bit-babbler";
+
+/// The shell used for the fallback (absolute: never looked up in `PATH`).
+pub const BASH: &str = "/bin/bash";
+
+/// How long bash may take to evaluate the file before it is killed.
+pub const BASH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most output we accept from bash (per stream).
+const MAX_BASH_OUTPUT: u64 = 16 << 20;
+
+/// One guest as vm.conf describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConf {
+    /// The shell identifier `<id>` of `DOMAIN_RNG_<id>`.
+    pub id: String,
+    /// `DOMAIN_NAME_<id>`: the libvirt domain name when it differs from `id`.
+    pub name: Option<String>,
+    /// `DOMAIN_URI_<id>`: the libvirt connection URI for this guest.
+    pub uri: Option<String>,
+    /// `DOMAIN_RNG_<id>`: the serial numbers assigned to this guest, in order.
+    pub serials: Vec<String>,
+}
+
+impl DomainConf {
+    /// The libvirt domain name: `DOMAIN_NAME_<id>` if set, else the id.
+    pub fn libvirt_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The whole of vm.conf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Every id that has any DOMAIN_* variable: in order of first appearance
+    /// in the file (native parse) or alphabetical by id (bash evaluation).
+    pub domains: Vec<DomainConf>,
+    /// `BBVIRT_TIMEOUT`: seconds allowed for libvirt's work (bbvirt's own
+    /// setting; `--timeout` overrides it).
+    pub timeout: Option<u64>,
+    /// Where the variables are set, for messages (native parse only: empty
+    /// when bash evaluated the file).
+    pub lines: SourceLines,
+}
+
+/// Where the native parser found each variable set, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceLines {
+    vars: BTreeMap<String, VarLines>,
+}
+
+/// Where one variable is set: its first assignment, and the line each of
+/// its elements starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VarLines {
+    first: usize,
+    elements: Vec<usize>,
+}
+
+impl SourceLines {
+    /// The 1-based line of the first assignment to `var`.
+    pub fn first_assignment(&self, var: &str) -> Option<usize> {
+        self.vars.get(var).map(|v| v.first)
+    }
+
+    /// The 1-based line element `index` of `var` starts on.
+    pub fn element(&self, var: &str, index: usize) -> Option<usize> {
+        self.vars.get(var)?.elements.get(index).copied()
+    }
+}
+
+/// The variable that sets bbvirt's libvirt deadline in vm.conf.
+pub const TIMEOUT_VAR: &str = "BBVIRT_TIMEOUT";
+
+/// `BBVIRT_TIMEOUT` from the variables: whole seconds, 1 to 3600.
+fn timeout_from_vars(path: &Path, vars: &[RawVar]) -> Result<Option<u64>, ConfigError> {
+    let Some(var) = vars.iter().rev().find(|v| v.name == TIMEOUT_VAR) else {
+        return Ok(None);
+    };
+    match var.first.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) && var.first.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(n))
+        }
+        _ => {
+            let msg = format!(
+                "{TIMEOUT_VAR}={:?} is not a whole number of seconds from 1 to 3600",
+                var.first
+            );
+            Err(match var.line {
+                Some(line) => ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    line,
+                    msg,
+                },
+                None => ConfigError::Value {
+                    path: path.to_path_buf(),
+                    msg,
+                },
+            })
+        }
+    }
+}
+
+/// Errors reading vm.conf.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A mistake in the file, at a 1-based line.
+    #[error("{path}:{line}: {msg}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    /// The file exists but could not be read.
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is a directory, device, FIFO...
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    /// Someone other than root (or the invoking user) could have written it.
+    #[error("{path} {problem}: run {fix}")]
+    Insecure {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    /// `/bin/bash` could not be started.
+    #[error("evaluating {path}: cannot run {BASH}")]
+    BashSpawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// bash failed while evaluating the file.
+    #[error("evaluating {path} with bash failed ({status}): {detail}")]
+    Bash {
+        path: PathBuf,
+        status: String,
+        detail: String,
+    },
+    /// bash did not finish in time and was killed.
+    #[error("evaluating {path} with bash timed out after {secs} s (killed)")]
+    BashTimeout { path: PathBuf, secs: u64 },
+    /// A setting has a value bbvirt cannot use.
+    #[error("{path}: {msg}")]
+    Value { path: PathBuf, msg: String },
+    /// bash ran, but what it reported back is unusable.
+    #[error("evaluating {path} with bash: {msg}")]
+    BashOutput { path: PathBuf, msg: String },
+}
+
+/// Why [`parse_native`] did not produce a [`Config`].
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// The file uses something outside the native subset (at `line`):
+    /// evaluate it with bash instead.
+    #[error("line {line}: {reason} needs bash")]
+    NeedsBash { line: usize, reason: String },
+    /// The file is certainly wrong.
+    #[error(transparent)]
+    Invalid(ConfigError),
+}
+
+/// How [`load_report`] obtained the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The native parser understood the whole file.
+    Native,
+    /// The file was evaluated by bash, because of `reason` at `line`.
+    Bash { line: usize, reason: String },
+}
+
+/// A loaded configuration and how it was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub config: Config,
+    pub via: Via,
+}
+
+impl Config {
+    /// Reads and parses `path`. `Ok(None)` when the file does not exist.
+    ///
+    /// Checks permissions, parses natively, falls back to bash when needed.
+    pub fn load(path: &Path) -> Result<Option<Config>, ConfigError> {
+        Ok(load_report(path)?.map(|l| l.config))
+    }
+
+    /// The domain a serial is assigned to: the first in file order.
+    pub fn domain_for_serial(&self, serial: &str) -> Option<&DomainConf> {
+        self.domains
+            .iter()
+            .find(|d| d.serials.iter().any(|s| s == serial))
+    }
+
+    /// Whether guest `d` gets `serial`: it is a BitBabbler serial and `d`
+    /// is the first domain that lists it ([`Config::domain_for_serial`]).
+    pub fn wins(&self, d: &DomainConf, serial: &str) -> bool {
+        is_valid_serial(serial) && self.domain_for_serial(serial).is_some_and(|f| f.id == d.id)
+    }
+
+    /// The serials guest `d` gets, in its list's order: the valid ones it
+    /// wins ([`Config::wins`]).
+    pub fn serials_of<'c>(&'c self, d: &'c DomainConf) -> impl Iterator<Item = &'c str> + 'c {
+        d.serials
+            .iter()
+            .map(String::as_str)
+            .filter(move |s| self.wins(d, s))
+    }
+
+    /// The line where `d` lists `serial` (its first listing), if known.
+    pub fn serial_line(&self, d: &DomainConf, serial: &str) -> Option<usize> {
+        let i = d.serials.iter().position(|s| s == serial)?;
+        self.lines.element(&format!("DOMAIN_RNG_{}", d.id), i)
+    }
+
+    /// The line of the first assignment to any of `d`'s variables, if known.
+    pub fn domain_line(&self, d: &DomainConf) -> Option<usize> {
+        ["DOMAIN_RNG_", "DOMAIN_URI_", "DOMAIN_NAME_"]
+            .iter()
+            .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
+            .min()
+    }
+
+    /// The domain with config id or libvirt name `name`.
+    pub fn find_domain(&self, name: &str) -> Option<&DomainConf> {
+        self.domains
+            .iter()
+            .find(|d| d.id == name)
+            .or_else(|| self.domains.iter().find(|d| d.libvirt_name() == name))
+    }
+
+    /// Serials listed by more than one domain, as
+    /// `(serial, first_id, other_id)`: the first domain wins (see
+    /// [`Config::domain_for_serial`]); the caller should warn about the rest.
+    pub fn duplicates(&self) -> Vec<(String, String, String)> {
+        let mut owner: HashMap<&str, &str> = HashMap::new();
+        let mut out: Vec<(String, String, String)> = Vec::new();
+        for d in &self.domains {
+            for s in &d.serials {
+                match owner.get(s.as_str()) {
+                    None => {
+                        owner.insert(s, &d.id);
+                    }
+                    Some(first) if *first != d.id => {
+                        let dup = (s.clone(), first.to_string(), d.id.clone());
+                        if !out.contains(&dup) {
+                            out.push(dup);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The path meant by `--config ARG`: with a `/` it is used as given; a bare
+/// name is `/etc/bit-babbler/NAME.conf` (`vm` and `vm.conf` both give
+/// `/etc/bit-babbler/vm.conf`), as in the original script.
+pub fn resolve_config_path(arg: &str) -> PathBuf {
+    if arg.contains('/') {
+        return PathBuf::from(arg);
+    }
+    // Like `basename NAME .conf`: the suffix is not removed if it is all there is.
+    let base = match arg.strip_suffix(".conf") {
+        Some(b) if !b.is_empty() => b,
+        _ => arg,
+    };
+    PathBuf::from(format!("{CONFIG_DIR}/{base}.conf"))
+}
+
+/// Checks, loads and parses `path` (native, else bash), and says how.
+/// `Ok(None)` when the file does not exist.
+pub fn load_report(path: &Path) -> Result<Option<Loaded>, ConfigError> {
+    let Some(bytes) = read_checked(path)? else {
+        return Ok(None);
+    };
+    match parse_bytes(path, &bytes) {
+        Ok(config) => Ok(Some(Loaded {
+            config,
+            via: Via::Native,
+        })),
+        Err(NativeError::NeedsBash { line, reason }) => Ok(Some(Loaded {
+            config: run_bash(path)?,
+            via: Via::Bash { line, reason },
+        })),
+        Err(NativeError::Invalid(e)) => Err(e),
+    }
+}
+
+/// Evaluates `path` with bash, whatever it contains (after the permission
+/// check).  Domains come out alphabetical by id.
+pub fn eval_with_bash(path: &Path) -> Result<Config, ConfigError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    check_metadata(path, &meta)?;
+    run_bash(path)
+}
+
+/// One DOMAIN_* variable: its element 0 (`${!name}`) and all its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawVar {
+    name: String,
+    first: String,
+    values: Vec<String>,
+    /// The line of its last assignment (native parse only).
+    line: Option<usize>,
+    /// Where it is set (native parse only).
+    lines: Option<VarLines>,
+}
+
+/// Which of the three per-guest variables `name` is, and for which id.
+fn domain_var(name: &str) -> Option<(DomainVar, &str)> {
+    let (kind, id) = if let Some(id) = name.strip_prefix("DOMAIN_RNG_") {
+        (DomainVar::Rng, id)
+    } else if let Some(id) = name.strip_prefix("DOMAIN_URI_") {
+        (DomainVar::Uri, id)
+    } else if let Some(id) = name.strip_prefix("DOMAIN_NAME_") {
+        (DomainVar::Name, id)
+    } else {
+        return None;
+    };
+    (!id.is_empty()).then_some((kind, id))
+}
+
+/// The three per-guest variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DomainVar {
+    Rng,
+    Uri,
+    Name,
+}
+
+/// Domains from variables, in the order the variables are given.
+fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
+    let mut domains: Vec<DomainConf> = Vec::new();
+    for var in vars {
+        let Some((kind, id)) = domain_var(&var.name) else {
+            continue;
+        };
+        let pos = match domains.iter().position(|d| d.id == id) {
+            Some(p) => p,
+            None => {
+                domains.push(DomainConf {
+                    id: id.to_string(),
+                    name: None,
+                    uri: None,
+                    serials: Vec::new(),
+                });
+                domains.len() - 1
+            }
+        };
+        let d = &mut domains[pos];
+        let nonempty = (!var.first.is_empty()).then(|| var.first.clone());
+        match kind {
+            DomainVar::Rng => d.serials = var.values.clone(),
+            DomainVar::Uri => d.uri = nonempty,
+            DomainVar::Name => d.name = nonempty,
+        }
+    }
+    domains
+}
+
+mod bash;
+mod native;
+mod perms;
+
+pub use native::{parse_bytes, parse_native};
+pub use perms::check_permissions;
+
+use bash::run_bash;
+use perms::{check_metadata, read_checked};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_first_wins() {
+        let c = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_RNG_a=(S1 S2 S2)\nDOMAIN_RNG_b=(S2 S3)\nDOMAIN_RNG_c=(S1 S2)",
+        )
+        .unwrap();
+        assert_eq!(
+            c.duplicates(),
+            vec![
+                ("S2".into(), "a".into(), "b".into()),
+                ("S1".into(), "a".into(), "c".into()),
+                ("S2".into(), "a".into(), "c".into()),
+            ]
+        );
+        assert_eq!(c.domain_for_serial("S2").map(|d| d.id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn config_paths() {
+        assert_eq!(resolve_config_path("vm"), Path::new(DEFAULT_CONFIG));
+        assert_eq!(resolve_config_path("vm.conf"), Path::new(DEFAULT_CONFIG));
+        assert_eq!(
+            resolve_config_path("lab"),
+            Path::new("/etc/bit-babbler/lab.conf")
+        );
+        assert_eq!(resolve_config_path("./vm"), Path::new("./vm"));
+        assert_eq!(resolve_config_path("/tmp/x.cfg"), Path::new("/tmp/x.cfg"));
+    }
+
+    #[test]
+    fn missing_file_is_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            Config::load(&dir.path().join("nope.conf")),
+            Ok(None)
+        ));
+        assert!(matches!(
+            Config::load(dir.path()),
+            Err(ConfigError::NotAFile { .. }) | Err(ConfigError::Insecure { .. })
+        ));
+    }
+}
