@@ -1,0 +1,368 @@
+//! attach, detach, sync (= attach-all) and detach-all: the decisions, on top
+//! of the shared [`Context`] (config, sysfs, the narrow
+//! [`crate::libvirt::Hypervisor`] trait, targets and connections).
+//!
+//! Every decision is taken from the truth, not from memory: the device's
+//! presence and address come from sysfs, the guest's devices from its live
+//! XML. bbvirt only ever touches hostdevs that carry its own
+//! `ua-bbvirt-<serial>` alias.
+
+use std::time::{Duration, Instant};
+
+use crate::context::{Connections, Context, Target};
+use crate::device::{DeviceId, InvalidDeviceId, is_valid_serial};
+use crate::hostdev::{UsbHostdev, XmlError, alias_for, hostdev_xml, usb_hostdevs};
+use crate::libvirt::{Connection, VirtError};
+use crate::reconcile::{Placement, placement};
+use crate::sysfs::{SysfsError, UsbDevice};
+use crate::text::shell_quote;
+use crate::{debug, detail, info, note, warn};
+
+mod detach;
+mod sync;
+
+/// How long a detach may take to show in the live XML.
+const DETACH_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+/// What a successful run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A guest was changed (or would have been, in a dry run).
+    Done,
+    /// Nothing needed doing: device not assigned, already attached, guest not
+    /// running... The reason has been logged at `-v`.
+    NothingToDo,
+}
+
+impl Outcome {
+    /// Done when either is Done: what several steps did together.
+    pub fn or(self, other: Outcome) -> Outcome {
+        if self == Outcome::Done || other == Outcome::Done {
+            Outcome::Done
+        } else {
+            Outcome::NothingToDo
+        }
+    }
+}
+
+/// Why an action failed ([`crate::exit::CommandError::exit_code`] maps
+/// each to the documented exit status).
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    InvalidDevice(#[from] InvalidDeviceId),
+    #[error("device {0} is not present")]
+    NotFound(String),
+    #[error("device {device} has {what} {found}, but --{opt} says {hint}")]
+    HintMismatch {
+        device: String,
+        what: &'static str,
+        opt: &'static str,
+        found: u32,
+        hint: u32,
+    },
+    #[error("scanning USB devices")]
+    Sysfs(#[from] SysfsError),
+    #[error(
+        "device {device} has no usable serial number ({serial}): bbvirt only handles serials of 6-7 characters A-Z, 0-9"
+    )]
+    UnusableSerial { device: String, serial: String },
+    #[error("{action} {what} on domain '{domain}': {source}")]
+    Virt {
+        action: &'static str,
+        what: String,
+        domain: String,
+        #[source]
+        source: VirtError,
+    },
+    #[error("reading the live XML of domain '{domain}'")]
+    Xml {
+        domain: String,
+        #[source]
+        source: XmlError,
+    },
+    #[error("{alias} was still in domain '{domain}' {secs} s after libvirt accepted its detach")]
+    DetachTimeout {
+        alias: String,
+        domain: String,
+        secs: u64,
+    },
+    /// Several of the steps of one action failed; `errors` are the
+    /// failures (shown before this line), `total` how many steps were tried.
+    #[error("{} of {total} devices failed (see above)", .errors.len())]
+    Partial {
+        errors: Vec<ActionError>,
+        total: usize,
+    },
+}
+
+fn describe(dev: &UsbDevice) -> String {
+    format!(
+        "{} ({:03}:{:03}, {})",
+        dev.serial.as_deref().unwrap_or("no serial").escape_debug(),
+        dev.busnum,
+        dev.devnum,
+        dev.name
+    )
+}
+
+/// Collects the failures of the steps of one action.
+#[derive(Default)]
+struct Steps {
+    outcome: Option<Outcome>,
+    errors: Vec<ActionError>,
+    total: usize,
+}
+
+impl Steps {
+    /// Counts one step and its result.
+    fn record(&mut self, result: Result<Outcome, ActionError>) {
+        self.total += 1;
+        match result {
+            Ok(o) => self.outcome = Some(self.outcome.map_or(o, |before| before.or(o))),
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// One failure of one step is that failure; several are a
+    /// [`ActionError::Partial`] that keeps them all.
+    fn finish(mut self) -> Result<Outcome, ActionError> {
+        match self.errors.len() {
+            0 => Ok(self.outcome.unwrap_or(Outcome::NothingToDo)),
+            1 if self.total <= 1 => Err(self.errors.remove(0)),
+            _ => Err(ActionError::Partial {
+                errors: self.errors,
+                total: self.total,
+            }),
+        }
+    }
+}
+
+impl Context<'_> {
+    fn check_hints(&self, dev: &UsbDevice, shown: &str) -> Result<(), ActionError> {
+        for (what, opt, found, hint) in [
+            ("bus number", "busnum", dev.busnum, self.opts.busnum),
+            ("device number", "devnum", dev.devnum, self.opts.devnum),
+        ] {
+            if let Some(hint) = hint
+                && hint != found
+            {
+                return Err(ActionError::HintMismatch {
+                    device: shown.to_string(),
+                    what,
+                    opt,
+                    found,
+                    hint,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the device a DEVICE argument names; None when absent.
+    fn lookup(&self, id: &DeviceId) -> Result<Option<UsbDevice>, ActionError> {
+        let dev = self.sysfs.find(id)?;
+        if let Some(dev) = &dev {
+            debug!("{id} is {}", describe(dev));
+            self.check_hints(dev, &id.to_string())?;
+        }
+        Ok(dev)
+    }
+
+    /// The connection to a guest's URI for a change: the host lock is taken
+    /// first ([`Connections::lock_host`]).
+    fn connect<'c>(
+        &self,
+        conns: &'c mut Connections,
+        target: &Target,
+    ) -> Result<&'c dyn Connection, VirtError> {
+        conns.lock_host(target.uri.as_deref())?;
+        conns.get(target.uri.as_deref())
+    }
+
+    /// `bbvirt attach DEVICE`.
+    pub fn attach(&self, device: &str) -> Result<Outcome, ActionError> {
+        let id: DeviceId = device.parse()?;
+        let dev = self
+            .lookup(&id)?
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        let Some(serial) = dev.serial.as_deref().filter(|s| is_valid_serial(s)) else {
+            let err = ActionError::UnusableSerial {
+                device: format!("{:03}:{:03}", dev.busnum, dev.devnum),
+                serial: format!("{:?}", dev.serial.as_deref().unwrap_or("none")),
+            };
+            if self.opts.domain.is_some() {
+                return Err(err);
+            }
+            // udev runs bbvirt for every BitBabbler: such a device stays with
+            // the host, and nothing it claims can route it anywhere.
+            warn!("{err}; leaving it with the host");
+            return Ok(Outcome::NothingToDo);
+        };
+        let Some(target) = self.target_for_serial(serial) else {
+            note!("{serial} is not assigned to any domain: leaving it with the host");
+            return Ok(Outcome::NothingToDo);
+        };
+        self.attach_to(&mut self.connections(), &dev, serial, &target)
+    }
+
+    /// Attaches a present device with a valid serial to `target`, replacing a
+    /// stale entry of the same serial at another address.
+    fn attach_to(
+        &self,
+        conns: &mut Connections,
+        dev: &UsbDevice,
+        serial: &str,
+        target: &Target,
+    ) -> Result<Outcome, ActionError> {
+        let xml = hostdev_xml(dev.busnum, dev.devnum, &alias_for(serial));
+        if self.opts.dry_run {
+            self.plan(target, "attach-device", dev, &xml);
+            return Ok(Outcome::Done);
+        }
+        let virt_err = |action, source| ActionError::Virt {
+            action,
+            what: serial.to_string(),
+            domain: target.name.clone(),
+            source,
+        };
+        let conn = match self.connect(conns, target) {
+            Ok(c) => c,
+            Err(e) if e.is_nothing_to_do() => return Ok(Outcome::NothingToDo),
+            Err(e) => return Err(virt_err("attaching", e)),
+        };
+        let Some(hds) = self.live_hostdevs(conn, &target.name)? else {
+            return Ok(Outcome::NothingToDo);
+        };
+        match placement(&hds, serial, dev) {
+            Placement::Attached => {
+                note!("{serial} is already attached to '{}'", target.name);
+                return Ok(Outcome::NothingToDo);
+            }
+            Placement::StaleAt(hd) => {
+                warn!(
+                    "'{}' holds a stale entry for {serial} at {}: replacing it (a remove event was missed)",
+                    target.name,
+                    addr_of(hd)
+                );
+                let alias = hd.alias.clone().unwrap_or_default();
+                self.detach_alias(conn, target, &alias)?;
+            }
+            Placement::Missing => {}
+        }
+        detail!("hostdev XML for {}:\n{xml}", describe(dev));
+        crate::log::step(&format!("attaching {serial} to '{}'", target.name));
+        match conn.attach_live(&target.name, &xml) {
+            Ok(()) => {
+                info!("attached {} to '{}'", describe(dev), target.name);
+                Ok(Outcome::Done)
+            }
+            Err(e) if e.is_nothing_to_do() => {
+                note!("{e}: {serial} not attached");
+                Ok(Outcome::NothingToDo)
+            }
+            Err(e) => Err(virt_err("attaching", e)),
+        }
+    }
+
+    /// A dry run's line for a device change libvirt is not asked about:
+    /// `virsh [-c URI] VERB DOMAIN <xml> --live`, and the XML at `-vv`.
+    fn plan(&self, target: &Target, verb: &str, dev: &UsbDevice, xml: &str) {
+        crate::log::dry_run(&target.virsh(&[verb, &shell_quote(&target.name), "<xml>", "--live"]));
+        detail!("hostdev XML for {}:\n{xml}", describe(dev));
+    }
+
+    /// The USB hostdevs of a running domain; None (noted) when the domain is
+    /// not running or not defined.
+    fn live_hostdevs(
+        &self,
+        conn: &dyn Connection,
+        domain: &str,
+    ) -> Result<Option<Vec<UsbHostdev>>, ActionError> {
+        crate::log::step(&format!("reading the live XML of '{domain}'"));
+        match conn.live_xml(domain) {
+            Ok(xml) => usb_hostdevs(&xml)
+                .map(Some)
+                .map_err(|source| ActionError::Xml {
+                    domain: domain.to_string(),
+                    source,
+                }),
+            Err(e) if e.is_nothing_to_do() => {
+                note!("{e}: nothing to do there");
+                Ok(None)
+            }
+            Err(source) => Err(ActionError::Virt {
+                action: "reading",
+                what: "the live XML".into(),
+                domain: domain.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Detaches the hostdev with `alias` and waits until it has left the
+    /// live XML (libvirt's detach is asynchronous).
+    fn detach_alias(
+        &self,
+        conn: &dyn Connection,
+        target: &Target,
+        alias: &str,
+    ) -> Result<Outcome, ActionError> {
+        if self.opts.dry_run {
+            crate::log::dry_run(&target.virsh(&[
+                "detach-device-alias",
+                &shell_quote(&target.name),
+                alias,
+                "--live",
+            ]));
+            return Ok(Outcome::Done);
+        }
+        crate::log::step(&format!("detaching {alias} from '{}'", target.name));
+        let requested = conn.detach_alias_live(&target.name, alias);
+        let start = Instant::now();
+        loop {
+            let still_there = match self.live_hostdevs(conn, &target.name)? {
+                None => false,
+                Some(hds) => hds.iter().any(|h| h.alias.as_deref() == Some(alias)),
+            };
+            if !still_there {
+                return match requested {
+                    Ok(()) => {
+                        info!("detached {alias} from '{}'", target.name);
+                        Ok(Outcome::Done)
+                    }
+                    // Gone anyway (guest stopped, or the entry went away by
+                    // itself): the truth is what counts.
+                    Err(e) => {
+                        note!("{alias} is not in '{}' ({e})", target.name);
+                        Ok(Outcome::NothingToDo)
+                    }
+                };
+            }
+            if let Err(source) = requested {
+                return Err(ActionError::Virt {
+                    action: "detaching",
+                    what: alias.to_string(),
+                    domain: target.name.clone(),
+                    source,
+                });
+            }
+            if start.elapsed() >= DETACH_WAIT {
+                return Err(ActionError::DetachTimeout {
+                    alias: alias.to_string(),
+                    domain: target.name.clone(),
+                    secs: DETACH_WAIT.as_secs(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+fn addr_of(h: &UsbHostdev) -> String {
+    match (h.bus, h.device) {
+        (Some(b), Some(d)) => format!("{b:03}:{d:03}"),
+        _ => "an unknown address".into(),
+    }
+}
