@@ -567,26 +567,6 @@ mod tests {
     }
 
     #[test]
-    fn error_messages_name_the_path() {
-        let e = SysfsError::Io {
-            path: "/sys/bus/usb/devices/1-2/serial".into(),
-            source: io::Error::from_raw_os_error(libc::EACCES),
-        };
-        assert_eq!(e.to_string(), "reading /sys/bus/usb/devices/1-2/serial");
-        assert_eq!(e.path(), Path::new("/sys/bus/usb/devices/1-2/serial"));
-        let source = std::error::Error::source(&e).unwrap();
-        assert_eq!(
-            source.downcast_ref::<io::Error>().unwrap().raw_os_error(),
-            Some(libc::EACCES)
-        );
-        let e = SysfsError::Write {
-            path: "/sys/bus/usb/devices/1-2/uevent".into(),
-            source: io::Error::from_raw_os_error(libc::EACCES),
-        };
-        assert_eq!(e.to_string(), "writing /sys/bus/usb/devices/1-2/uevent");
-    }
-
-    #[test]
     fn vanished_errors() {
         assert!(is_vanished(&io::Error::from_raw_os_error(libc::ENOENT)));
         assert!(is_vanished(&io::Error::from_raw_os_error(libc::ENODEV)));

@@ -3,16 +3,13 @@
 //! cannot start) makes bbvirt give up at its deadline, with one line saying
 //! what it was waiting for.
 
-mod common;
-mod sysfs_fixture;
-
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::fixture::FixtureTree;
+use crate::util::write_config;
 use bbvirt::exit;
-use common::write_config;
-use sysfs_fixture::FixtureTree;
 
 /// A unix socket that accepts every connection and never says anything.
 fn silent_server(dir: &std::path::Path) -> std::path::PathBuf {

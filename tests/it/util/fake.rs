@@ -1,12 +1,10 @@
-//! Helpers shared by the integration tests: a fake hypervisor behind
-//! bbvirt's narrow [`Hypervisor`] trait, and ripgrep-style helpers to run
-//! the built binary and check its exit status and output.
-#![allow(dead_code)]
+//! A fake hypervisor behind bbvirt's narrow [`Hypervisor`] trait: domains
+//! by (URI, name), libvirt's refusals (a second device with one alias, a
+//! device in use), an asynchronous detach, and a typed log of the changes
+//! asked for ([`Call`]). Behaviours are set by builder methods.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::rc::Rc;
 
 use bbvirt::hostdev::usb_hostdevs;
@@ -28,13 +26,13 @@ pub struct FakeDomain {
 
 /// Everything the fake knows and records.
 #[derive(Debug, Default)]
-pub struct FakeState {
+struct FakeState {
     /// Domains by (URI, name); URI None is the default connection.
     pub domains: BTreeMap<(Option<String>, String), FakeDomain>,
     /// Every URI a connection was opened to.
     pub connects: Vec<Option<String>>,
-    /// Every change asked for: "attach URI NAME ALIAS BUS:DEV", "detach ...".
-    pub calls: Vec<String>,
+    /// Every change asked for, in order.
+    pub calls: Vec<Call>,
     /// When set, connecting fails with this.
     pub connect_error: Option<VirtError>,
     /// When set, attaching fails with this.
@@ -52,9 +50,48 @@ pub struct FakeState {
     pending: Vec<(Option<String>, String, String, u32)>,
 }
 
+/// A change asked of the fake; its Display is the line tests compare:
+/// `attach URI NAME ALIAS BUS:DEV`, `detach URI NAME ALIAS` (URI `-` for
+/// the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Attach {
+        uri: Option<String>,
+        domain: String,
+        alias: String,
+        bus: u32,
+        dev: u32,
+    },
+    Detach {
+        uri: Option<String>,
+        domain: String,
+        alias: String,
+    },
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let uri = |u: &Option<String>| u.clone().unwrap_or_else(|| "-".into());
+        match self {
+            Call::Attach {
+                uri: u,
+                domain,
+                alias,
+                bus,
+                dev,
+            } => write!(f, "attach {} {domain} {alias} {bus}:{dev}", uri(u)),
+            Call::Detach {
+                uri: u,
+                domain,
+                alias,
+            } => write!(f, "detach {} {domain} {alias}", uri(u)),
+        }
+    }
+}
+
 /// A fake libvirt, shared between the test and the code under test.
 #[derive(Clone, Default)]
-pub struct FakeHv(pub Rc<RefCell<FakeState>>);
+pub struct FakeHv(Rc<RefCell<FakeState>>);
 
 impl FakeHv {
     pub fn new() -> FakeHv {
@@ -114,8 +151,44 @@ impl FakeHv {
         self
     }
 
-    pub fn calls(&self) -> Vec<String> {
+    /// Connecting fails with `e`.
+    pub fn connect_error(self, e: VirtError) -> FakeHv {
+        self.0.borrow_mut().connect_error = Some(e);
+        self
+    }
+
+    /// Attaching fails with `e`.
+    pub fn attach_error(self, e: VirtError) -> FakeHv {
+        self.0.borrow_mut().attach_error = Some(e);
+        self
+    }
+
+    /// A detached device stays in the live XML for `reads` more reads.
+    pub fn detach_lag(self, reads: u32) -> FakeHv {
+        self.0.borrow_mut().detach_lag = reads;
+        self
+    }
+
+    /// A detach request is accepted but never carried out.
+    pub fn detach_never_completes(self) -> FakeHv {
+        self.0.borrow_mut().detach_never_completes = true;
+        self
+    }
+
+    /// libvirt refuses to detach the device with `alias`.
+    pub fn refuse_detach(self, alias: &str) -> FakeHv {
+        self.0.borrow_mut().refuse_detach.push(alias.to_string());
+        self
+    }
+
+    /// The changes asked for, in order.
+    pub fn calls(&self) -> Vec<Call> {
         self.0.borrow().calls.clone()
+    }
+
+    /// The changes asked for, as lines ([`Call`]'s Display).
+    pub fn call_lines(&self) -> Vec<String> {
+        self.calls().iter().map(ToString::to_string).collect()
     }
 
     pub fn connects(&self) -> Vec<Option<String>> {
@@ -235,14 +308,13 @@ impl Connection for FakeConn {
                 });
             }
             d.hostdevs.push(dev.clone());
-            st.calls.push(format!(
-                "attach {} {} {} {}:{}",
-                uri.as_deref().unwrap_or("-"),
-                key.1,
-                dev.alias,
-                dev.bus,
-                dev.dev
-            ));
+            st.calls.push(Call::Attach {
+                uri: uri.clone(),
+                domain: key.1.clone(),
+                alias: dev.alias.clone(),
+                bus: dev.bus,
+                dev: dev.dev,
+            });
             Ok(())
         })
     }
@@ -263,11 +335,11 @@ impl Connection for FakeConn {
                     message: format!("no device found with alias {alias}"),
                 });
             }
-            st.calls.push(format!(
-                "detach {} {} {alias}",
-                uri.as_deref().unwrap_or("-"),
-                key.1
-            ));
+            st.calls.push(Call::Detach {
+                uri: uri.clone(),
+                domain: key.1.clone(),
+                alias: alias.to_string(),
+            });
             let lag = if st.detach_never_completes {
                 u32::MAX
             } else {
@@ -292,38 +364,4 @@ impl Connection for FakeConn {
     fn canonical_uri(&self) -> Option<String> {
         Some(self.uri.clone().unwrap_or_else(|| "fake:///default".into()))
     }
-}
-
-/// Writes a config file with safe permissions and returns its path.
-pub fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("vm.conf");
-    std::fs::write(&path, text).expect("writing vm.conf");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    path
-}
-
-/// Runs the bbvirt binary built for these tests.
-pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bbvirt"))
-        .args(args)
-        .env("BBVIRT_SYSFS_ROOT", sysfs_root)
-        .env("BBVIRT_RUN_DIR", sysfs_root.join("run"))
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .env_remove("ACTION")
-        .env_remove("DEVPATH")
-        .output()
-        .expect("running bbvirt")
-}
-
-/// Asserts the exit status and returns (stdout, stderr).
-pub fn expect_exit(out: &Output, code: i32) -> (String, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
-    );
-    (stdout, stderr)
 }

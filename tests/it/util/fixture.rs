@@ -4,8 +4,7 @@
 //! to them in `bus/usb/devices/`.
 //!
 //! ```ignore
-//! mod sysfs_fixture;
-//! let tree = sysfs_fixture::FixtureTree::new()
+//! let tree = crate::util::fixture::FixtureTree::new()
 //!     .root_hub(3)
 //!     .usb_device("3-1", "05e3", "0608", None, 3, 2)
 //!     .bitbabbler("3-1.4", Some("KWIF4Q"), 3, 5)
@@ -14,7 +13,6 @@
 //! ```
 //!
 //! This is test code: it panics on any I/O error.
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -1,16 +1,14 @@
 //! `bbvirt install` and `bbvirt uninstall` end to end, always under
 //! `--root <tempdir>` (never on the running system).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::util::{bbvirt, expect_exit};
 use bbvirt::exit;
 use bbvirt::install::MARKER;
-use common::{bbvirt, expect_exit};
 
 const RULE: &str = "etc/udev/rules.d/60-bbvirt.rules";
 const HOOK: &str = "etc/libvirt/hooks/qemu.d/bbvirt";
@@ -130,7 +128,7 @@ fn installs_three_files_with_modes_and_the_binary_path() {
     );
     assert_eq!(
         r.read(CONF),
-        include_str!("../dist/bit-babbler/vm.conf"),
+        include_str!("../../dist/bit-babbler/vm.conf"),
         "vm.conf is the example, unmarked"
     );
 }
@@ -305,7 +303,8 @@ fn installed_hook_is_executable_and_runs_bbvirt_hook() {
 fn identical_foreign_hook_is_kept_not_refused() {
     // What the bbvirt package (or make install) puts there, for this binary.
     let r = Root::new();
-    let dist = include_str!("../dist/libvirt/hooks/qemu.d/bbvirt").replace("@BINDIR@", &bindir());
+    let dist =
+        include_str!("../../dist/libvirt/hooks/qemu.d/bbvirt").replace("@BINDIR@", &bindir());
     r.write(HOOK, &dist);
     fs::set_permissions(r.path(HOOK), fs::Permissions::from_mode(0o755)).unwrap();
     let (out, _) = expect_exit(&r.run(&["install"]), exit::OK);

@@ -1,15 +1,13 @@
 //! sysfs discovery against the static trees in `tests/fixtures/sysfs/` and
 //! trees built on the fly by `sysfs_fixture`.
 
-mod sysfs_fixture;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::util::fixture::FixtureTree;
 use bbvirt::device::{DeviceId, is_valid_serial};
 use bbvirt::sysfs::{Scan, Sysfs, SysfsError, Trigger, UsbDevice, with_serial};
-use sysfs_fixture::FixtureTree;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,10 +2,9 @@
 //! a fake hypervisor, its table and JSON renderings, and the binary against
 //! libvirt's in-process test driver.
 
-mod common;
-mod scene;
-mod sysfs_fixture;
-
+use crate::util::fixture::FixtureTree;
+use crate::util::scene::{config, dom, running, tree, two_guests};
+use crate::util::{bbvirt, expect_exit, fake::FakeHv, write_config};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
@@ -15,10 +14,7 @@ use bbvirt::status::{
     DeviceState, DomainState, Report, StaleKind, collect, render_json, render_table,
 };
 use bbvirt::sysfs::Sysfs;
-use common::{FakeHv, bbvirt, expect_exit, write_config};
-use scene::{config, dom, running, tree, two_guests};
 use serde_json::{Value, json};
-use sysfs_fixture::FixtureTree;
 
 /// Everything attached where vm.conf says.
 fn all_attached() -> FakeHv {
@@ -292,7 +288,7 @@ fn absent_serials_and_stopped_guests_are_not_problems() {
 #[test]
 fn libvirt_unreachable_shows_the_host_side() {
     let hv = all_attached();
-    hv.0.borrow_mut().connect_error = Some(VirtError::Connect {
+    let hv = hv.connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });

@@ -1,13 +1,11 @@
 //! The scene the action and status tests share: two guests on the default
 //! URI and a host holding their devices (plus one nobody's), built from
-//! `sysfs_fixture` and `common`. Include after `mod common; mod
-//! sysfs_fixture;`.
-#![allow(dead_code)]
+//! [`super::fixture`] and [`super::fake`].
 
 use bbvirt::config::{Config, DomainConf};
 
-use crate::common::FakeHv;
-use crate::sysfs_fixture::FixtureTree;
+use super::fake::FakeHv;
+use super::fixture::FixtureTree;
 
 pub fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) -> DomainConf {
     DomainConf {

@@ -2,19 +2,15 @@
 //! fake hypervisor (real libvirt is exercised by tests/cli.rs with libvirt's
 //! test driver and by the lab).
 
-mod common;
-mod scene;
-mod sysfs_fixture;
-
+use crate::util::fake::FakeHv;
+use crate::util::fixture::FixtureTree;
+use crate::util::scene::{config, dom, running, tree, two_guests};
 use bbvirt::actions::{ActionError, Outcome};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
 use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::VirtError;
-use common::FakeHv;
-use scene::{config, dom, running, tree, two_guests};
-use sysfs_fixture::FixtureTree;
 
 fn run<T>(
     cfg: &Config,
@@ -66,13 +62,13 @@ fn attach_twice_is_a_no_op() {
 #[test]
 fn stale_entry_at_an_old_address_is_replaced() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 2);
-    hv.0.borrow_mut().detach_lag = 3;
+    let hv = hv.detach_lag(3);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.attach("1:4")
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec![
             "detach - g1 ua-bbvirt-KWIF4Q",
             "attach - g1 ua-bbvirt-KWIF4Q 1:4"
@@ -115,7 +111,7 @@ fn guest_not_running_or_not_defined_is_nothing_to_do() {
 #[test]
 fn libvirt_failures_are_errors_with_exit_1() {
     let hv = running(&["g1"]);
-    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+    let hv = hv.attach_error(VirtError::Failed {
         code: 1,
         message: "internal error".into(),
     });
@@ -131,7 +127,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
     );
 
     let hv = running(&["g1"]);
-    hv.0.borrow_mut().connect_error = Some(VirtError::Connect {
+    let hv = hv.connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });
@@ -143,7 +139,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
     assert_eq!(err.exit_code(), exit::FAILED);
     // A race: the guest stopped between the XML read and the attach.
     let hv = running(&["g1"]);
-    hv.0.borrow_mut().attach_error = Some(VirtError::NotRunning("g1".into()));
+    let hv = hv.attach_error(VirtError::NotRunning("g1".into()));
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.attach("KWIF4Q")
     });
@@ -153,12 +149,10 @@ fn libvirt_failures_are_errors_with_exit_1() {
 #[test]
 fn libvirt_not_running_is_nothing_to_do_for_every_action() {
     let down = || {
-        let hv = running(&["g1", "g2"]);
-        hv.0.borrow_mut().connect_error = Some(VirtError::Down {
+        running(&["g1", "g2"]).connect_error(VirtError::Down {
             uri: "qemu:///system".into(),
             message: "Failed to connect socket: Connection refused".into(),
-        });
-        hv
+        })
     };
     type Act = fn(&Context) -> Result<Outcome, bbvirt::actions::ActionError>;
     let acts: [(&str, Act); 5] = [
@@ -191,7 +185,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
     let hv = FakeHv::new().domain(Some("qemu+ssh://h/system"), "kbsd-unstable", true);
     run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-KWIF4Q 1:4"]
     );
 
@@ -203,7 +197,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
     };
     run(&cfg, &tree(), &hv, opts, |e| e.attach("JAMMB3")).unwrap();
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-JAMMB3 1:5"]
     );
 
@@ -233,7 +227,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
     };
     run(&cfg, &tree(), &hv, opts, |e| e.attach("UNASS1")).unwrap();
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec!["attach - adhoc guest ua-bbvirt-UNASS1 3:10"]
     );
 }
@@ -246,7 +240,7 @@ fn first_domain_in_file_order_wins_a_shared_serial() {
     ]);
     let hv = running(&["a", "b"]);
     run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
-    assert_eq!(hv.calls(), vec!["attach - a ua-bbvirt-KWIF4Q 1:4"]);
+    assert_eq!(hv.call_lines(), vec!["attach - a ua-bbvirt-KWIF4Q 1:4"]);
     // attach-all b does not steal it.
     let hv = running(&["a", "b"]);
     run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(Some("b"))).unwrap();
@@ -283,7 +277,7 @@ fn hints_must_agree_with_sysfs() {
         ..Opts::default()
     };
     run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap();
-    assert_eq!(hv.calls(), vec!["attach - g1 ua-bbvirt-KWIF4Q 1:4"]);
+    assert_eq!(hv.call_lines(), vec!["attach - g1 ua-bbvirt-KWIF4Q 1:4"]);
 }
 
 #[test]
@@ -337,7 +331,7 @@ fn detach_by_serial_after_unplug_goes_by_alias() {
     let hv = running(&["g1"])
         .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
         .with_hostdev(None, "g1", "hostdev0", 1, 9);
-    hv.0.borrow_mut().detach_lag = 2;
+    let hv = hv.detach_lag(2);
     let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
         e.detach("KWIF4Q")
     });
@@ -405,13 +399,13 @@ fn detach_of_a_present_device_and_a_no_op() {
         e.detach("KWIF4Q")
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
-    assert_eq!(hv.calls(), vec!["detach - g1 ua-bbvirt-KWIF4Q"]);
+    assert_eq!(hv.call_lines(), vec!["detach - g1 ua-bbvirt-KWIF4Q"]);
 }
 
 #[test]
 fn detach_that_never_completes_times_out_with_an_error() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
-    hv.0.borrow_mut().detach_never_completes = true;
+    let hv = hv.detach_never_completes();
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.detach("KWIF4Q")
     })
@@ -435,7 +429,7 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
     let out = run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(None));
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec![
             "attach - g1 ua-bbvirt-KWIF4Q 1:4",
             "attach - g1 ua-bbvirt-JAMMB3 1:5",
@@ -450,7 +444,7 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
     let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
     run(&cfg, &tree(), &hv, Opts::default(), |e| e.sync(Some("g2"))).unwrap();
     assert_eq!(
-        hv.calls(),
+        hv.call_lines(),
         vec!["attach qemu:///other g2 ua-bbvirt-QX3TZ7A 3:9"]
     );
     let hv = running(&["g1", "g3"]).domain(Some("qemu:///other"), "g2", true);
@@ -470,7 +464,7 @@ fn attach_all_one_connection_per_uri_and_skips_absent() {
 #[test]
 fn attach_all_carries_on_after_a_failure_and_reports_it() {
     let hv = running(&["g2"]); // g1 is not defined: nothing to do there
-    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+    let hv = hv.attach_error(VirtError::Failed {
         code: 1,
         message: "boom".into(),
     });
@@ -484,7 +478,7 @@ fn attach_all_carries_on_after_a_failure_and_reports_it() {
         "attaching QX3TZ7A on domain 'g2': boom (libvirt error code 1)"
     );
     let hv = running(&["g1", "g2"]);
-    hv.0.borrow_mut().attach_error = Some(VirtError::Failed {
+    let hv = hv.attach_error(VirtError::Failed {
         code: 1,
         message: "boom".into(),
     });
@@ -523,7 +517,9 @@ fn a_partial_failure_keeps_its_errors_and_counts_every_attempt() {
         .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
         .with_hostdev(None, "g1", "ua-bbvirt-JAMMB3", 1, 5)
         .with_hostdev(None, "g2", "ua-bbvirt-QX3TZ7A", 3, 9);
-    hv.0.borrow_mut().refuse_detach = vec!["ua-bbvirt-JAMMB3".into(), "ua-bbvirt-QX3TZ7A".into()];
+    let hv = hv
+        .refuse_detach("ua-bbvirt-JAMMB3")
+        .refuse_detach("ua-bbvirt-QX3TZ7A");
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.detach_all(None)
     })
@@ -582,7 +578,7 @@ fn sync_removes_stale_entries_and_adds_missing_devices() {
         .with_hostdev(None, "g1", "ua-bbvirt-GONE01", 2, 2) // unplugged
         .with_hostdev(None, "g1", "ua-bbvirt-QX3TZ7A", 2, 3) // belongs to g2
         .with_hostdev(None, "g1", "hostdev7", 2, 4); // the admin's
-    hv.0.borrow_mut().detach_lag = 1;
+    let hv = hv.detach_lag(1);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.sync(None)
     });

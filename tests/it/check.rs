@@ -2,13 +2,12 @@
 //! root, vm.conf files), domain lookups against the fake hypervisor, and the
 //! binary end to end against libvirt's in-process test driver.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::util::{expect_exit, fake::FakeHv, write_config};
 use bbvirt::check::{
     self, Finding, Severity, check_config_file, check_domains, check_installation,
     check_libvirt_version, verdict,
@@ -16,7 +15,6 @@ use bbvirt::check::{
 use bbvirt::config::{Config, DomainConf};
 use bbvirt::exit;
 use bbvirt::libvirt::VirtError;
-use common::{FakeHv, expect_exit, write_config};
 
 const BIN: &str = "/usr/bin/bbvirt";
 
@@ -635,7 +633,7 @@ fn connect_option_overrides_domain_uris() {
 #[test]
 fn unreachable_libvirt_is_one_warning() {
     let hv = FakeHv::new();
-    hv.0.borrow_mut().connect_error = Some(VirtError::Connect {
+    let hv = hv.connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });

@@ -2,14 +2,11 @@
 //! messages, dry-run output, the hook, the hostile-serial case, and real
 //! libvirt (its in-process test driver, `test:///default`) for error mapping.
 
-mod common;
-mod sysfs_fixture;
-
 use std::fs;
 
+use crate::util::fixture::FixtureTree;
+use crate::util::{bbvirt, expect_exit, write_config};
 use bbvirt::exit;
-use common::{bbvirt, expect_exit, write_config};
-use sysfs_fixture::FixtureTree;
 
 const CONF: &str = "\
 # two guests

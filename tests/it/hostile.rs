@@ -3,12 +3,9 @@
 //! command line. Whatever a device claims, it is attached nowhere, nothing
 //! panics, and nothing reaches a printed command unquoted.
 
-mod common;
-mod sysfs_fixture;
-
+use crate::util::fixture::FixtureTree;
+use crate::util::{bbvirt, expect_exit, write_config};
 use bbvirt::exit;
-use common::{bbvirt, expect_exit, write_config};
-use sysfs_fixture::FixtureTree;
 
 /// Serial (and product) strings a malicious or broken device might report.
 fn corpus() -> Vec<Vec<u8>> {
@@ -57,11 +54,6 @@ fn corpus() -> Vec<Vec<u8>> {
 }
 
 const CONF: &str = "DOMAIN_RNG_g1=( KWIF4Q AAAAAA )\nDOMAIN_RNG_victim=( JAMMB3 )\n";
-
-#[test]
-fn corpus_is_large_enough() {
-    assert!(corpus().len() >= 30);
-}
 
 #[test]
 fn hostile_serials_are_attached_nowhere() {

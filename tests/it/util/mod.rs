@@ -1,0 +1,45 @@
+//! What the integration tests share: the fake hypervisor ([`fake`]), the
+//! sysfs fixture builder ([`fixture`]), the two-guest scene ([`scene`]),
+//! and ripgrep-style helpers to run the built binary and check its exit
+//! status and output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub mod fake;
+pub mod fixture;
+pub mod scene;
+
+/// Writes a config file with safe permissions and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("vm.conf");
+    std::fs::write(&path, text).expect("writing vm.conf");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
+}
+
+/// Runs the bbvirt binary built for these tests.
+pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .args(args)
+        .env("BBVIRT_SYSFS_ROOT", sysfs_root)
+        .env("BBVIRT_RUN_DIR", sysfs_root.join("run"))
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .env_remove("ACTION")
+        .env_remove("DEVPATH")
+        .output()
+        .expect("running bbvirt")
+}
+
+/// Asserts the exit status and returns (stdout, stderr).
+pub fn expect_exit(out: &Output, code: i32) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
