@@ -103,14 +103,14 @@ impl<'a> Context<'a> {
     }
 
     /// The guest a serial goes to: `--domain`, else the guest that wins it
-    /// in vm.conf ([`Config::domain_for_serial`]).
+    /// in vm.conf ([`Config::owner_of`]).
     pub fn target_for_serial(&self, serial: &str) -> Option<Target> {
         if let Some(name) = &self.opts.domain {
             let t = self.explicit_target(name);
             debug!("{serial}: --domain {name} -> domain '{}'", t.name);
             return Some(t);
         }
-        let d = self.config.domain_for_serial(serial)?;
+        let d = self.config.owner_of(serial)?;
         let others: Vec<&str> = self
             .config
             .domains

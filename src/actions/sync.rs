@@ -38,8 +38,8 @@ impl Context<'_> {
                     d.id,
                     serial
                 );
-            } else if let Some(first) = self.config.domain_for_serial(serial)
-                && first.id != d.id
+            } else if !self.config.wins(d, serial)
+                && let Some(first) = self.config.owner_of(serial)
             {
                 warn!(
                     "{serial} is assigned to {} first: not giving it to {}",

@@ -250,10 +250,18 @@ impl Config {
             .find(|d| d.serials.iter().any(|s| s == serial))
     }
 
-    /// Whether guest `d` gets `serial`: it is a BitBabbler serial and `d`
-    /// is the first domain that lists it ([`Config::domain_for_serial`]).
+    /// The guest that gets `serial`: None unless it is a BitBabbler serial
+    /// (only those are ever routed), else the first domain that lists it
+    /// ([`Config::domain_for_serial`]).
+    pub fn owner_of(&self, serial: &str) -> Option<&DomainConf> {
+        is_valid_serial(serial)
+            .then(|| self.domain_for_serial(serial))
+            .flatten()
+    }
+
+    /// Whether guest `d` gets `serial` ([`Config::owner_of`]).
     pub fn wins(&self, d: &DomainConf, serial: &str) -> bool {
-        is_valid_serial(serial) && self.domain_for_serial(serial).is_some_and(|f| f.id == d.id)
+        self.owner_of(serial).is_some_and(|f| f.id == d.id)
     }
 
     /// The serials guest `d` gets, in its list's order: the valid ones it

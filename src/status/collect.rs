@@ -247,11 +247,8 @@ fn look_at_others(conns: &mut Connections, open: &[Option<String>], seen: &mut S
 
 /// The libvirt name of the guest vm.conf gives a valid serial to.
 fn assigned_name(ctx: &Context, serial: &str) -> Option<String> {
-    if !is_valid_serial(serial) {
-        return None;
-    }
     ctx.config
-        .domain_for_serial(serial)
+        .owner_of(serial)
         .map(|d| d.libvirt_name().to_string())
 }
 
@@ -335,9 +332,7 @@ fn configured_domains(ctx: &Context, seen: &[LiveDomain]) -> Vec<DomainStatus> {
 fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> DeviceStatus {
     let serial = p.serial.as_deref();
     let valid_serial = serial.is_some_and(is_valid_serial);
-    let assigned = serial
-        .filter(|_| valid_serial)
-        .and_then(|s| ctx.config.domain_for_serial(s));
+    let assigned = serial.and_then(|s| ctx.config.owner_of(s));
     let attached_to = match serial {
         Some(serial) => scanned
             .iter()
