@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use crate::device::{DeviceId, InvalidDeviceId};
+
 const AFTER_HELP: &str = "\
 DEVICE is a serial number (e.g. KWIF4Q), a logical address BUS:DEV (e.g. 3:12)
 or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
@@ -133,6 +135,12 @@ impl Opts {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Cli {
+    /// The invalid DEVICE a parse error is about, if that is what it is
+    /// about: shown in bbvirt's own words rather than clap's.
+    pub fn invalid_device(e: &clap::Error) -> Option<&InvalidDeviceId> {
+        std::error::Error::source(e)?.downcast_ref::<InvalidDeviceId>()
+    }
+
     /// Parses the command line, merging options before and after the action.
     pub fn parse_args<I, T>(args: I) -> Result<(Action, Opts), clap::Error>
     where
@@ -150,14 +158,14 @@ pub enum Action {
     /// Attach a device to its guest (live only)
     Attach {
         /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
-        device: String,
+        device: DeviceId,
         #[command(flatten)]
         opts: Opts,
     },
     /// Detach a device from its guest (live only)
     Detach {
         /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
-        device: String,
+        device: DeviceId,
         #[command(flatten)]
         opts: Opts,
     },
@@ -327,7 +335,7 @@ mod tests {
 
     fn attach(device: &str) -> Action {
         Action::Attach {
-            device: device.into(),
+            device: device.parse().unwrap(),
             opts: Opts::default(),
         }
     }
@@ -471,7 +479,7 @@ mod tests {
         assert_eq!(
             parse(&["detach", "3-1.4"]).unwrap().0,
             Action::Detach {
-                device: "3-1.4".into(),
+                device: "3-1.4".parse().unwrap(),
                 opts: Opts::default()
             }
         );

@@ -51,7 +51,6 @@ impl CommandError {
     /// The documented exit status.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CommandError::Action(ActionError::InvalidDevice(_)) => USAGE,
             CommandError::Action(ActionError::NotFound(_) | ActionError::HintMismatch { .. }) => {
                 NOT_FOUND
             }

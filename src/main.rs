@@ -37,6 +37,13 @@ fn run() -> i32 {
     }
     let (action, opts) = match Cli::parse_args(std::env::args_os()) {
         Ok(parsed) => parsed,
+        // An invalid DEVICE, in bbvirt's words (as when it was parsed later).
+        Err(e) if Cli::invalid_device(&e).is_some() => {
+            if let Some(invalid) = Cli::invalid_device(&e) {
+                error!("{invalid}");
+            }
+            return exit::USAGE;
+        }
         Err(e) => {
             let _ = e.print();
             return e.exit_code();

@@ -86,9 +86,8 @@ impl Context<'_> {
 
     /// `bbvirt detach DEVICE`. Works after the device has left sysfs: a
     /// serial is found by its alias, `BUS:DEV` by the address in the live XML.
-    pub fn detach(&self, device: &str) -> Result<Outcome, ActionError> {
-        let id: DeviceId = device.parse()?;
-        let present = self.lookup(&id)?;
+    pub fn detach(&self, id: &DeviceId) -> Result<Outcome, ActionError> {
+        let present = self.lookup(id)?;
         // The hostdev to look for: by serial when it is known, else by address.
         let (serial, addr) = match (&present, &id) {
             (Some(dev), _) => match dev.serial.as_deref().filter(|s| is_valid_serial(s)) {

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::context::{Connections, Context, Target};
-use crate::device::{DeviceId, InvalidDeviceId, is_valid_serial};
+use crate::device::{DeviceId, is_valid_serial};
 use crate::hostdev::{UsbHostdev, XmlError, alias_for, hostdev_xml, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError};
 use crate::reconcile::{Placement, placement};
@@ -50,8 +50,6 @@ impl Outcome {
 /// each to the documented exit status).
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
-    #[error(transparent)]
-    InvalidDevice(#[from] InvalidDeviceId),
     #[error("device {0} is not present")]
     NotFound(String),
     #[error("device {device} has {what} {found}, but --{opt} says {hint}")]
@@ -182,10 +180,9 @@ impl Context<'_> {
     }
 
     /// `bbvirt attach DEVICE`.
-    pub fn attach(&self, device: &str) -> Result<Outcome, ActionError> {
-        let id: DeviceId = device.parse()?;
+    pub fn attach(&self, id: &DeviceId) -> Result<Outcome, ActionError> {
         let dev = self
-            .lookup(&id)?
+            .lookup(id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
         let Some(serial) = dev.serial.as_deref().filter(|s| is_valid_serial(s)) else {
             let err = ActionError::UnusableSerial {

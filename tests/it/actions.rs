@@ -3,12 +3,18 @@
 //! test driver and by the lab).
 
 use crate::util::fake::FakeHv;
+
+/// A DEVICE as the command line gives it to the actions.
+fn id(device: &str) -> DeviceId {
+    device.parse().unwrap()
+}
 use crate::util::fixture::FixtureTree;
 use crate::util::scene::{config, dom, running, tree, two_guests};
 use bbvirt::actions::{ActionError, Outcome};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
+use bbvirt::device::DeviceId;
 use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::VirtError;
 
@@ -36,7 +42,7 @@ fn attach_by_each_device_form_goes_to_the_configured_guest() {
     for device in ["KWIF4Q", "1:4", "001:004", "1-1"] {
         let hv = running(&["g1", "g2"]);
         let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-            e.attach(device)
+            e.attach(&id(device))
         });
         assert_eq!(out.unwrap(), Outcome::Done, "{device}");
         assert_eq!(
@@ -52,7 +58,7 @@ fn attach_by_each_device_form_goes_to_the_configured_guest() {
 fn attach_twice_is_a_no_op() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert!(hv.calls().is_empty());
@@ -64,7 +70,7 @@ fn stale_entry_at_an_old_address_is_replaced() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 2);
     let hv = hv.detach_lag(3);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("1:4")
+        e.attach(&id("1:4"))
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
@@ -84,7 +90,7 @@ fn stale_entry_at_an_old_address_is_replaced() {
 fn unassigned_device_stays_with_the_host_without_asking_libvirt() {
     let hv = running(&["g1", "g2"]);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("UNASS1")
+        e.attach(&id("UNASS1"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert!(hv.connects().is_empty());
@@ -94,11 +100,11 @@ fn unassigned_device_stays_with_the_host_without_asking_libvirt() {
 fn guest_not_running_or_not_defined_is_nothing_to_do() {
     let hv = FakeHv::new().domain(None, "g1", false);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("QX3TZ7A")
+        e.attach(&id("QX3TZ7A"))
     });
     assert_eq!(
         out.unwrap(),
@@ -116,7 +122,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
         message: "internal error".into(),
     });
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     })
     .unwrap_err();
     let err = CommandError::from(err);
@@ -132,7 +138,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
         message: "Failed to connect socket".into(),
     });
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     })
     .unwrap_err();
     let err = CommandError::from(err);
@@ -141,7 +147,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
     let hv = running(&["g1"]);
     let hv = hv.attach_error(VirtError::NotRunning("g1".into()));
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
 }
@@ -156,8 +162,8 @@ fn libvirt_not_running_is_nothing_to_do_for_every_action() {
     };
     type Act = fn(&Context) -> Result<Outcome, bbvirt::actions::ActionError>;
     let acts: [(&str, Act); 5] = [
-        ("attach", |e| e.attach("KWIF4Q")),
-        ("detach", |e| e.detach("KWIF4Q")),
+        ("attach", |e| e.attach(&id("KWIF4Q"))),
+        ("detach", |e| e.detach(&id("KWIF4Q"))),
         ("sync", |e| e.sync(None)),
         ("detach-all", |e| e.detach_all(None)),
         ("sync g1", |e| e.sync(Some("g1"))),
@@ -183,7 +189,10 @@ fn domain_and_uri_precedence_with_name_mapping() {
     ]);
     // Configured routing: DOMAIN_NAME_ and DOMAIN_URI_ apply.
     let hv = FakeHv::new().domain(Some("qemu+ssh://h/system"), "kbsd-unstable", true);
-    run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
+    run(&cfg, &tree(), &hv, Opts::default(), |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap();
     assert_eq!(
         hv.call_lines(),
         vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-KWIF4Q 1:4"]
@@ -195,7 +204,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
         domain: Some("kbsd".into()),
         ..Opts::default()
     };
-    run(&cfg, &tree(), &hv, opts, |e| e.attach("JAMMB3")).unwrap();
+    run(&cfg, &tree(), &hv, opts, |e| e.attach(&id("JAMMB3"))).unwrap();
     assert_eq!(
         hv.call_lines(),
         vec!["attach qemu+ssh://h/system kbsd-unstable ua-bbvirt-JAMMB3 1:5"]
@@ -207,7 +216,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
         domain: Some("kbsd-unstable".into()),
         ..Opts::default()
     };
-    run(&cfg, &tree(), &hv, opts, |e| e.attach("JAMMB3")).unwrap();
+    run(&cfg, &tree(), &hv, opts, |e| e.attach(&id("JAMMB3"))).unwrap();
     assert_eq!(hv.connects(), vec![Some("qemu+ssh://h/system".into())]);
 
     // --connect beats DOMAIN_URI_.
@@ -216,7 +225,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
         connect: Some("qemu:///session".into()),
         ..Opts::default()
     };
-    run(&cfg, &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap();
+    run(&cfg, &tree(), &hv, opts, |e| e.attach(&id("KWIF4Q"))).unwrap();
     assert_eq!(hv.connects(), vec![Some("qemu:///session".into())]);
 
     // An unconfigured --domain is used verbatim, on the default URI.
@@ -225,7 +234,7 @@ fn domain_and_uri_precedence_with_name_mapping() {
         domain: Some("adhoc guest".into()),
         ..Opts::default()
     };
-    run(&cfg, &tree(), &hv, opts, |e| e.attach("UNASS1")).unwrap();
+    run(&cfg, &tree(), &hv, opts, |e| e.attach(&id("UNASS1"))).unwrap();
     assert_eq!(
         hv.call_lines(),
         vec!["attach - adhoc guest ua-bbvirt-UNASS1 3:10"]
@@ -239,7 +248,10 @@ fn first_domain_in_file_order_wins_a_shared_serial() {
         dom("b", None, None, &["KWIF4Q"]),
     ]);
     let hv = running(&["a", "b"]);
-    run(&cfg, &tree(), &hv, Opts::default(), |e| e.attach("KWIF4Q")).unwrap();
+    run(&cfg, &tree(), &hv, Opts::default(), |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap();
     assert_eq!(hv.call_lines(), vec!["attach - a ua-bbvirt-KWIF4Q 1:4"]);
     // attach-all b does not steal it.
     let hv = running(&["a", "b"]);
@@ -254,7 +266,10 @@ fn hints_must_agree_with_sysfs() {
         busnum: Some(2),
         ..Opts::default()
     };
-    let err = run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap_err();
+    let err = run(&two_guests(), &tree(), &hv, opts, |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap_err();
     let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::NOT_FOUND);
     assert_eq!(
@@ -266,7 +281,10 @@ fn hints_must_agree_with_sysfs() {
         devnum: Some(5),
         ..Opts::default()
     };
-    let err = run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap_err();
+    let err = run(&two_guests(), &tree(), &hv, opts, |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "device KWIF4Q has device number 4, but --devnum says 5"
@@ -276,22 +294,25 @@ fn hints_must_agree_with_sysfs() {
         devnum: Some(4),
         ..Opts::default()
     };
-    run(&two_guests(), &tree(), &hv, opts, |e| e.attach("KWIF4Q")).unwrap();
+    run(&two_guests(), &tree(), &hv, opts, |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap();
     assert_eq!(hv.call_lines(), vec!["attach - g1 ua-bbvirt-KWIF4Q 1:4"]);
 }
 
 #[test]
-fn absent_and_invalid_devices() {
+fn absent_devices() {
+    // (An invalid DEVICE, "kwif4q" or "1:2:3", never reaches an action: the
+    // command line refuses it with exit 2, see cli::invalid_devices_exit_2.)
     let hv = running(&["g1"]);
     for (device, code) in [
         ("ZZZZZZ", exit::NOT_FOUND),
         ("9:9", exit::NOT_FOUND),
         ("1-7", exit::NOT_FOUND),
-        ("kwif4q", exit::USAGE),
-        ("1:2:3", exit::USAGE),
     ] {
         let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-            e.attach(device)
+            e.attach(&id(device))
         })
         .unwrap_err();
         let err = CommandError::from(err);
@@ -309,7 +330,7 @@ fn hostile_serial_cannot_choose_its_domain() {
         dom("victim", None, None, &[]),
     ]);
     let hv = running(&["g1", "victim"]);
-    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.attach("1:7"));
+    let out = run(&cfg, &t, &hv, Opts::default(), |e| e.attach(&id("1:7")));
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert!(hv.connects().is_empty());
     // Asked explicitly, it is an error, not an attach.
@@ -317,7 +338,7 @@ fn hostile_serial_cannot_choose_its_domain() {
         domain: Some("g1".into()),
         ..Opts::default()
     };
-    let err = run(&cfg, &t, &hv, opts, |e| e.attach("1:7")).unwrap_err();
+    let err = run(&cfg, &t, &hv, opts, |e| e.attach(&id("1:7"))).unwrap_err();
     assert!(matches!(err, ActionError::UnusableSerial { .. }), "{err}");
     assert!(hv.calls().is_empty());
     let out = run(&cfg, &t, &hv, Opts::default(), |e| e.sync(None));
@@ -333,7 +354,7 @@ fn detach_by_serial_after_unplug_goes_by_alias() {
         .with_hostdev(None, "g1", "hostdev0", 1, 9);
     let hv = hv.detach_lag(2);
     let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
-        e.detach("KWIF4Q")
+        e.detach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
@@ -351,7 +372,7 @@ fn detach_by_address_after_unplug_searches_configured_guests() {
         .with_hostdev(None, "g2", "ua-bbvirt-QX3TZ7A", 3, 9)
         .with_hostdev(None, "g2", "manual", 1, 4);
     let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
-        e.detach("001:004")
+        e.detach(&id("001:004"))
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     assert!(hv.hostdevs(None, "g1").is_empty());
@@ -361,10 +382,15 @@ fn detach_by_address_after_unplug_searches_configured_guests() {
         "the admin's own hostdev at 1:4 is left alone"
     );
     // Nothing at that address any more: a no-op.
-    let out = run(&two_guests(), &t, &hv, Opts::default(), |e| e.detach("1:4"));
+    let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
+        e.detach(&id("1:4"))
+    });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     // A physical address of an absent device cannot be resolved.
-    let err = run(&two_guests(), &t, &hv, Opts::default(), |e| e.detach("1-1")).unwrap_err();
+    let err = run(&two_guests(), &t, &hv, Opts::default(), |e| {
+        e.detach(&id("1-1"))
+    })
+    .unwrap_err();
     let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::NOT_FOUND);
 }
@@ -379,7 +405,7 @@ fn detach_by_serial_with_hints_only_takes_the_hinted_address() {
         devnum: Some(4),
         ..Opts::default()
     };
-    let out = run(&two_guests(), &t, &hv, opts, |e| e.detach("KWIF4Q"));
+    let out = run(&two_guests(), &t, &hv, opts, |e| e.detach(&id("KWIF4Q")));
     assert_eq!(
         out.unwrap(),
         Outcome::NothingToDo,
@@ -392,11 +418,11 @@ fn detach_by_serial_with_hints_only_takes_the_hinted_address() {
 fn detach_of_a_present_device_and_a_no_op() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.detach("1-1")
+        e.detach(&id("1-1"))
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.detach("KWIF4Q")
+        e.detach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert_eq!(hv.call_lines(), vec!["detach - g1 ua-bbvirt-KWIF4Q"]);
@@ -407,7 +433,7 @@ fn detach_that_never_completes_times_out_with_an_error() {
     let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
     let hv = hv.detach_never_completes();
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
-        e.detach("KWIF4Q")
+        e.detach(&id("KWIF4Q"))
     })
     .unwrap_err();
     let err = CommandError::from(err);
@@ -553,7 +579,7 @@ fn dry_run_changes_nothing() {
         ..Opts::default()
     };
     let out = run(&two_guests(), &tree(), &hv, opts.clone(), |e| {
-        e.attach("KWIF4Q")
+        e.attach(&id("KWIF4Q"))
     });
     assert_eq!(out.unwrap(), Outcome::Done);
     assert!(hv.connects().is_empty());
@@ -561,7 +587,7 @@ fn dry_run_changes_nothing() {
     for f in [
         &(|e: &Context| e.sync(None)) as &dyn Fn(&Context) -> Result<Outcome, ActionError>,
         &|e: &Context| e.detach_all(None),
-        &|e: &Context| e.detach("GONE01"),
+        &|e: &Context| e.detach(&id("GONE01")),
     ] {
         let out = run(&two_guests(), &tree(), &hv, opts.clone(), f);
         assert_eq!(out.unwrap(), Outcome::Done);
@@ -675,9 +701,9 @@ fn under_udev_a_daemon_that_has_not_served_yet_is_never_connected_to() {
     let hv = running(&["g1", "g2"]);
 
     // udev's runs at boot: nothing to do, no connection, no lock taken.
-    let out = run_gated(&hv, &paths, true, |e| e.attach("1:4"));
+    let out = run_gated(&hv, &paths, true, |e| e.attach(&id("1:4")));
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
-    let out = run_gated(&hv, &paths, true, |e| e.detach("1:4"));
+    let out = run_gated(&hv, &paths, true, |e| e.detach(&id("1:4")));
     assert_eq!(out.unwrap(), Outcome::NothingToDo);
     assert!(hv.connects().is_empty(), "{:?}", hv.connects());
     assert!(
@@ -695,7 +721,7 @@ fn under_udev_a_daemon_that_has_not_served_yet_is_never_connected_to() {
     assert_eq!(hv.hostdevs(None, "g1").len(), 2, "KWIF4Q and JAMMB3");
 
     // From then on udev's runs connect.
-    let out = run_gated(&hv, &paths, true, |e| e.detach("1:4"));
+    let out = run_gated(&hv, &paths, true, |e| e.detach(&id("1:4")));
     assert_eq!(out.unwrap(), Outcome::Done);
     assert_eq!(
         hv.hostdevs(None, "g1"),

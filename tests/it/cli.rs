@@ -116,6 +116,25 @@ fn usage_errors_exit_2_with_one_line() {
 }
 
 #[test]
+fn invalid_devices_exit_2() {
+    let s = setup(CONF);
+    for device in ["kwif4q", "1:2:3", "3-1.", "1234:1"] {
+        for action in ["attach", "detach"] {
+            let (out, err) = expect_exit(&s.run(&[action, device]), exit::USAGE);
+            assert_eq!(out, "", "{action} {device}");
+            assert_eq!(
+                err,
+                format!(
+                    "bbvirt: error: invalid device identifier '{device}': expected a serial \
+                     number (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]\n"
+                ),
+                "{action} {device}"
+            );
+        }
+    }
+}
+
+#[test]
 fn not_found_and_hint_mismatch_exit_4() {
     let s = setup(CONF);
     let (_, err) = expect_exit(&s.run(&["attach", "ZZZZZZ"]), exit::NOT_FOUND);
