@@ -54,7 +54,10 @@ pub struct Cli {
 
 /// The options. They are accepted both before and after the action: clap
 /// parses each place into its own `Opts`, and [`Cli::parse_args`] merges
-/// them (counts add up, a value given after the action wins).
+/// them (counts add up, a value given after the action wins). clap's
+/// `global = true` would do without the merge, but a count given on both
+/// sides of the action then keeps only the later one (`-v attach X -v` is
+/// not `-vv`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Opts {
     /// Config file; a bare NAME means /etc/bit-babbler/NAME.conf
@@ -147,9 +150,9 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
-        let (action, after) = cli.action.split();
-        Ok((action, cli.opts.merge(after)))
+        let mut cli = Cli::try_parse_from(args)?;
+        let after = cli.action.take_opts();
+        Ok((cli.action, cli.opts.merge(after)))
     }
 }
 
@@ -241,71 +244,18 @@ pub enum Action {
 impl Action {
     /// Takes the options given after the action out, leaving the action
     /// with default options (so actions compare equal in tests).
-    fn split(self) -> (Action, Opts) {
+    fn take_opts(&mut self) -> Opts {
         match self {
-            Action::Attach { device, opts } => (
-                Action::Attach {
-                    device,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Detach { device, opts } => (
-                Action::Detach {
-                    device,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::AttachAll { domain, opts } => (
-                Action::AttachAll {
-                    domain,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Sync { domain, opts } => (
-                Action::Sync {
-                    domain,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::DetachAll { domain, opts } => (
-                Action::DetachAll {
-                    domain,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Status { json, opts } => (
-                Action::Status {
-                    json,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Check { opts } => (
-                Action::Check {
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Install { root, opts } => (
-                Action::Install {
-                    root,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            Action::Uninstall { root, opts } => (
-                Action::Uninstall {
-                    root,
-                    opts: Opts::default(),
-                },
-                opts,
-            ),
-            other @ (Action::Completions { .. } | Action::Hook { .. }) => (other, Opts::default()),
+            Action::Attach { opts, .. }
+            | Action::Detach { opts, .. }
+            | Action::AttachAll { opts, .. }
+            | Action::Sync { opts, .. }
+            | Action::DetachAll { opts, .. }
+            | Action::Status { opts, .. }
+            | Action::Check { opts }
+            | Action::Install { opts, .. }
+            | Action::Uninstall { opts, .. } => std::mem::take(opts),
+            Action::Completions { .. } | Action::Hook { .. } => Opts::default(),
         }
     }
 }
