@@ -18,6 +18,8 @@ impl Context<'_> {
     fn detach_matching(&self, targets: &[Target], search: &Search) -> Result<Outcome, ActionError> {
         let mut conns = self.connections();
         let mut steps = Steps::default();
+        // Whether libvirt answered for any guest (else nothing was looked at).
+        let mut answered = false;
         for target in targets {
             let conn = match self.connect(&mut conns, target) {
                 Ok(c) => c,
@@ -38,6 +40,7 @@ impl Context<'_> {
                     continue;
                 }
             };
+            answered = true;
             let hds = match self.live_hostdevs(conn, &target.name) {
                 Ok(Some(hds)) => hds,
                 Ok(None) => continue,
@@ -54,7 +57,7 @@ impl Context<'_> {
                 steps.record(self.detach_alias(conn, target, alias));
             }
         }
-        if steps.errors.is_empty() && steps.outcome != Some(Outcome::Done) {
+        if answered && steps.errors.is_empty() && steps.outcome != Some(Outcome::Done) {
             note!("{}", search.none_found);
         }
         steps.finish()

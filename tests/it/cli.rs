@@ -253,6 +253,14 @@ fn dry_run_prints_the_virsh_commands() {
             && err.contains("<alias name='ua-bbvirt-QX3TZ7A'/>"),
         "{err}"
     );
+    // Not plugged in: nothing to show, and no claim that it is attached nowhere.
+    let (out, err) = expect_exit(
+        &s.run(&["detach", "ABSENT", "-n", "-c", "bogus:///x"]),
+        exit::OK,
+    );
+    assert_eq!(out, "");
+    assert!(err.contains("no detach request to show"), "{err}");
+    assert!(!err.contains("is not attached to any guest"), "{err}");
     // Guests that libvirt does not know: nothing would be done.
     let (out, err) = expect_exit(&s.run(&["sync", "-n", "-c", "test:///default"]), exit::OK);
     assert_eq!(out, "");
