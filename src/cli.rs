@@ -205,8 +205,11 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Check vm.conf and the installation; one line per finding, with its fix
+    /// Check vm.conf, seedd.conf, the guests and the installation; one line per finding, with its fix
     Check {
+        /// seedd's configuration, compared with vm.conf
+        #[arg(long, value_name = "FILE", default_value = crate::seedd::DEFAULT_SEEDD_CONFIG)]
+        seedd_config: std::path::PathBuf,
         #[command(flatten)]
         opts: Opts,
     },
@@ -252,7 +255,7 @@ impl Action {
             | Action::Sync { opts, .. }
             | Action::DetachAll { opts, .. }
             | Action::Status { opts, .. }
-            | Action::Check { opts }
+            | Action::Check { opts, .. }
             | Action::Install { opts, .. }
             | Action::Uninstall { opts, .. } => std::mem::take(opts),
             Action::Completions { .. } | Action::Hook { .. } => Opts::default(),

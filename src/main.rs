@@ -169,8 +169,14 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
             bbvirt::completions::print(*shell, &mut std::io::stdout());
             return Ok(());
         }
-        Action::Check { .. } => {
-            return bbvirt::check::run(&config_path(opts), opts, &sysfs, &Libvirt::new());
+        Action::Check { seedd_config, .. } => {
+            return bbvirt::check::run(
+                &config_path(opts),
+                seedd_config,
+                opts,
+                &sysfs,
+                &Libvirt::new(),
+            );
         }
         Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
         Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),

@@ -10,6 +10,9 @@
 //!   libvirt name that is also another guest's id);
 //! - sysfs: BitBabblers that bbvirt leaves alone (garbage attributes, a
 //!   serial shared by several devices) are warnings;
+//! - seedd.conf (`--seedd-config`): a `[Device:ID]` section naming a guest's
+//!   device is an error, none at all while guests have devices a warning
+//!   ([`seedd`]);
 //! - libvirt: every configured guest is defined (connecting per URI:
 //!   `--connect`, else `DOMAIN_URI_<id>`, else libvirt's default); when
 //!   libvirt does not answer, one warning per URI and no domain checks;
@@ -37,10 +40,12 @@ use crate::sysfs::Sysfs;
 mod config;
 mod installation;
 mod libvirt;
+mod seedd;
 
 pub use config::{check_config, check_config_file, config_error_finding};
 pub use installation::{check_installation, hook_bbvirt_paths, rule_run_programs};
 pub use libvirt::{MIN_LIBVIRT_VERSION, check_domains, check_libvirt_version};
+pub use seedd::check_seedd;
 
 /// Environment variable naming the root directory the installation checks
 /// look under instead of `/`.
@@ -129,6 +134,7 @@ pub fn verdict(findings: &[Finding]) -> Result<(), CommandError> {
 /// Checks the config and the installation, printing the findings.
 pub fn run(
     config: &Path,
+    seedd_config: &Path,
     opts: &Opts,
     sysfs: &Sysfs,
     hv: &dyn Hypervisor,
@@ -155,6 +161,10 @@ pub fn run(
 
     crate::log::step("listing the BitBabblers in sysfs");
     emit(check_sysfs(sysfs));
+
+    crate::log::step(&format!("checking {}", seedd_config.display()));
+    let present = sysfs.bitbabblers().unwrap_or_default();
+    emit(check_seedd(seedd_config, cfg.as_ref(), &present));
 
     crate::log::step("checking the installation");
     let root = std::env::var_os(ROOT_ENV)

@@ -701,8 +701,15 @@ fn findings_stay_on_one_line() {
 // The binary, against libvirt's test driver (domain "test", running)
 
 fn run_check(root: &Path, args: &[&str]) -> std::process::Output {
+    // The host's own seedd.conf (if any) stays out of the tests.
+    let seedd: &[&str] = if args.contains(&"--seedd-config") {
+        &[]
+    } else {
+        &["--seedd-config", "/nonexistent/seedd.conf"]
+    };
     Command::new(env!("CARGO_BIN_EXE_bbvirt"))
         .arg("check")
+        .args(seedd)
         .args(args)
         .env(check::ROOT_ENV, root)
         .env_remove("LIBVIRT_DEFAULT_URI")
@@ -790,4 +797,52 @@ fn binary_end_to_end() {
         exit::OK,
     );
     assert!(out.starts_with("warning: "), "{out}");
+}
+
+#[test]
+fn seedd_taking_a_guests_device_fails_the_check() {
+    let bin = fs::canonicalize(env!("CARGO_BIN_EXE_bbvirt")).unwrap();
+    let root = installed(bin.to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), "DOMAIN_RNG_test=( KWIF4Q )\n");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seedd");
+    let seedd = |f: &str| fixtures.join(f).to_str().unwrap().to_string();
+
+    let conflict = seedd("conflict.conf");
+    let args = [
+        "-C",
+        conf.to_str().unwrap(),
+        "-c",
+        "test:///default",
+        "--seedd-config",
+        &conflict,
+    ];
+    let (out, err) = expect_exit(&run_check(root.path(), &args), exit::FAILED);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [format!(
+            "error: {conflict}:4: [Device:KWIF4Q] gives the host's seedd a device that vm.conf \
+             assigns to guest test ({}:1): remove the section from seedd.conf (then restart \
+             seedd), or the serial from vm.conf",
+            conf.display()
+        )],
+        "{err}"
+    );
+
+    // The commented example names no device: a warning, exit 0.
+    let example = seedd("example.conf");
+    let args = [
+        "-C",
+        conf.to_str().unwrap(),
+        "-c",
+        "test:///default",
+        "--seedd-config",
+        &example,
+    ];
+    let (out, err) = expect_exit(&run_check(root.path(), &args), exit::OK);
+    assert!(
+        out.starts_with(&format!("warning: {example} has no [Device:...] section")),
+        "{out}"
+    );
+    assert!(err.contains("check: 0 errors, 1 warning"), "{err}");
 }
