@@ -67,8 +67,9 @@ fn attach_twice_is_a_no_op() {
 
 #[test]
 fn stale_entry_at_an_old_address_is_replaced() {
-    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 2);
-    let hv = hv.detach_lag(3);
+    let hv = running(&["g1"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 2)
+        .detach_lag(3);
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.attach(&id("1:4"))
     });
@@ -116,8 +117,7 @@ fn guest_not_running_or_not_defined_is_nothing_to_do() {
 
 #[test]
 fn libvirt_failures_are_errors_with_exit_1() {
-    let hv = running(&["g1"]);
-    let hv = hv.attach_error(VirtError::Failed {
+    let hv = running(&["g1"]).attach_error(VirtError::Failed {
         code: 1,
         message: "internal error".into(),
     });
@@ -132,8 +132,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
         "{err}"
     );
 
-    let hv = running(&["g1"]);
-    let hv = hv.connect_error(VirtError::Connect {
+    let hv = running(&["g1"]).connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });
@@ -144,8 +143,7 @@ fn libvirt_failures_are_errors_with_exit_1() {
     let err = CommandError::from(err);
     assert_eq!(err.exit_code(), exit::FAILED);
     // A race: the guest stopped between the XML read and the attach.
-    let hv = running(&["g1"]);
-    let hv = hv.attach_error(VirtError::NotRunning("g1".into()));
+    let hv = running(&["g1"]).attach_error(VirtError::NotRunning("g1".into()));
     let out = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.attach(&id("KWIF4Q"))
     });
@@ -351,8 +349,8 @@ fn detach_by_serial_after_unplug_goes_by_alias() {
     let t = tree().vanish("1-1");
     let hv = running(&["g1"])
         .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
-        .with_hostdev(None, "g1", "hostdev0", 1, 9);
-    let hv = hv.detach_lag(2);
+        .with_hostdev(None, "g1", "hostdev0", 1, 9)
+        .detach_lag(2);
     let out = run(&two_guests(), &t, &hv, Opts::default(), |e| {
         e.detach(&id("KWIF4Q"))
     });
@@ -430,8 +428,9 @@ fn detach_of_a_present_device_and_a_no_op() {
 
 #[test]
 fn detach_that_never_completes_times_out_with_an_error() {
-    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4);
-    let hv = hv.detach_never_completes();
+    let hv = running(&["g1"])
+        .with_hostdev(None, "g1", "ua-bbvirt-KWIF4Q", 1, 4)
+        .detach_never_completes();
     let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
         e.detach(&id("KWIF4Q"))
     })
@@ -503,8 +502,7 @@ fn attach_all_carries_on_after_a_failure_and_reports_it() {
         err.to_string(),
         "attaching QX3TZ7A on domain 'g2': boom (libvirt error code 1)"
     );
-    let hv = running(&["g1", "g2"]);
-    let hv = hv.attach_error(VirtError::Failed {
+    let hv = running(&["g1", "g2"]).attach_error(VirtError::Failed {
         code: 1,
         message: "boom".into(),
     });

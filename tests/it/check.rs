@@ -632,8 +632,7 @@ fn connect_option_overrides_domain_uris() {
 
 #[test]
 fn unreachable_libvirt_is_one_warning() {
-    let hv = FakeHv::new();
-    let hv = hv.connect_error(VirtError::Connect {
+    let hv = FakeHv::new().connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });

@@ -287,8 +287,7 @@ fn absent_serials_and_stopped_guests_are_not_problems() {
 
 #[test]
 fn libvirt_unreachable_shows_the_host_side() {
-    let hv = all_attached();
-    let hv = hv.connect_error(VirtError::Connect {
+    let hv = all_attached().connect_error(VirtError::Connect {
         uri: "qemu:///system".into(),
         message: "Failed to connect socket".into(),
     });
