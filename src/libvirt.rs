@@ -63,6 +63,9 @@ pub trait Hypervisor {
 pub trait Connection {
     /// The live XML of a running domain.
     fn live_xml(&self, domain: &str) -> Result<String, VirtError>;
+    /// The persistent definition of a domain, running or not
+    /// (`VIR_DOMAIN_XML_INACTIVE`).
+    fn definition_xml(&self, domain: &str) -> Result<String, VirtError>;
     /// Attaches a device to the running domain only (`VIR_DOMAIN_AFFECT_LIVE`).
     fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError>;
     /// Asks for the device with this alias to be detached from the running
@@ -181,6 +184,12 @@ impl LibvirtConnection {
 impl Connection for LibvirtConnection {
     fn live_xml(&self, domain: &str) -> Result<String, VirtError> {
         self.with_running(domain, |d| d.xml_desc(0))
+    }
+
+    fn definition_xml(&self, domain: &str) -> Result<String, VirtError> {
+        let dom = self.lookup(domain)?;
+        dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(|e| classify(domain, code_of(&e), e.message(), None))
     }
 
     fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError> {

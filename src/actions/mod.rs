@@ -74,6 +74,14 @@ pub enum ActionError {
         #[source]
         source: VirtError,
     },
+    /// libvirt refused the attach and the guest has no USB controller: the
+    /// one-line reason, instead of libvirt's message.
+    #[error(
+        "cannot attach {device} to '{domain}': the guest has no USB controller; add {} with `virsh edit {}`, then restart it",
+        crate::controllers::XHCI_FIX,
+        crate::text::shell_quote(.domain)
+    )]
+    NoUsbController { device: String, domain: String },
     #[error("reading the live XML of domain '{domain}'")]
     Xml {
         domain: String,
@@ -103,6 +111,22 @@ fn describe(dev: &UsbDevice) -> String {
         dev.devnum,
         dev.name
     )
+}
+
+/// Whether libvirt refused because its driver has no device attach at all
+/// (`VIR_ERR_NO_SUPPORT`): then no controller is to blame.
+fn driver_lacks_attach(e: &VirtError) -> bool {
+    matches!(e, VirtError::Failed { code, .. } if *code == virt::sys::VIR_ERR_NO_SUPPORT as i32)
+}
+
+/// After a refused attach: whether the guest's live XML shows a USB
+/// controller ([`crate::controllers`]); true when that cannot be told, so
+/// that libvirt's own message is shown then.
+fn can_take_usb(conn: &dyn Connection, domain: &str) -> bool {
+    conn.live_xml(domain)
+        .ok()
+        .and_then(|xml| crate::controllers::usb_support(&xml).ok())
+        .is_none_or(|s| s.can_attach())
 }
 
 /// Collects the failures of the steps of one action.
@@ -258,6 +282,13 @@ impl Context<'_> {
             Err(e) if e.is_nothing_to_do() => {
                 note!("{e}: {serial} not attached");
                 Ok(Outcome::NothingToDo)
+            }
+            Err(e) if !driver_lacks_attach(&e) && !can_take_usb(conn, &target.name) => {
+                debug!("libvirt said: {e}");
+                Err(ActionError::NoUsbController {
+                    device: serial.to_string(),
+                    domain: target.name.clone(),
+                })
             }
             Err(e) => Err(virt_err("attaching", e)),
         }

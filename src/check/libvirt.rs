@@ -1,5 +1,9 @@
-//! Checking libvirt: every configured guest is defined, libvirt runs hooks
-//! from `qemu.d`.
+//! Checking libvirt: every configured guest is defined, can take USB
+//! devices (a USB controller, better than USB 1.1: [`crate::controllers`]),
+//! and libvirt runs hooks from `qemu.d`.
+//!
+//! A guest's controllers are read from its live XML when it runs, else from
+//! its definition, and only for guests that vm.conf gives devices.
 
 use crate::config::Config;
 use crate::context::{Connections, Target};
@@ -43,16 +47,36 @@ pub fn check_domains(config: &Config, connect: Option<&str>, hv: &dyn Hypervisor
             }
         };
         let name = &target.name;
+        let has_devices = config.serials_of(d).next().is_some();
         crate::log::step(&format!("looking up domain '{name}' at {label}"));
         match conn.live_xml(name) {
-            Ok(_) => found.push(Finding::ok(format!(
-                "guest {}: domain '{name}' at {label} is defined and running",
-                d.id
-            ))),
-            Err(VirtError::NotRunning(_)) => found.push(Finding::ok(format!(
-                "guest {}: domain '{name}' at {label} is defined (not running)",
-                d.id
-            ))),
+            Ok(xml) => {
+                found.push(Finding::ok(format!(
+                    "guest {}: domain '{name}' at {label} is defined and running",
+                    d.id
+                )));
+                if has_devices {
+                    found.extend(controller_finding(&d.id, name, "live XML", &xml));
+                }
+            }
+            Err(VirtError::NotRunning(_)) => {
+                found.push(Finding::ok(format!(
+                    "guest {}: domain '{name}' at {label} is defined (not running)",
+                    d.id
+                )));
+                if has_devices {
+                    crate::log::step(&format!("reading the definition of '{name}' at {label}"));
+                    match conn.definition_xml(name) {
+                        Ok(xml) => {
+                            found.extend(controller_finding(&d.id, name, "definition", &xml))
+                        }
+                        Err(e) => found.push(Finding::warning(
+                            format!("guest {}: reading the definition of '{name}': {e}", d.id),
+                            "its USB controllers were not checked",
+                        )),
+                    }
+                }
+            }
             Err(VirtError::NoDomain(_)) => found.push(Finding::error(
                 format!("guest {}: libvirt at {label} has no domain '{name}'", d.id),
                 format!(
@@ -96,5 +120,40 @@ pub fn check_libvirt_version(version: Result<u32, String>) -> Finding {
             format!("libvirt {shown} is older than 6.5 and ignores /{HOOK_PATH}"),
             "upgrade libvirt, or run `bbvirt hook \"$@\"` from /etc/libvirt/hooks/qemu",
         )
+    }
+}
+
+/// What the USB controllers in `xml` (the guest's `source`: live XML or
+/// definition) mean for a guest that has devices assigned: none is an error
+/// (every attach fails), USB 1.1 only a warning; each says the fix.
+pub fn controller_finding(id: &str, name: &str, source: &str, xml: &str) -> Option<Finding> {
+    use crate::controllers::{Speed, UsbSupport, XHCI_FIX, usb_support};
+    let fix = format!(
+        "add {XHCI_FIX} with `virsh edit {}`, then restart the guest",
+        crate::text::shell_quote(name)
+    );
+    match usb_support(xml) {
+        Ok(UsbSupport::NoController) => Some(Finding::error(
+            format!(
+                "guest {id}: domain '{name}' has no USB controller ({source}): every attach of \
+                 its devices will fail"
+            ),
+            fix,
+        )),
+        Ok(UsbSupport::Controller {
+            model,
+            speed: Speed::Usb1,
+        }) => Some(Finding::warning(
+            format!(
+                "guest {id}: domain '{name}' has only a USB 1.1 controller ({model}, \
+                     {source}): a BitBabbler runs far below its rate there"
+            ),
+            fix,
+        )),
+        Ok(_) => None,
+        Err(e) => Some(Finding::warning(
+            format!("guest {id}: the {source} of '{name}' is not XML bbvirt can read: {e}"),
+            "its USB controllers were not checked",
+        )),
     }
 }

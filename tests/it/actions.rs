@@ -726,3 +726,39 @@ fn under_udev_a_daemon_that_has_not_served_yet_is_never_connected_to() {
         vec![("ua-bbvirt-JAMMB3".into(), 1, 5)]
     );
 }
+
+#[test]
+fn a_guest_without_usb_controller_gets_one_clear_error_and_nothing_changes() {
+    let hv =
+        running(&["g1", "g2"]).usb_controllers(None, "g1", "<controller type='usb' model='none'/>");
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, ActionError::NoUsbController { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot attach KWIF4Q to 'g1': the guest has no USB controller; add \
+         <controller type='usb' model='qemu-xhci'/> with `virsh edit g1`, then restart it"
+    );
+    assert_eq!(
+        exit::code_of::<()>(&Err(CommandError::Action(err))),
+        exit::FAILED
+    );
+    assert!(hv.calls().is_empty(), "{:?}", hv.calls());
+    assert!(hv.hostdevs(None, "g2").is_empty());
+
+    // Another refusal keeps libvirt's own words.
+    let hv = running(&["g1"]).attach_error(VirtError::Failed {
+        code: 1,
+        message: "something else".into(),
+    });
+    let err = run(&two_guests(), &tree(), &hv, Opts::default(), |e| {
+        e.attach(&id("KWIF4Q"))
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("something else"), "{err}");
+}

@@ -699,6 +699,13 @@ fn findings_stay_on_one_line() {
 // ---------------------------------------------------------------------------
 // The binary, against libvirt's test driver (domain "test", running)
 
+/// libvirt's test driver with a domain "test" that has an xHCI controller
+/// (test:///default's has none, which check reports).
+fn test_uri() -> String {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libvirt/test-node.xml");
+    format!("test://{}", f.display())
+}
+
 fn run_check(root: &Path, args: &[&str]) -> std::process::Output {
     // The host's own seedd.conf (if any) stays out of the tests.
     let seedd: &[&str] = if args.contains(&"--seedd-config") {
@@ -721,23 +728,23 @@ fn binary_end_to_end() {
     let bin = fs::canonicalize(env!("CARGO_BIN_EXE_bbvirt")).unwrap();
     let root = installed(bin.to_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
+    let uri = test_uri();
 
     // All good: exit 0, nothing on stdout; -v lists the ok lines.
     let good = write_config(dir.path(), "DOMAIN_RNG_test=( KWIF4Q )\n");
     let good = good.to_str().unwrap();
-    let (out, err) = expect_exit(
-        &run_check(root.path(), &["-C", good, "-c", "test:///default"]),
-        exit::OK,
-    );
+    let (out, err) = expect_exit(&run_check(root.path(), &["-C", good, "-c", &uri]), exit::OK);
     assert_eq!(out, "", "{err}");
     assert!(err.contains("check: 0 errors, 0 warnings"), "{err}");
     let (out, _) = expect_exit(
-        &run_check(root.path(), &["-v", "-C", good, "-c", "test:///default"]),
+        &run_check(root.path(), &["-v", "-C", good, "-c", &uri]),
         exit::OK,
     );
     assert!(out.lines().all(|l| l.starts_with("ok: ")), "{out}");
     assert!(
-        out.contains("ok: guest test: domain 'test' at test:///default is defined and running\n"),
+        out.contains(&format!(
+            "ok: guest test: domain 'test' at {uri} is defined and running\n"
+        )),
         "{out}"
     );
     assert!(
@@ -752,10 +759,7 @@ fn binary_end_to_end() {
         "DOMAIN_RNG_test=( KWIF4Q )\nDOMAIN_RNG_ghost=( jammb3 )\n",
     );
     let (out, err) = expect_exit(
-        &run_check(
-            root.path(),
-            &["-C", bad.to_str().unwrap(), "-c", "test:///default"],
-        ),
+        &run_check(root.path(), &["-C", bad.to_str().unwrap(), "-c", &uri]),
         exit::FAILED,
     );
     assert_eq!(
@@ -766,10 +770,11 @@ fn binary_end_to_end() {
                  characters A-Z, 0-9 (\"JAMMB3\"?)",
                 bad.display()
             ),
-            "error: guest ghost: libvirt at test:///default has no domain 'ghost': define it, or \
-             set DOMAIN_NAME_ghost (or DOMAIN_URI_ghost) to where it is (virsh -c \
-             test:///default list --all)"
-                .to_string(),
+            format!(
+                "error: guest ghost: libvirt at {uri} has no domain 'ghost': define it, or \
+                 set DOMAIN_NAME_ghost (or DOMAIN_URI_ghost) to where it is (virsh -c \
+                 {uri} list --all)"
+            ),
         ],
         "{err}"
     );
@@ -807,12 +812,13 @@ fn seedd_taking_a_guests_device_fails_the_check() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seedd");
     let seedd = |f: &str| fixtures.join(f).to_str().unwrap().to_string();
 
+    let uri = test_uri();
     let conflict = seedd("conflict.conf");
     let args = [
         "-C",
         conf.to_str().unwrap(),
         "-c",
-        "test:///default",
+        &uri,
         "--seedd-config",
         &conflict,
     ];
@@ -834,7 +840,7 @@ fn seedd_taking_a_guests_device_fails_the_check() {
         "-C",
         conf.to_str().unwrap(),
         "-c",
-        "test:///default",
+        &uri,
         "--seedd-config",
         &example,
     ];
@@ -844,4 +850,63 @@ fn seedd_taking_a_guests_device_fails_the_check() {
         "{out}"
     );
     assert!(err.contains("check: 0 errors, 1 warning"), "{err}");
+}
+
+#[test]
+fn guests_without_a_usable_usb_controller() {
+    let uhci = "<controller type='usb' index='0' model='piix3-uhci'/>";
+    let hv = FakeHv::new()
+        .domain(None, "none-running", true)
+        .usb_controllers(
+            None,
+            "none-running",
+            "<controller type='usb' model='none'/>",
+        )
+        .domain(None, "none-off", false)
+        .usb_controllers(None, "none-off", "")
+        .domain(None, "uhci", false)
+        .usb_controllers(None, "uhci", uhci)
+        .domain(None, "xhci", true)
+        .domain(None, "nodevices", true)
+        .usb_controllers(None, "nodevices", "");
+    // Each guest its own serial (a serial goes to the first guest listing it).
+    let with = |id: &str, serial: &str| DomainConf {
+        serials: vec![serial.into()],
+        ..domain(id, None, None)
+    };
+    let cfg = config(vec![
+        with("none-running", "AAAAAA"),
+        with("none-off", "BBBBBB"),
+        with("uhci", "CCCCCC"),
+        with("xhci", "DDDDDD"),
+        DomainConf {
+            serials: vec![],
+            ..domain("nodevices", None, None)
+        },
+    ]);
+    let found = check_domains(&cfg, None, &hv);
+    let fix = "add <controller type='usb' model='qemu-xhci'/> with `virsh edit";
+    assert_eq!(
+        errors(&found),
+        [
+            format!(
+                "error: guest none-running: domain 'none-running' has no USB controller (live \
+                 XML): every attach of its devices will fail: {fix} none-running`, then restart \
+                 the guest"
+            ),
+            format!(
+                "error: guest none-off: domain 'none-off' has no USB controller (definition): \
+                 every attach of its devices will fail: {fix} none-off`, then restart the guest"
+            ),
+        ]
+    );
+    assert_eq!(
+        warnings(&found),
+        [format!(
+            "warning: guest uhci: domain 'uhci' has only a USB 1.1 controller (piix3-uhci, \
+             definition): a BitBabbler runs far below its rate there: {fix} uhci`, then restart \
+             the guest"
+        )]
+    );
+    assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }

@@ -22,7 +22,12 @@ pub struct Dev {
 pub struct FakeDomain {
     pub running: bool,
     pub hostdevs: Vec<Dev>,
+    /// The `<controller type='usb'>` elements of its XML.
+    pub usb_controllers: String,
 }
+
+/// The controllers a fake domain has unless told otherwise.
+pub const XHCI: &str = "<controller type='usb' index='0' model='qemu-xhci'/>";
 
 /// Everything the fake knows and records.
 #[derive(Debug, Default)]
@@ -105,8 +110,22 @@ impl FakeHv {
             FakeDomain {
                 running,
                 hostdevs: Vec::new(),
+                usb_controllers: XHCI.to_string(),
             },
         );
+        self
+    }
+
+    /// Gives a domain these USB controller elements instead of one xHCI
+    /// ("" for none). Like libvirt, the fake refuses USB hostdevs to a
+    /// domain without a USB controller.
+    pub fn usb_controllers(self, uri: Option<&str>, name: &str, xml: &str) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .domains
+            .get_mut(&(uri.map(str::to_string), name.to_string()))
+            .expect("domain defined first")
+            .usb_controllers = xml.to_string();
         self
     }
 
@@ -255,7 +274,10 @@ impl Connection for FakeConn {
                 .retain(|p| !((p.0.clone(), p.1.clone()) == *key && done.contains(&p.2)));
             let d = st.domains.get_mut(key).expect("checked");
             d.hostdevs.retain(|h| !done.contains(&h.alias));
-            let mut xml = format!("<domain type='kvm'><name>{}</name><devices>", key.1);
+            let mut xml = format!(
+                "<domain type='kvm'><name>{}</name><devices>{}",
+                key.1, d.usb_controllers
+            );
             for h in &d.hostdevs {
                 xml.push_str(&format!(
                     "<hostdev mode='subsystem' type='usb' managed='no'><source>\
@@ -268,11 +290,35 @@ impl Connection for FakeConn {
         })
     }
 
+    fn definition_xml(&self, domain: &str) -> Result<String, VirtError> {
+        let st = self.hv.0.borrow();
+        let d = st
+            .domains
+            .get(&(self.uri.clone(), domain.to_string()))
+            .ok_or_else(|| VirtError::NoDomain(domain.to_string()))?;
+        Ok(format!(
+            "<domain type='kvm'><name>{domain}</name><devices>{}</devices></domain>",
+            d.usb_controllers
+        ))
+    }
+
     fn attach_live(&self, domain: &str, xml: &str) -> Result<(), VirtError> {
         let uri = self.uri.clone();
         self.with_running(domain, |st, key| {
             if let Some(e) = &st.attach_error {
                 return Err(e.clone());
+            }
+            let controllers = &st.domains[key].usb_controllers;
+            let support = bbvirt::controllers::usb_support(&format!(
+                "<domain><devices>{controllers}</devices></domain>"
+            ))
+            .expect("fixture XML");
+            if !support.can_attach() {
+                // A stand-in for libvirt's refusal; bbvirt never reads the text.
+                return Err(VirtError::Failed {
+                    code: 1,
+                    message: "internal error: No free USB ports".into(),
+                });
             }
             let wrapped = format!("<domain><devices>{xml}</devices></domain>");
             let hd = usb_hostdevs(&wrapped)
