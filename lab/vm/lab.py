@@ -1339,10 +1339,10 @@ def main():
     if PLATFORM == 'trixie' and args.boot != 'main':
         only = {'nobbvirt': {55}, 'hang': {56}}[args.boot]
     elif PLATFORM == 'trixie':
-        only = (only - {55, 56}) if only else None
+        only = (only - {55, 56}) if only else set(trixie.MAIN)
     todo = [s for s in SCENARIOS if (s[0] in only if only else
                                      (s[3] if args.demo else PLATFORM in PLATFORMS.get(s[0], ())))]
-    if PLATFORM == 'trixie' and not only:
+    if PLATFORM == 'trixie':
         todo.sort(key=lambda s: trixie.ORDER.index(s[0]) if s[0] in trixie.ORDER else 99)
     if args.demo:
         out('\n==== bbvirt demo: emulated BitBabblers, real udev, libvirtd and QEMU ====')

@@ -41,6 +41,10 @@ import hardening
 T = ('trixie',)
 KW, AB, BR, LONER, STORM = lab.KW, lab.AB, lab.BR, lab.LONER, lab.STORM
 ORDER = [50, 51, 1, 2, 3, 4, 5, 10, 11, 52, 54, 55, 56]
+# The main boot's default: 1-4 (hotplug, unplug, replug, coldplug) are the
+# steps of 52, judged by the same checks, so they run only when asked for
+# (lab/run --platform trixie --only 1,2,3,4): 4 minutes of TCG less.
+MAIN = [50, 51, 5, 10, 11, 52, 54]
 READY = '/run/bbvirt/ready'
 SETTLE_UNIT = 'bbvirt-lab-settle.service'
 
@@ -76,6 +80,11 @@ ACCT_V3 = struct.Struct('<BBHIIIIIIf8H16s')   # struct acct_v3 (linux/acct.h), 6
 AHZ = 100.0
 
 
+def comp_t(v):
+    """The kernel's comp_t: 13-bit mantissa, 3-bit base-8 exponent."""
+    return (v & 0x1fff) << (3 * (v >> 13))
+
+
 class Proc:
     """One ended process, from the kernel's accounting record."""
 
@@ -86,10 +95,14 @@ class Proc:
         self.secs = etime / AHZ
         self.start = btime + wall_to_mono        # CLOCK_MONOTONIC, +-1 s (btime has 1 s steps)
         self.signal = flag & 0x10 and 'killed' or ''   # AXSIG
+        utime, stime, mem, io, rw, minflt, majflt, swaps = [comp_t(v) for v in comp]
+        self.cpu = (utime + stime) / AHZ
+        self.majflt = majflt
         self.status = self.exitcode >> 8 if self.exitcode & 0x7f == 0 else -(self.exitcode & 0x7f)
 
     def __repr__(self):
-        return '%s[%d<-%d] %.2fs rc=%s @%.0f' % (self.comm, self.pid, self.ppid, self.secs, self.status, self.start)
+        return '%s[%d<-%d] %.2fs (cpu %.2fs, %d major faults) rc=%s @%.0fs' % (
+            self.comm, self.pid, self.ppid, self.secs, self.cpu, self.majflt, self.status, self.start)
 
 
 def pacct():
@@ -224,12 +237,13 @@ def sc_boot(L):
     failed_runs = [r for r in runs if r.status != 0]
     lab.check(not failed_runs, 'bbvirt runs by udev that failed: %s' % failed_runs)
     worst = max(r.secs for r in runs)
-    lab.check(worst < 1.0, 'a bbvirt run held its udev worker %.2fs: %s' % (
-        worst, [r for r in runs if r.secs == worst]))
     figure('worker_max', '%.2f' % worst)
     bw = max(r.secs for r in boot_runs)
     med = sorted(r.secs for r in runs)[len(runs) // 2]
     sync = [p for p in procs if p.comm == 'bbvirt' and p.ppid == 1]
+    if sync and sync[0].start < t_lv:   # bbvirt-lab-gadgets.service: bbvirt --version
+        L.notes.append('page-cache warm-up (bbvirt --version before coldplug): %r' % sync[0])
+        sync = sync[1:]
     L.notes.append('%d bbvirt runs by udev (%d in the boot\'s coldplug, longest %.2fs; all: longest %.2fs, '
                    'median %.2fs; process accounting, 10 ms steps), %d "not ready" lines, %d warnings, 0 errors; '
                    'bbvirt-sync run %s'
@@ -237,6 +251,9 @@ def sc_boot(L):
                       ', '.join('%.1fs' % p.secs for p in sync) or '?'))
     if notready:
         L.notes.append('e.g. "%s"' % notready[0].split(': ', 1)[-1][:160])
+    lab.act('bbvirt runs by udev: %s' % runs)
+    lab.check(worst < 1.0, 'a bbvirt run held its udev worker %.2fs: %s (all runs: %s)' % (
+        worst, [r for r in runs if r.secs == worst], runs))
 
 
 @lab.scenario(51, 'settle', platforms=T)
@@ -251,7 +268,7 @@ def sc_settle(L):
     during = [r for r in runs if t0 - 1 <= r.start <= t1 + 1]
     lab.check(during, 'no bbvirt run by udev while settle waited (%.1f-%.1fs): %s' % (t0, t1, runs))
     worst = max(r.secs for r in during)
-    lab.check(worst < 1.0, 'a bbvirt run held udev %.2fs while settle waited' % worst)
+    lab.check(worst < 1.0, 'a bbvirt run held udev %.2fs while settle waited: %s' % (worst, during))
     L.notes.append('%d bbvirt runs by udev while settle waited, longest %.2fs' % (len(during), worst))
 
 
@@ -374,6 +391,12 @@ def sc_crash_hunt(L):
     devs = L.plug(*STORM)
     n = L.plug(LONER)
     expect = {'guestA': devs}
+    # The hunt needs this state, not a timing: udev's runs attach the
+    # devices; a run that met its deadline meanwhile (a slow host) is made
+    # good by a sync.
+    lab.settle()
+    if L.problems(expect, full=False):
+        L.bbvirt('sync', ok=False)
     L.wait_state(expect, devs[0].t_plug, 'the 4 storm devices attached', 120)
     seed = hardening.seed_of(L)
     rng = random.Random(seed)
@@ -391,20 +414,25 @@ def sc_crash_hunt(L):
                 bad.append(str(r)[:600])
 
     def menu():
+        """One run: mostly the cheap and the no-op ones, a few real detaches
+        (each costs a hot-unplug and, by the next sync or attach, a hotplug:
+        seconds under TCG)."""
         d = rng.choice(devs)
-        return rng.choice([
-            ('status', ['status', '--json']), ('status', ['status']),
-            ('check', ['check']), ('sync', ['sync']), ('sync', ['-n', 'sync']),
-            ('attach-all', ['attach-all', 'guestA']), ('attach-all', ['-n', 'attach-all']),
-            ('attach', ['attach', d.busdev]), ('attach', ['attach', d.serial]),
-            ('attach', ['attach', d.busdev, '--syslog']), ('attach', ['attach', n.busdev]),
-            ('attach', ['attach', LONER, '-D', 'guestB']),
-            ('detach', ['detach', d.busdev]), ('detach', ['detach', d.serial, '--syslog']),
-            ('detach', ['-n', 'detach', d.serial]), ('detach', ['detach', n.busdev]),
-            ('hook', ['hook', 'guestA', 'started', 'begin', '-']),
-            ('hook', ['hook', 'guestB', 'started', 'begin', '-']),
-            ('hook', ['hook', 'guestA', 'stopped', 'end', '-']),
-        ])
+        items = [
+            (10, 'status', ['status', '--json']), (8, 'status', ['status']),
+            (8, 'check', ['check']), (8, 'sync', ['sync']), (6, 'sync', ['-n', 'sync']),
+            (5, 'attach-all', ['attach-all', 'guestA']), (4, 'attach-all', ['-n', 'attach-all']),
+            (8, 'attach', ['attach', d.busdev]), (6, 'attach', ['attach', d.serial]),
+            (6, 'attach', ['attach', d.busdev, '--syslog']), (3, 'attach', ['attach', n.busdev]),
+            (3, 'attach', ['attach', LONER, '-D', 'guestB']),
+            (2, 'detach', ['detach', d.busdev]), (1, 'detach', ['detach', d.serial, '--syslog']),
+            (5, 'detach', ['-n', 'detach', d.serial]), (4, 'detach', ['detach', n.busdev]),
+            (4, 'hook', ['hook', 'guestA', 'started', 'begin', '-']),
+            (2, 'hook', ['hook', 'guestB', 'started', 'begin', '-']),
+            (2, 'hook', ['hook', 'guestA', 'stopped', 'end', '-']),
+        ]
+        w, kind, argv = rng.choices(items, [i[0] for i in items])[0]
+        return kind, argv
 
     done = 0
     bursts = 0
