@@ -1,5 +1,5 @@
-//! Can a guest take a USB device at all, and at what speed? Read from its
-//! domain XML.
+//! Can a guest take a USB device at all, at what speed, and where does each
+//! attached device sit in it? Read from its domain XML.
 //!
 //! Why: a guest without a USB controller cannot take a USB hostdev (every
 //! attach fails), and a USB 1.1 controller (libvirt's default `piix3-uhci`
@@ -12,6 +12,73 @@
 //! USB 1.1 (`piix3-uhci`) on `pc`/i440fx, USB 2 or 3 on `q35`; on other
 //! machines its speed is not known and nothing is said about it. Models
 //! this module does not know are taken as usable, not guessed at.
+
+/// Where an attached USB hostdev sits in the guest, as the live XML says:
+/// its guest-side `<address type='usb' bus='B' port='P'/>` (libvirt fills it
+/// in on attach) and the model of the controller with index B. This is what
+/// libvirt can tell without asking QEMU; the speed the device negotiated is
+/// not in the XML (QEMU's `info usb` has it), so bbvirt shows the
+/// controller's generation instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPort {
+    /// The hostdev's alias.
+    pub alias: String,
+    /// `BUS-PORT` in the guest, e.g. `0-1` (`0-1.2` behind a guest hub).
+    pub port: String,
+    /// The model of the controller on that bus, if the XML names one.
+    pub controller: Option<String>,
+    pub speed: Speed,
+}
+
+/// The guest-side place of every aliased USB hostdev in a live XML.
+pub fn guest_ports(domain_xml: &str) -> Result<Vec<GuestPort>, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(domain_xml)?;
+    let devices: Vec<roxmltree::Node> = doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("devices"))
+        .collect();
+    let controller_on = |bus: &str| {
+        devices
+            .iter()
+            .flat_map(|d| d.children())
+            .find(|n| {
+                n.has_tag_name("controller")
+                    && n.attribute("type") == Some("usb")
+                    && n.attribute("index").unwrap_or("0") == bus
+            })
+            .and_then(|c| c.attribute("model"))
+            .map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for hd in devices
+        .iter()
+        .flat_map(|d| d.children())
+        .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("usb"))
+    {
+        let alias = hd
+            .children()
+            .find(|n| n.has_tag_name("alias"))
+            .and_then(|a| a.attribute("name"));
+        let addr = hd
+            .children()
+            .find(|n| n.has_tag_name("address") && n.attribute("type") == Some("usb"));
+        let (Some(alias), Some(addr)) = (alias, addr) else {
+            continue;
+        };
+        let (Some(bus), Some(port)) = (addr.attribute("bus"), addr.attribute("port")) else {
+            continue;
+        };
+        let controller = controller_on(bus);
+        out.push(GuestPort {
+            alias: alias.to_string(),
+            port: format!("{bus}-{port}"),
+            speed: controller.as_deref().map_or(Speed::Unknown, model_speed),
+            controller,
+        });
+    }
+    Ok(out)
+}
 
 /// The fix bbvirt suggests for a guest with no usable controller.
 pub const XHCI_FIX: &str = "<controller type='usb' model='qemu-xhci'/>";
@@ -27,6 +94,18 @@ pub enum Speed {
     Usb2,
     /// xHCI.
     Usb3,
+}
+
+impl Speed {
+    /// For people: "USB 3", or "USB ?" when unknown.
+    pub fn label(self) -> &'static str {
+        match self {
+            Speed::Unknown => "USB ?",
+            Speed::Usb1 => "USB 1.1",
+            Speed::Usb2 => "USB 2",
+            Speed::Usb3 => "USB 3",
+        }
+    }
 }
 
 /// What the guest's USB controllers allow.
@@ -191,8 +270,46 @@ mod tests {
     }
 
     #[test]
+    fn where_attached_devices_sit_in_the_guest() {
+        // Live XML as libvirt writes it after an attach, trimmed.
+        let xml = "<domain type='qemu' id='1'><name>g</name><devices>\
+            <controller type='usb' index='0' model='piix3-uhci'/>\
+            <controller type='usb' index='1' model='qemu-xhci' ports='15'/>\
+            <hostdev mode='subsystem' type='usb' managed='no'>\
+              <source><address bus='1' device='4'/></source>\
+              <alias name='ua-bbvirt-KWIF4Q'/>\
+              <address type='usb' bus='1' port='3'/></hostdev>\
+            <hostdev mode='subsystem' type='usb'>\
+              <source><address bus='1' device='5'/></source>\
+              <alias name='ua-bbvirt-ABC1234'/>\
+              <address type='usb' bus='0' port='1.2'/></hostdev>\
+            <hostdev mode='subsystem' type='usb'>\
+              <source><address bus='1' device='6'/></source>\
+              <alias name='hostdev2'/></hostdev>\
+            </devices></domain>";
+        assert_eq!(
+            guest_ports(xml).unwrap(),
+            vec![
+                GuestPort {
+                    alias: "ua-bbvirt-KWIF4Q".into(),
+                    port: "1-3".into(),
+                    controller: Some("qemu-xhci".into()),
+                    speed: Speed::Usb3,
+                },
+                GuestPort {
+                    alias: "ua-bbvirt-ABC1234".into(),
+                    port: "0-1.2".into(),
+                    controller: Some("piix3-uhci".into()),
+                    speed: Speed::Usb1,
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn bad_xml_is_an_error_not_a_panic() {
         assert!(usb_support("<domain><devices>").is_err());
         assert!(usb_support("").is_err());
+        assert!(guest_ports("<domain").is_err());
     }
 }

@@ -32,6 +32,29 @@ pub struct Holder {
     pub pid: u32,
     /// `/proc/PID/comm`, without its newline ("?" when unreadable).
     pub name: String,
+    /// The guest, when the process is a QEMU that libvirt started for it.
+    pub guest: Option<String>,
+}
+
+/// The guest name in a QEMU command line (`-name guest=NAME,...`, commas in
+/// NAME doubled), or None when the process is no libvirt-started QEMU.
+pub fn qemu_guest(cmdline: &[u8]) -> Option<String> {
+    let mut args = cmdline.split(|&b| b == 0);
+    args.by_ref().find(|a| *a == b"-name")?;
+    let value = String::from_utf8_lossy(args.next()?).into_owned();
+    let mut name = String::new();
+    let mut chars = value.strip_prefix("guest=")?.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                name.push(',');
+            }
+            ',' => break,
+            c => name.push(c),
+        }
+    }
+    (!name.is_empty()).then_some(name)
 }
 
 /// What one pass over `/proc` found.
@@ -89,10 +112,14 @@ pub fn scan(proc_root: &Path, nodes: &[String]) -> Holders {
         let name = std::fs::read_to_string(entry.path().join("comm"))
             .map(|s| s.trim_end_matches('\n').to_string())
             .unwrap_or_else(|_| "?".to_string());
+        let guest = std::fs::read(entry.path().join("cmdline"))
+            .ok()
+            .and_then(|c| qemu_guest(&c));
         for node in held {
             found.by_node.entry(node.clone()).or_default().push(Holder {
                 pid,
                 name: name.clone(),
+                guest: guest.clone(),
             });
         }
     }
@@ -142,11 +169,13 @@ mod tests {
             [
                 Holder {
                     pid: 812,
-                    name: "seedd".into()
+                    name: "seedd".into(),
+                    guest: None,
                 },
                 Holder {
                     pid: 901,
-                    name: "lsusb".into()
+                    name: "lsusb".into(),
+                    guest: None,
                 }
             ]
         );
@@ -156,6 +185,33 @@ mod tests {
         );
         assert!(h.of(&device_node(2, 2)).is_empty());
         assert_eq!(h.unreadable, 0);
+    }
+
+    #[test]
+    fn a_guests_qemu_is_named_as_that_guests() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        process(p, 77, "qemu-system-x86", &[&device_node(1, 4)]);
+        std::fs::write(
+            p.join("77/cmdline"),
+            b"/usr/bin/qemu-system-x86_64\0-name\0guest=guestA,debug-threads=on\0-S\0",
+        )
+        .unwrap();
+        let h = scan(p, &[device_node(1, 4)]);
+        assert_eq!(h.of(&device_node(1, 4))[0].guest.as_deref(), Some("guestA"));
+
+        assert_eq!(
+            qemu_guest(b"qemu\0-name\0guest=a,,b,debug-threads=on\0"),
+            Some("a,b".into())
+        );
+        assert_eq!(
+            qemu_guest(b"qemu\0-name\0guest=solo\0"),
+            Some("solo".into())
+        );
+        assert_eq!(qemu_guest(b"seedd\0-k\0-d\0"), None);
+        assert_eq!(qemu_guest(b"qemu\0-name\0"), None);
+        assert_eq!(qemu_guest(b"qemu\0-name\0plain\0"), None);
+        assert_eq!(qemu_guest(b""), None);
     }
 
     #[test]

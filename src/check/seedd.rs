@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::seedd::SeeddConf;
+use crate::seedd::{DeviceSection, SeeddConf};
 use crate::sysfs::{UsbDevice, find_in};
 
 use super::Finding;
@@ -66,57 +66,62 @@ pub fn check_seedd(path: &Path, config: Option<&Config>, present: &[UsbDevice]) 
         }
         return found;
     }
-    for s in sections {
-        let at = format!("{shown}:{}", s.line);
-        let Some(id) = &s.id else {
-            found.push(Finding::warning(
-                format!(
-                    "{at}: [Device:{}] is not a serial, BUS:DEV or BUS-PORT",
-                    crate::text::escape_controls(&s.raw)
-                ),
-                "seedd will not match it as bbvirt reads it; correct the ID",
-            ));
-            continue;
-        };
-        let serial = match id {
-            crate::device::DeviceId::Serial(serial) => Some(serial.clone()),
-            other => find_in(present, other).and_then(|d| d.serial.clone()),
-        };
-        let Some(serial) = serial else {
-            found.push(Finding::ok(format!(
-                "{at}: [Device:{}] is not plugged in; not compared with vm.conf",
-                s.raw
-            )));
-            continue;
-        };
-        match config.owner_of(&serial) {
-            Some(d) => {
-                let line = config
-                    .serial_line(d, &serial)
-                    .map(|l| format!(" ({}:{l})", config.path.display()))
-                    .unwrap_or_default();
-                let which = if s.raw == serial {
-                    serial.clone()
-                } else {
-                    format!("{} ({serial})", s.raw)
-                };
-                found.push(Finding::error(
-                    format!(
-                        "{at}: [Device:{which}] gives the host's seedd a device that vm.conf \
-                         assigns to guest {}{line}",
-                        d.id
-                    ),
-                    "remove the section from seedd.conf (then restart seedd), or the \
-                     serial from vm.conf",
-                ));
-            }
-            None => found.push(Finding::ok(format!(
-                "{at}: [Device:{}] is the host's (no guest has it)",
-                s.raw
-            ))),
-        }
+    for s in &sections {
+        found.push(section_finding(&shown.to_string(), s, config, present));
     }
     found
+}
+
+/// The finding for one `[Device:ID]` section of the file shown as `shown`.
+fn section_finding(
+    shown: &str,
+    s: &DeviceSection,
+    config: &Config,
+    present: &[UsbDevice],
+) -> Finding {
+    let at = format!("{shown}:{}", s.line);
+    let Some(id) = &s.id else {
+        return Finding::warning(
+            format!(
+                "{at}: [Device:{}] is not a serial, BUS:DEV or BUS-PORT",
+                crate::text::escape_controls(&s.raw)
+            ),
+            "seedd will not match it as bbvirt reads it; correct the ID",
+        );
+    };
+    let serial = match id {
+        crate::device::DeviceId::Serial(serial) => Some(serial.clone()),
+        other => find_in(present, other).and_then(|d| d.serial.clone()),
+    };
+    let Some(serial) = serial else {
+        return Finding::ok(format!(
+            "{at}: [Device:{}] is not plugged in; not compared with vm.conf",
+            s.raw
+        ));
+    };
+    let Some(d) = config.owner_of(&serial) else {
+        return Finding::ok(format!(
+            "{at}: [Device:{}] is the host's (no guest has it)",
+            s.raw
+        ));
+    };
+    let line = config
+        .serial_line(d, &serial)
+        .map(|l| format!(" ({}:{l})", config.path.display()))
+        .unwrap_or_default();
+    let which = if s.raw == serial {
+        serial.clone()
+    } else {
+        format!("{} ({serial})", s.raw)
+    };
+    Finding::error(
+        format!(
+            "{at}: [Device:{which}] gives the host's seedd a device that vm.conf assigns to \
+             guest {}{line}",
+            d.id
+        ),
+        "remove the section from seedd.conf (then restart seedd), or the serial from vm.conf",
+    )
 }
 
 #[cfg(test)]

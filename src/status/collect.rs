@@ -2,17 +2,21 @@
 //! domain on its URI, then the other running domains of each daemon once,
 //! then the report built from what was seen.
 
+use std::path::Path;
+
 use crate::config::DomainConf;
 use crate::context::{Connections, Context};
+use crate::controllers::GuestPort;
 use crate::device::is_valid_serial;
+use crate::holders::{Holders, device_node};
 use crate::hostdev::{UsbHostdev, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError, uri_label};
 use crate::reconcile::{Placement, StaleReason, placement, stale_entries};
 use crate::sysfs::{UsbDevice, with_serial};
 
 use super::{
-    Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, LibvirtStatus,
-    Report, SCHEMA, StaleEntry, StaleKind, SysfsStatus,
+    Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, HeldBy,
+    LibvirtStatus, Report, SCHEMA, StaleEntry, StaleKind, SysfsStatus,
 };
 
 /// One domain whose live XML was looked at (or tried).
@@ -23,6 +27,8 @@ struct LiveDomain {
     state: DomainState,
     /// The USB hostdevs, when the domain runs and its XML could be read.
     hostdevs: Option<Vec<UsbHostdev>>,
+    /// Where its aliased USB hostdevs sit in the guest (from the same XML).
+    guest_ports: Vec<GuestPort>,
     error: Option<String>,
 }
 
@@ -44,9 +50,13 @@ fn scan_domain(
     configured: bool,
 ) -> LiveDomain {
     crate::log::step(&format!("reading the live XML of '{name}'"));
+    let mut guest_ports = Vec::new();
     let (state, hostdevs, error) = match conn.live_xml(name) {
         Ok(xml) => match usb_hostdevs(&xml) {
-            Ok(h) => (DomainState::Running, Some(h), None),
+            Ok(h) => {
+                guest_ports = crate::controllers::guest_ports(&xml).unwrap_or_default();
+                (DomainState::Running, Some(h), None)
+            }
             Err(e) => (
                 DomainState::Running,
                 None,
@@ -63,24 +73,32 @@ fn scan_domain(
         configured,
         state,
         hostdevs,
+        guest_ports,
         error,
     }
 }
 
-/// Looks at sysfs and libvirt and builds the report. Reads only; logs
+/// Looks at sysfs, `/proc` under `proc_root` (who holds the device nodes,
+/// [`crate::holders`]) and libvirt, and builds the report. Reads only; logs
 /// nothing but `-vvvv` steps (the sysfs warnings are kept in the report);
 /// never panics.
-pub fn collect(ctx: &Context) -> Report {
+pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
     crate::log::step("listing the BitBabblers in sysfs");
     let (present, sysfs_warnings, sysfs_error) = match ctx.sysfs.scan() {
         Ok(scan) => (scan.devices, scan.warnings, None),
         Err(e) => (Vec::new(), Vec::new(), Some(crate::log::chain(&e))),
     };
+    crate::log::step("looking for processes that hold the device nodes");
+    let nodes: Vec<String> = present
+        .iter()
+        .map(|p| device_node(p.busnum, p.devnum))
+        .collect();
+    let holders = crate::holders::scan(proc_root, &nodes);
     let seen = look_at_libvirt(ctx);
     let stale = stale_of(ctx, &seen.domains, &present);
     let devices: Vec<DeviceStatus> = present
         .iter()
-        .map(|p| device_status(ctx, p, &seen.domains))
+        .map(|p| device_status(ctx, p, &seen.domains, &holders))
         .collect();
     let absent = absent_of(ctx, &present);
     let domains = configured_domains(ctx, &seen.domains);
@@ -96,7 +114,8 @@ pub fn collect(ctx: &Context) -> Report {
             .all(|d| d.error.is_none() && d.state != DomainState::Unknown)
         && devices
             .iter()
-            .all(|d| !matches!(d.state, DeviceState::Missing | DeviceState::Unknown));
+            .all(|d| !matches!(d.state, DeviceState::Missing | DeviceState::Unknown))
+        && devices.iter().all(|d| !d.held_on_host);
     Report {
         schema: SCHEMA,
         healthy,
@@ -173,6 +192,7 @@ fn look_at_configured(
                             configured: true,
                             state: DomainState::Unknown,
                             hostdevs: None,
+                            guest_ports: Vec::new(),
                             error: Some(msg.clone()),
                         });
                     }
@@ -329,7 +349,12 @@ fn configured_domains(ctx: &Context, seen: &[LiveDomain]) -> Vec<DomainStatus> {
         .collect()
 }
 
-fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> DeviceStatus {
+fn device_status(
+    ctx: &Context,
+    p: &UsbDevice,
+    scanned: &[LiveDomain],
+    holders: &Holders,
+) -> DeviceStatus {
     let serial = p.serial.as_deref();
     let valid_serial = serial.is_some_and(is_valid_serial);
     let assigned = serial.and_then(|s| ctx.config.owner_of(s));
@@ -341,11 +366,19 @@ fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> Device
                     .iter()
                     .flatten()
                     .filter(move |h| h.bbvirt_serial() == Some(serial))
-                    .map(move |h| Attachment {
-                        domain: s.name.clone(),
-                        uri: s.uri.clone(),
-                        bus: h.bus,
-                        dev: h.device,
+                    .map(move |h| {
+                        let place = s
+                            .guest_ports
+                            .iter()
+                            .find(|g| Some(g.alias.as_str()) == h.alias.as_deref());
+                        Attachment {
+                            domain: s.name.clone(),
+                            uri: s.uri.clone(),
+                            bus: h.bus,
+                            dev: h.device,
+                            guest_port: place.map(|g| g.port.clone()),
+                            controller: place.and_then(|g| g.controller.clone()),
+                        }
                     })
             })
             .collect(),
@@ -370,6 +403,22 @@ fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> Device
         }
         _ => DeviceState::Host,
     };
+    let assigned_to = assigned.map(|d| d.libvirt_name().to_string());
+    let held_by: Vec<HeldBy> = holders
+        .of(&device_node(p.busnum, p.devnum))
+        .iter()
+        .map(|h| HeldBy {
+            pid: h.pid,
+            name: h.name.clone(),
+            guest: h.guest.clone(),
+        })
+        .collect();
+    // Its guest runs (it is in it, or should be), and something other than
+    // that guest's QEMU has the device open: QEMU cannot take it cleanly.
+    let held_on_host = matches!(state, DeviceState::Attached | DeviceState::Missing)
+        && held_by
+            .iter()
+            .any(|h| h.guest.is_none() || h.guest != assigned_to);
     DeviceStatus {
         serial: p.serial.clone(),
         valid_serial,
@@ -377,8 +426,10 @@ fn device_status(ctx: &Context, p: &UsbDevice, scanned: &[LiveDomain]) -> Device
         dev: p.devnum,
         address: p.address().to_string(),
         port: p.physical().to_string(),
-        assigned_to: assigned.map(|d| d.libvirt_name().to_string()),
+        assigned_to,
         attached_to,
         state,
+        held_by,
+        held_on_host,
     }
 }

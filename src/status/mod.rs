@@ -33,6 +33,8 @@
 //!
 //! - 0 (healthy): nothing below is wrong.
 //! - 1 (not healthy): a stale entry (including a device in the wrong guest);
+//!   a device assigned to a running guest that a host process holds open
+//!   (`held_on_host`: seedd, say);
 //!   a running guest lacks a present device assigned to it (state
 //!   `missing`: `bbvirt sync` attaches it); libvirt could not be reached or
 //!   answered with an error, or a domain's live XML could not be read (a
@@ -47,6 +49,8 @@
 //!
 //! One object; fields are only ever added within a schema version, never
 //! renamed, removed or given another meaning (that bumps `schema`).
+//! `guest_port`, `controller`, `held_by` and `held_on_host` were added
+//! within version 1.
 //!
 //! ```text
 //! {
@@ -61,8 +65,17 @@
 //!     "assigned_to": string | null,   // libvirt name of the guest vm.conf gives it to; null: the host
 //!     "attached_to": [{               // every guest holding its ua-bbvirt-<serial> hostdev
 //!       "domain": string, "uri": string | null,
-//!       "bus": int | null, "dev": int | null   // the address in that hostdev
+//!       "bus": int | null, "dev": int | null,  // the address in that hostdev
+//!       "guest_port": string | null,  // where it sits in the guest, "BUS-PORT" ("0-1"),
+//!                                     // from the hostdev's guest-side <address type='usb'>
+//!       "controller": string | null   // the model of the guest's controller on that bus
 //!     }],
+//!     "held_by": [{                   // processes with its /dev/bus/usb/BBB/DDD open
+//!       "pid": int, "name": string,   // name: /proc/PID/comm
+//!       "guest": string | null        // the guest whose QEMU it is (-name guest=...)
+//!     }],
+//!     "held_on_host": bool,           // its guest runs and a process other than that
+//!                                     // guest's QEMU holds it (a problem)
 //!     "state": "host" | "attached" | "missing" | "inactive" | "unknown"
 //!       // host: assigned to no guest (or unusable serial)
 //!       // attached: in its running guest at its current address
@@ -142,6 +155,17 @@ pub struct DeviceStatus {
     pub assigned_to: Option<String>,
     pub attached_to: Vec<Attachment>,
     pub state: DeviceState,
+    pub held_by: Vec<HeldBy>,
+    pub held_on_host: bool,
+}
+
+/// A process that has a device's node open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBy {
+    pub pid: u32,
+    pub name: String,
+    /// The guest whose QEMU this is, if it is one.
+    pub guest: Option<String>,
 }
 
 /// A guest holding a device's bbvirt hostdev.
@@ -151,6 +175,8 @@ pub struct Attachment {
     pub uri: Option<String>,
     pub bus: Option<u32>,
     pub dev: Option<u32>,
+    pub guest_port: Option<String>,
+    pub controller: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -239,7 +265,7 @@ pub fn render_json(report: &Report) -> String {
 /// Prints the status; [`CommandError::Unhealthy`] when it is not healthy
 /// (see the module documentation).
 pub fn run(ctx: &Context, json: bool) -> Result<(), CommandError> {
-    let report = collect(ctx);
+    let report = collect(ctx, &crate::holders::proc_root());
     for w in &report.sysfs_warnings {
         crate::warn!("{w}");
     }

@@ -116,8 +116,18 @@ fn devices(out: &mut String, report: &Report) {
                                     && s.uri == a.uri
                                     && Some(s.serial.as_str()) == d.serial.as_deref()
                             });
+                            let place = match (&a.guest_port, &a.controller) {
+                                (Some(p), Some(c)) => format!(
+                                    " (guest port {}, {} {})",
+                                    esc(p),
+                                    esc(c),
+                                    crate::controllers::model_speed(c).label()
+                                ),
+                                (Some(p), None) => format!(" (guest port {})", esc(p)),
+                                _ => String::new(),
+                            };
                             format!(
-                                "{} at {}{}",
+                                "{} at {}{place}{}",
                                 esc(&a.domain),
                                 show_addr(a.bus, a.dev),
                                 if wrong { " (stale)" } else { "" }
@@ -133,11 +143,13 @@ fn devices(out: &mut String, report: &Report) {
                     assigned,
                     state.to_string(),
                     attached,
+                    held_by(d),
                 ]
             })
             .collect();
-        table(
-            out,
+        // HELD BY only when some device is held by a process other than
+        // its own guest's QEMU.
+        let header: &[&str] = if report.devices.iter().any(|d| held_by(d) != "-") {
             &[
                 "SERIAL",
                 "ADDRESS",
@@ -145,9 +157,38 @@ fn devices(out: &mut String, report: &Report) {
                 "ASSIGNED TO",
                 "STATE",
                 "ATTACHED IN",
-            ],
-            &rows,
-        );
+                "HELD BY",
+            ]
+        } else {
+            &[
+                "SERIAL",
+                "ADDRESS",
+                "PORT",
+                "ASSIGNED TO",
+                "STATE",
+                "ATTACHED IN",
+            ]
+        };
+        table(out, header, &rows);
+    }
+}
+
+/// The processes other than its own guest's QEMU that hold a device open:
+/// "seedd (pid 812)", "qemu-system-x86 (pid 77, guest other)"; "-" for none.
+fn held_by(d: &super::DeviceStatus) -> String {
+    let shown: Vec<String> = d
+        .held_by
+        .iter()
+        .filter(|h| h.guest.is_none() || h.guest != d.assigned_to)
+        .map(|h| match &h.guest {
+            Some(g) => format!("{} (pid {}, guest {})", esc(&h.name), h.pid, esc(g)),
+            None => format!("{} (pid {})", esc(&h.name), h.pid),
+        })
+        .collect();
+    if shown.is_empty() {
+        "-".to_string()
+    } else {
+        shown.join(", ")
     }
 }
 
@@ -261,6 +302,14 @@ fn summary(report: &Report) -> String {
             missing,
             "device not attached to its running guest",
             "devices not attached to their running guests",
+        ));
+    }
+    let held = report.devices.iter().filter(|d| d.held_on_host).count();
+    if held > 0 {
+        problems.push(count(
+            held,
+            "device of a running guest held open on the host (see HELD BY)",
+            "devices of running guests held open on the host (see HELD BY)",
         ));
     }
     if !report.libvirt.reachable {

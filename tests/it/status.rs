@@ -2,6 +2,8 @@
 //! a fake hypervisor, its table and JSON renderings, and the binary against
 //! libvirt's in-process test driver.
 
+use std::path::Path;
+
 use crate::util::fixture::FixtureTree;
 use crate::util::scene::{config, dom, running, tree, two_guests};
 use crate::util::{bbvirt, expect_exit, fake::FakeHv, write_config};
@@ -26,6 +28,11 @@ fn all_attached() -> FakeHv {
 }
 
 fn report_with(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts) -> Report {
+    report_in(cfg, sysfs, hv, opts, Path::new("/nonexistent/proc"))
+}
+
+/// The report, with `/proc` at `proc_root` (who holds the device nodes).
+fn report_in(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts, proc_root: &Path) -> Report {
     let env = Context {
         config: cfg,
         sysfs,
@@ -34,7 +41,7 @@ fn report_with(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts) -> Report {
         lock_dir: None,
         readiness: None,
     };
-    let report = collect(&env);
+    let report = collect(&env, proc_root);
     assert!(hv.calls().is_empty(), "status changed something");
     report
 }
@@ -65,7 +72,10 @@ fn healthy_host_json_is_exact() {
     let r = report(&two_guests(), &tree(), &hv);
     assert!(r.healthy, "{r:#?}");
     assert_eq!(hv.connects(), vec![None], "one connection per URI");
-    let attached = |domain: &str, bus: u32, dev: u32| json!([{"domain": domain, "uri": null, "bus": bus, "dev": dev}]);
+    let attached = |domain: &str, bus: u32, dev: u32| {
+        json!([{"domain": domain, "uri": null, "bus": bus, "dev": dev,
+                "guest_port": null, "controller": null}])
+    };
     assert_eq!(
         json_of(&r),
         json!({
@@ -74,16 +84,20 @@ fn healthy_host_json_is_exact() {
             "devices": [
                 {"serial": "KWIF4Q", "valid_serial": true, "bus": 1, "dev": 4,
                  "address": "001:004", "port": "1-1", "assigned_to": "g1",
-                 "attached_to": attached("g1", 1, 4), "state": "attached"},
+                 "attached_to": attached("g1", 1, 4), "state": "attached",
+                 "held_by": [], "held_on_host": false},
                 {"serial": "JAMMB3", "valid_serial": true, "bus": 1, "dev": 5,
                  "address": "001:005", "port": "1-2", "assigned_to": "g1",
-                 "attached_to": attached("g1", 1, 5), "state": "attached"},
+                 "attached_to": attached("g1", 1, 5), "state": "attached",
+                 "held_by": [], "held_on_host": false},
                 {"serial": "QX3TZ7A", "valid_serial": true, "bus": 3, "dev": 9,
                  "address": "003:009", "port": "3-1.4.2", "assigned_to": "g2",
-                 "attached_to": attached("g2", 3, 9), "state": "attached"},
+                 "attached_to": attached("g2", 3, 9), "state": "attached",
+                 "held_by": [], "held_on_host": false},
                 {"serial": "UNASS1", "valid_serial": true, "bus": 3, "dev": 10,
                  "address": "003:010", "port": "3-1.4.3", "assigned_to": null,
-                 "attached_to": [], "state": "host"},
+                 "attached_to": [], "state": "host",
+                 "held_by": [], "held_on_host": false},
             ],
             "absent": [],
             "stale": [],
@@ -153,7 +167,8 @@ fn stale_entries_absent_and_moved() {
     assert_eq!(k["state"], "missing");
     assert_eq!(
         k["attached_to"],
-        json!([{"domain": "g1", "uri": null, "bus": 1, "dev": 2}])
+        json!([{"domain": "g1", "uri": null, "bus": 1, "dev": 2,
+                "guest_port": null, "controller": null}])
     );
     assert_eq!(device(&v, "JAMMB3")["state"], "attached");
     assert_eq!(
@@ -211,7 +226,8 @@ fn device_in_the_wrong_domain() {
     assert_eq!(k["state"], "missing", "g1 runs without it");
     assert_eq!(
         k["attached_to"],
-        json!([{"domain": "g2", "uri": null, "bus": 1, "dev": 4}])
+        json!([{"domain": "g2", "uri": null, "bus": 1, "dev": 4,
+                "guest_port": null, "controller": null}])
     );
     assert_eq!(device(&v, "QX3TZ7A")["state"], "missing");
     let u = device(&v, "UNASS1");
@@ -350,7 +366,8 @@ fn one_connection_per_uri_and_connect_overrides() {
     let v = json_of(&r);
     assert_eq!(
         device(&v, "QX3TZ7A")["attached_to"],
-        json!([{"domain": "kbsd-unstable", "uri": "qemu:///system", "bus": 3, "dev": 9}])
+        json!([{"domain": "kbsd-unstable", "uri": "qemu:///system", "bus": 3, "dev": 9,
+                "guest_port": null, "controller": null}])
     );
     assert_eq!(v["domains"][1]["uri"], "qemu:///system");
     let table = render_table(&r);
@@ -619,4 +636,90 @@ fn skipped_bitbabblers_are_warned_about_outside_the_report() {
         "the schema is unchanged"
     );
     assert_eq!(v["devices"].as_array().unwrap().len(), 4);
+}
+
+/// A fixture /proc: process `pid` named `comm` with `cmdline` holds `nodes`.
+fn holder(proc_root: &Path, pid: u32, comm: &str, cmdline: &[u8], nodes: &[&str]) {
+    let dir = proc_root.join(pid.to_string());
+    std::fs::create_dir_all(dir.join("fd")).unwrap();
+    std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    for (n, node) in nodes.iter().enumerate() {
+        std::os::unix::fs::symlink(node, dir.join("fd").join((n + 3).to_string())).unwrap();
+    }
+}
+
+#[test]
+fn devices_held_open_on_the_host_and_where_they_sit_in_the_guest() {
+    let proc_root = tempfile::tempdir().unwrap();
+    let p = proc_root.path();
+    // seedd holds KWIF4Q (g1's, attached) and UNASS1 (the host's); g1's
+    // QEMU holds its own JAMMB3.
+    holder(
+        p,
+        812,
+        "seedd",
+        b"/usr/bin/seedd\0-k\0",
+        &["/dev/bus/usb/001/004", "/dev/bus/usb/003/010"],
+    );
+    holder(
+        p,
+        77,
+        "qemu-system-x86",
+        b"/usr/bin/qemu-system-x86_64\0-name\0guest=g1,debug-threads=on\0",
+        &["/dev/bus/usb/001/005"],
+    );
+    let hv = all_attached().guest_addresses(None, "g1");
+    let r = report_in(&two_guests(), &tree().sysfs(), &hv, Opts::default(), p);
+    assert!(!r.healthy, "seedd holds a running guest's device");
+    let v = json_of(&r);
+    assert_eq!(
+        device(&v, "KWIF4Q")["held_by"],
+        json!([{"pid": 812, "name": "seedd", "guest": null}])
+    );
+    assert_eq!(device(&v, "KWIF4Q")["held_on_host"], true);
+    assert_eq!(
+        device(&v, "JAMMB3")["held_by"],
+        json!([{"pid": 77, "name": "qemu-system-x86", "guest": "g1"}])
+    );
+    assert_eq!(
+        device(&v, "JAMMB3")["held_on_host"],
+        false,
+        "its own guest's QEMU"
+    );
+    assert_eq!(
+        device(&v, "UNASS1")["held_on_host"],
+        false,
+        "the host's own device"
+    );
+    assert_eq!(
+        device(&v, "KWIF4Q")["attached_to"][0]["guest_port"],
+        "0-1",
+        "{v:#}"
+    );
+    assert_eq!(
+        device(&v, "KWIF4Q")["attached_to"][0]["controller"],
+        "qemu-xhci"
+    );
+
+    let table = render_table(&r);
+    assert!(
+        table.starts_with(
+            "\
+Devices:
+  SERIAL   ADDRESS  PORT     ASSIGNED TO  STATE     ATTACHED IN                                      HELD BY
+  KWIF4Q   001:004  1-1      g1           attached  g1 at 001:004 (guest port 0-1, qemu-xhci USB 3)  seedd (pid 812)
+  JAMMB3   001:005  1-2      g1           attached  g1 at 001:005 (guest port 0-2, qemu-xhci USB 3)  -
+  QX3TZ7A  003:009  3-1.4.2  g2           attached  g2 at 003:009                                    -
+  UNASS1   003:010  3-1.4.3  (host)       host      -                                                seedd (pid 812)
+"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.ends_with(
+            "Status: NOT HEALTHY: 1 device of a running guest held open on the host (see HELD BY)\n"
+        ),
+        "{table}"
+    );
 }

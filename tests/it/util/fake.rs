@@ -24,6 +24,10 @@ pub struct FakeDomain {
     pub hostdevs: Vec<Dev>,
     /// The `<controller type='usb'>` elements of its XML.
     pub usb_controllers: String,
+    /// Whether its live XML gives each hostdev its guest-side address
+    /// (`<address type='usb' bus='0' port='N'/>`, N counting from 1), as
+    /// libvirt does after an attach.
+    pub guest_addresses: bool,
 }
 
 /// The controllers a fake domain has unless told otherwise.
@@ -111,6 +115,7 @@ impl FakeHv {
                 running,
                 hostdevs: Vec::new(),
                 usb_controllers: XHCI.to_string(),
+                guest_addresses: false,
             },
         );
         self
@@ -126,6 +131,17 @@ impl FakeHv {
             .get_mut(&(uri.map(str::to_string), name.to_string()))
             .expect("domain defined first")
             .usb_controllers = xml.to_string();
+        self
+    }
+
+    /// Makes a domain's live XML give each hostdev its guest-side address.
+    pub fn guest_addresses(self, uri: Option<&str>, name: &str) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .domains
+            .get_mut(&(uri.map(str::to_string), name.to_string()))
+            .expect("domain defined first")
+            .guest_addresses = true;
         self
     }
 
@@ -278,10 +294,15 @@ impl Connection for FakeConn {
                 "<domain type='kvm'><name>{}</name><devices>{}",
                 key.1, d.usb_controllers
             );
-            for h in &d.hostdevs {
+            for (i, h) in d.hostdevs.iter().enumerate() {
+                let guest = if d.guest_addresses {
+                    format!("<address type='usb' bus='0' port='{}'/>", i + 1)
+                } else {
+                    String::new()
+                };
                 xml.push_str(&format!(
                     "<hostdev mode='subsystem' type='usb' managed='no'><source>\
-                     <address bus='{}' device='{}'/></source><alias name='{}'/></hostdev>",
+                     <address bus='{}' device='{}'/></source><alias name='{}'/>{guest}</hostdev>",
                     h.bus, h.dev, h.alias
                 ));
             }
