@@ -1212,6 +1212,10 @@ import hardening  # noqa: E402,F401
 # lab/vm/admin.py, registering into SCENARIOS.
 import admin  # noqa: E402,F401
 
+# The host's side and the guest's side (seedd, USB controllers, held devices):
+# lab/vm/guestside.py, registering into SCENARIOS.
+import guestside  # noqa: E402,F401
+
 
 # Debian 13 under systemd (issue 8): boot, settle, AppArmor, crash hunt:
 # lab/vm/trixie.py, registering into SCENARIOS for the trixie platform.

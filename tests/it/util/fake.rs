@@ -335,10 +335,13 @@ impl Connection for FakeConn {
             ))
             .expect("fixture XML");
             if !support.can_attach() {
-                // A stand-in for libvirt's refusal; bbvirt never reads the text.
+                // libvirt 9.0's refusal, seen in the lab (VIR_ERR_CONFIG_UNSUPPORTED);
+                // bbvirt never reads the text.
                 return Err(VirtError::Failed {
-                    code: 1,
-                    message: "internal error: No free USB ports".into(),
+                    code: 67,
+                    message: "unsupported configuration: Device configuration is not \
+                              compatible: Domain has no USB bus support"
+                        .into(),
                 });
             }
             let wrapped = format!("<domain><devices>{xml}</devices></domain>");

@@ -1,0 +1,143 @@
+"""The bbvirt lab, the host's side and the guest's side (issue 11): 20.
+
+Registered into lab.py's scenario list (lab.py runs as __main__ and imports
+this module before main()). Judged by what libvirt's live XML shows, by
+bbvirt's own log lines (the lab's /dev/log sink) and by `bbvirt check` /
+`bbvirt status --json`.
+
+  20 guest side   guestC has no USB controller (model='none'): check says so
+                  (error, exit 1); plugging its device logs one clear line and
+                  changes nothing; guestD has only piix3-uhci: check warns,
+                  the device is attached all the same; a host process that
+                  holds guestA's device node open: status names it (pid,
+                  name), says the device is held on the host, exits 1.
+Standard library only.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import __main__ as lab   # lab.py, running as the program (never import it twice)
+import hardening
+
+KW = lab.KW
+NOCTL = 'NOCTL01'    # guestC's: a guest without a USB controller
+SLOW = 'UHCI001'     # guestD's: USB 1.1 only
+EXTRA = ('guestC', 'guestD')
+SEEDD_NONE = '/nonexistent/seedd.conf'
+
+GUEST_XML = """\
+<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <controller type='usb' index='0' model='{model}'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+CONF = lab.BASE_CONF + 'DOMAIN_RNG_guestC=( %s )\nDOMAIN_RNG_guestD=( %s )\n' % (NOCTL, SLOW)
+
+
+def define(name, model):
+    path = lab.WORK + '/%s.xml' % name
+    lab.wfile(path, GUEST_XML.format(name=name, model=model))
+    r = lab.virsh('define', path)
+    lab.check(r.rc == 0, 'virsh define %s: %s' % (name, r))
+    r = lab.virsh('start', name, '--paused', timeout=120)
+    lab.check(r.rc == 0, 'virsh start %s: %s' % (name, r))
+
+
+def undefine(name):
+    lab.virsh('destroy', name, timeout=120)
+    lab.virsh('undefine', name)
+
+
+def hostdevs(L, name):
+    return [(h.alias, h.bus, h.dev) for h in L.hostdevs(name)]
+
+
+@lab.scenario(20, 'guest side')
+def sc_guest_side(L):
+    L.reset(conf=CONF)
+    define('guestC', 'none')
+    define('guestD', 'piix3-uhci')
+    try:
+        # check: guestC cannot take USB devices at all, guestD only slowly.
+        r = L.bbvirt('check', '--seedd-config', SEEDD_NONE, ok=False)
+        lab.check(r.rc == 1, 'check with guestC (no USB controller) should exit 1: %s' % r)
+        lab.check("error: guest guestC: domain 'guestC' has no USB controller (live XML)" in r.out,
+                  'check did not report guestC: %s' % r)
+        lab.check("warning: guest guestD: domain 'guestD' has only a USB 1.1 controller "
+                  "(piix3-uhci, live XML)" in r.out, 'check did not warn about guestD: %s' % r)
+        L.say('check: ' + ' | '.join(l for l in r.out.splitlines() if 'guestC' in l or 'guestD' in l))
+
+        # A plug for guestC: one clear error line, nothing attached anywhere.
+        t = lab.now()
+        c = L.plug(NOCTL)
+        want = "cannot attach %s to 'guestC': the guest has no USB controller" % NOCTL
+        lines, secs = lab.wait_for(
+            lambda: [m for _, m in hardening.bbvirt_lines(L, t) if want in m],
+            60, "bbvirt's error for %s" % NOCTL)
+        L.timing('plug->clear error', secs)
+        lab.settle()
+        errors = [m for _, m in hardening.bbvirt_lines(L, t) if 'error' in m]
+        lab.check(len(errors) == 1, 'expected one error line, got %r' % errors)
+        lab.check('\n' not in errors[0], 'the error spans lines: %r' % errors[0])
+        L.say('logged: ' + errors[0])
+        lab.check(hostdevs(L, 'guestC') == [], 'guestC holds %s' % hostdevs(L, 'guestC'))
+        L.hold({}, 'after the refused attach')   # guestA, guestB: nothing
+
+        # guestD (USB 1.1): attached all the same.
+        d = L.plug(SLOW)
+        lab.wait_for(lambda: hostdevs(L, 'guestD') == [(d.alias, d.bus, d.dev)], 90,
+                     '%s attached to guestD' % d)
+        L.say('guestD (piix3-uhci) holds %s' % d)
+        L.unplug(NOCTL)
+        L.unplug(SLOW)
+    finally:
+        for g in EXTRA:
+            undefine(g)
+
+    # A host process holds guestA's device open: status names it.
+    L.reset()
+    k = L.plug(KW)
+    L.wait_state({'guestA': [k]}, k.t_plug, '%s attached to guestA' % k)
+    node = '/dev/bus/usb/%03d/%03d' % (k.bus, k.dev)
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys, time\nf = open(sys.argv[1], "rb")\nprint("open", flush=True)\ntime.sleep(120)',
+         node], stdout=subprocess.PIPE, text=True)
+    try:
+        lab.check(holder.stdout.readline().strip() == 'open', 'the holder could not open %s' % node)
+        r = L.bbvirt('status', '--json', ok=False)
+        lab.check(r.rc == 1, 'status with a held device should exit 1: %s' % r)
+        st = json.loads(r.out)
+        dev = next(x for x in st['devices'] if x['serial'] == KW)
+        mine = [h for h in dev['held_by'] if h['pid'] == holder.pid]
+        lab.check(len(mine) == 1 and mine[0]['guest'] is None,
+                  'status does not name the holder pid %d: %s' % (holder.pid, dev['held_by']))
+        lab.check(dev['held_on_host'] is True, 'held_on_host is not true: %s' % dev)
+        qemu = [h for h in dev['held_by'] if h['guest'] == 'guestA']
+        L.say('status: %s held by %s; guestA\'s QEMU: %s' % (KW, mine[0], qemu))
+        lab.check(dev['attached_to'] and dev['attached_to'][0].get('guest_port'),
+                  'no guest port for %s: %s' % (KW, dev['attached_to']))
+        L.say('status: %s sits at guest port %s (%s)' % (
+            KW, dev['attached_to'][0]['guest_port'], dev['attached_to'][0]['controller']))
+        r = L.bbvirt('status', ok=False)
+        lab.check('python3 (pid %d)' % holder.pid in r.out, 'the table does not name the holder: %s' % r)
+        lab.check('held open on the host' in r.out, 'the table summary misses it: %s' % r)
+    finally:
+        holder.kill()
+        holder.wait()
+    r = L.bbvirt('status', '--json', ok=False)
+    st = json.loads(r.out)
+    dev = next(x for x in st['devices'] if x['serial'] == KW)
+    lab.check(not dev['held_on_host'], 'still held after the holder ended: %s' % dev)
+    lab.check(r.rc == 0, 'status not healthy after the holder ended: %s' % r)
