@@ -29,25 +29,16 @@ SLOW = 'UHCI001'     # guestD's: USB 1.1 only
 EXTRA = ('guestC', 'guestD')
 SEEDD_NONE = '/nonexistent/seedd.conf'
 
-GUEST_XML = """\
-<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <controller type='usb' index='0' model='{model}'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
 
 CONF = lab.BASE_CONF + 'DOMAIN_RNG_guestC=( %s )\nDOMAIN_RNG_guestD=( %s )\n' % (NOCTL, SLOW)
 
 
 def define(name, model):
     path = lab.WORK + '/%s.xml' % name
-    lab.wfile(path, GUEST_XML.format(name=name, model=model))
+    xml = lab.DOMAIN_XML.format(name=name).replace(
+        "model='qemu-xhci' ports='15'", "model='%s'" % model)
+    lab.check("model='%s'" % model in xml, 'lab.DOMAIN_XML has no qemu-xhci controller to replace')
+    lab.wfile(path, xml)
     r = lab.virsh('define', path)
     lab.check(r.rc == 0, 'virsh define %s: %s' % (name, r))
     r = lab.virsh('start', name, '--paused', timeout=120)

@@ -149,27 +149,18 @@ fn devices(out: &mut String, report: &Report) {
             .collect();
         // HELD BY only when some device is held by a process other than
         // its own guest's QEMU.
-        let header: &[&str] = if report.devices.iter().any(|d| held_by(d) != "-") {
-            &[
-                "SERIAL",
-                "ADDRESS",
-                "PORT",
-                "ASSIGNED TO",
-                "STATE",
-                "ATTACHED IN",
-                "HELD BY",
-            ]
-        } else {
-            &[
-                "SERIAL",
-                "ADDRESS",
-                "PORT",
-                "ASSIGNED TO",
-                "STATE",
-                "ATTACHED IN",
-            ]
-        };
-        table(out, header, &rows);
+        let mut header = vec![
+            "SERIAL",
+            "ADDRESS",
+            "PORT",
+            "ASSIGNED TO",
+            "STATE",
+            "ATTACHED IN",
+        ];
+        if report.devices.iter().any(|d| held_by(d) != "-") {
+            header.push("HELD BY");
+        }
+        table(out, &header, &rows);
     }
 }
 
