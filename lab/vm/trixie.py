@@ -486,7 +486,9 @@ def sc_crash_hunt(L):
     # valgrind memcheck on a few runs: the ones that talk to libvirt
     vg = []
     d = devs[0]
-    for argv in (['status', '--json'], ['detach', d.serial], ['attach', d.busdev], ['sync']):
+    # the detach path is where the heap corruption was seen; each run costs
+    # minutes under valgrind on TCG
+    for argv in (['detach', d.serial], ['attach', d.busdev]):
         log = '%s/valgrind-%s.log' % (lab.WORK, argv[0])
         r = lab.run(VALGRIND + ['--log-file=' + log, lab.BBVIRT] + argv, timeout=600)
         text = open(log, errors='replace').read() if os.path.exists(log) else ''
