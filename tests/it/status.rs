@@ -542,6 +542,27 @@ fn binary_with_the_libvirt_test_driver() {
     let k = device(&v, "KWIF4Q");
     assert_eq!(k["state"], "missing");
     assert_eq!(k["attached_to"], json!([]));
+    assert_eq!(k["held_by"], json!([]));
+
+    // BBVIRT_PROC_ROOT: a process of the fixture /proc holds KWIF4Q's node.
+    holder(
+        &tree.root().join("proc"),
+        4242,
+        "seedd",
+        b"seedd\0-k\0",
+        &["/dev/bus/usb/001/004"],
+    );
+    let (out, _) = expect_exit(&run(&["--json"]), exit::FAILED);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let k = device(&v, "KWIF4Q");
+    assert_eq!(
+        k["held_by"],
+        json!([{"pid": 4242, "name": "seedd", "guest": null}])
+    );
+    assert_eq!(k["held_on_host"], true);
+    let (out, _) = expect_exit(&run(&[]), exit::FAILED);
+    assert!(out.contains("seedd (pid 4242)"), "{out}");
+    std::fs::remove_dir_all(tree.root().join("proc")).unwrap();
     assert_eq!(v["stale"], json!([]));
     assert_eq!(
         v["absent"],

@@ -25,6 +25,8 @@ pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("BBVIRT_SYSFS_ROOT", sysfs_root)
         .env("BBVIRT_RUN_DIR", sysfs_root.join("run"))
+        // The host's own processes stay out: `proc` under the fixture root.
+        .env("BBVIRT_PROC_ROOT", sysfs_root.join("proc"))
         .env_remove("LIBVIRT_DEFAULT_URI")
         .env_remove("ACTION")
         .env_remove("DEVPATH")
