@@ -260,11 +260,9 @@ def sc_boot(L):
     # waited on it. Starting any bbvirt process costs 4-12 s here (TCG, the
     # root over 9p: ~1 s of CPU and ~400 major faults to load libvirt.so and
     # its libraries; `bbvirt --version` took 3.9 s in the boot that showed
-    # it), so the bound is not 1 s but 15 s, under bbvirt's 20 s deadline, which
-    # is what a run that waits on the daemon takes (the old binary: "timed
-    # out after 20 s connecting"); settle with and without bbvirt (57)
-    # compares the boot itself. Runs after it attach for real (the lock
-    # held by bbvirt-sync meanwhile), bounded by that deadline.
+    # it); the issue's bound stays 1 s all the same. Runs after it attach
+    # for real (the lock held by bbvirt-sync meanwhile), bounded by the
+    # 20 s deadline.
     t_ready = os.stat(READY).st_mtime + (time.monotonic() - time.time())
     before = [r for r in runs if r.start < t_ready - 1]
     lab.check(before, 'no bbvirt run by udev before the daemon served (%.1fs)' % t_ready)
@@ -273,7 +271,9 @@ def sc_boot(L):
     L.notes.append('before the daemon served (%.0fs): %d runs, %.1f-%.1fs wall, %.1f-%.1fs CPU'
                    % (t_ready, len(before), min(r.secs for r in before), wb,
                       min(r.cpu for r in before), max(r.cpu for r in before)))
-    lab.check(wb < 15, 'a bbvirt run by udev held its worker %.2fs before the daemon served: %s (all runs: %s)'
+    # Issue 8 asks ~1 s. This fails here until bbvirt answers "not ready"
+    # without loading libvirt (the open part of issue 8).
+    lab.check(wb < 1.0, 'a bbvirt run by udev held its worker %.2fs before the daemon served: %s (all runs: %s)'
               % (wb, [r for r in before if r.secs == wb], runs))
     lab.check(worst < 30, 'a bbvirt run by udev held its worker %.2fs, past its 20 s deadline and its start (all runs: %s)' % (worst, runs))
 
@@ -290,8 +290,8 @@ def sc_settle(L):
     during = [r for r in runs if t0 - 1 <= r.start <= t1 + 1]
     lab.check(during, 'no bbvirt run by udev while settle waited (%.1f-%.1fs): %s' % (t0, t1, runs))
     worst = max(r.secs for r in during)
-    # the bound and why: scenario 50
-    lab.check(worst < 15, 'a bbvirt run held udev %.2fs while settle waited: %s' % (worst, during))
+    # the bound and why it fails here for now: scenario 50
+    lab.check(worst < 1.0, 'a bbvirt run held udev %.2fs while settle waited: %s' % (worst, during))
     L.notes.append('%d bbvirt runs by udev while settle waited, longest %.2fs' % (len(during), worst))
 
 
