@@ -13,71 +13,36 @@
 //! machines its speed is not known and nothing is said about it. Models
 //! this module does not know are taken as usable, not guessed at.
 
-/// Where an attached USB hostdev sits in the guest, as the live XML says:
-/// its guest-side `<address type='usb' bus='B' port='P'/>` (libvirt fills it
-/// in on attach) and the model of the controller with index B. This is what
-/// libvirt can tell without asking QEMU; the speed the device negotiated is
-/// not in the XML (QEMU's `info usb` has it), so bbvirt shows the
-/// controller's generation instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestPort {
-    /// The hostdev's alias.
-    pub alias: String,
-    /// `BUS-PORT` in the guest, e.g. `0-1` (`0-1.2` behind a guest hub).
-    pub port: String,
-    /// The model of the controller on that bus, if the XML names one.
-    pub controller: Option<String>,
-    pub speed: Speed,
+/// The model of each USB controller in a domain XML, by its `index` (the
+/// guest-side bus of [`crate::hostdev::UsbHostdev::guest_port`]); controllers
+/// without a model are left out. With the hostdev's guest port this is what
+/// libvirt can tell of a device's place without asking QEMU: the speed the
+/// device negotiated is not in the XML (QEMU's `info usb` has it), so bbvirt
+/// shows the controller's generation ([`model_speed`]) instead.
+pub fn controller_models(
+    domain_xml: &str,
+) -> Result<std::collections::BTreeMap<String, String>, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(domain_xml)?;
+    Ok(usb_controllers(&doc)
+        .filter_map(|c| {
+            let model = c.attribute("model")?;
+            Some((
+                c.attribute("index").unwrap_or("0").to_string(),
+                model.to_string(),
+            ))
+        })
+        .collect())
 }
 
-/// The guest-side place of every aliased USB hostdev in a live XML.
-pub fn guest_ports(domain_xml: &str) -> Result<Vec<GuestPort>, roxmltree::Error> {
-    let doc = roxmltree::Document::parse(domain_xml)?;
-    let devices: Vec<roxmltree::Node> = doc
-        .root_element()
+/// The `<controller type='usb'>` elements under the domain's `<devices>`.
+fn usb_controllers<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    doc.root_element()
         .children()
         .filter(|n| n.has_tag_name("devices"))
-        .collect();
-    let controller_on = |bus: &str| {
-        devices
-            .iter()
-            .flat_map(|d| d.children())
-            .find(|n| {
-                n.has_tag_name("controller")
-                    && n.attribute("type") == Some("usb")
-                    && n.attribute("index").unwrap_or("0") == bus
-            })
-            .and_then(|c| c.attribute("model"))
-            .map(str::to_string)
-    };
-    let mut out = Vec::new();
-    for hd in devices
-        .iter()
         .flat_map(|d| d.children())
-        .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("usb"))
-    {
-        let alias = hd
-            .children()
-            .find(|n| n.has_tag_name("alias"))
-            .and_then(|a| a.attribute("name"));
-        let addr = hd
-            .children()
-            .find(|n| n.has_tag_name("address") && n.attribute("type") == Some("usb"));
-        let (Some(alias), Some(addr)) = (alias, addr) else {
-            continue;
-        };
-        let (Some(bus), Some(port)) = (addr.attribute("bus"), addr.attribute("port")) else {
-            continue;
-        };
-        let controller = controller_on(bus);
-        out.push(GuestPort {
-            alias: alias.to_string(),
-            port: format!("{bus}-{port}"),
-            speed: controller.as_deref().map_or(Speed::Unknown, model_speed),
-            controller,
-        });
-    }
-    Ok(out)
+        .filter(|n| n.has_tag_name("controller") && n.attribute("type") == Some("usb"))
 }
 
 /// The fix bbvirt suggests for a guest with no usable controller.
@@ -163,11 +128,7 @@ pub fn usb_support(domain_xml: &str) -> Result<UsbSupport, roxmltree::Error> {
         .find(|n| n.has_tag_name("os"))
         .and_then(|os| os.children().find(|n| n.has_tag_name("type")))
         .and_then(|t| t.attribute("machine"));
-    let best = root
-        .children()
-        .filter(|n| n.has_tag_name("devices"))
-        .flat_map(|d| d.children())
-        .filter(|n| n.has_tag_name("controller") && n.attribute("type") == Some("usb"))
+    let best = usb_controllers(&doc)
         .filter_map(|c| match c.attribute("model") {
             Some("none") => None,
             Some(m) => Some((model_speed(m), m.to_string())),
@@ -270,38 +231,20 @@ mod tests {
     }
 
     #[test]
-    fn where_attached_devices_sit_in_the_guest() {
-        // Live XML as libvirt writes it after an attach, trimmed.
-        let xml = "<domain type='qemu' id='1'><name>g</name><devices>\
-            <controller type='usb' index='0' model='piix3-uhci'/>\
-            <controller type='usb' index='1' model='qemu-xhci' ports='15'/>\
-            <hostdev mode='subsystem' type='usb' managed='no'>\
-              <source><address bus='1' device='4'/></source>\
-              <alias name='ua-bbvirt-KWIF4Q'/>\
-              <address type='usb' bus='1' port='3'/></hostdev>\
-            <hostdev mode='subsystem' type='usb'>\
-              <source><address bus='1' device='5'/></source>\
-              <alias name='ua-bbvirt-ABC1234'/>\
-              <address type='usb' bus='0' port='1.2'/></hostdev>\
-            <hostdev mode='subsystem' type='usb'>\
-              <source><address bus='1' device='6'/></source>\
-              <alias name='hostdev2'/></hostdev>\
-            </devices></domain>";
+    fn controller_models_by_index() {
+        let xml = domain(
+            "pc",
+            "<controller type='usb' index='0' model='piix3-uhci'/>\
+             <controller type='usb' index='1' model='qemu-xhci' ports='15'/>\
+             <controller type='usb' index='2'/>\
+             <controller type='pci' index='0' model='pci-root'/>",
+        );
+        let models = controller_models(&xml).unwrap();
         assert_eq!(
-            guest_ports(xml).unwrap(),
-            vec![
-                GuestPort {
-                    alias: "ua-bbvirt-KWIF4Q".into(),
-                    port: "1-3".into(),
-                    controller: Some("qemu-xhci".into()),
-                    speed: Speed::Usb3,
-                },
-                GuestPort {
-                    alias: "ua-bbvirt-ABC1234".into(),
-                    port: "0-1.2".into(),
-                    controller: Some("piix3-uhci".into()),
-                    speed: Speed::Usb1,
-                },
+            models.into_iter().collect::<Vec<_>>(),
+            [
+                ("0".to_string(), "piix3-uhci".to_string()),
+                ("1".to_string(), "qemu-xhci".to_string())
             ]
         );
     }
@@ -310,6 +253,6 @@ mod tests {
     fn bad_xml_is_an_error_not_a_panic() {
         assert!(usb_support("<domain><devices>").is_err());
         assert!(usb_support("").is_err());
-        assert!(guest_ports("<domain").is_err());
+        assert!(controller_models("<domain").is_err());
     }
 }

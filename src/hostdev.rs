@@ -62,6 +62,10 @@ pub struct UsbHostdev {
     /// The host bus and device number of `<source><address .../>`, if given.
     pub bus: Option<u32>,
     pub device: Option<u32>,
+    /// Where it sits in the guest, `BUS-PORT` (`0-1`, `0-1.2` behind a
+    /// guest hub), from the hostdev's own `<address type='usb' bus port>`
+    /// that libvirt fills in on attach; None when the XML has none.
+    pub guest_port: Option<String>,
 }
 
 impl UsbHostdev {
@@ -109,10 +113,15 @@ pub fn usb_hostdevs(domain_xml: &str) -> Result<Vec<UsbHostdev>, XmlError> {
             .children()
             .find(|n| n.has_tag_name("source"))
             .and_then(|s| s.children().find(|n| n.has_tag_name("address")));
+        let guest_port = hd
+            .children()
+            .find(|n| n.has_tag_name("address") && n.attribute("type") == Some("usb"))
+            .and_then(|a| Some(format!("{}-{}", a.attribute("bus")?, a.attribute("port")?)));
         out.push(UsbHostdev {
             alias,
             bus: addr.and_then(|a| num_attr(a, "bus")),
             device: addr.and_then(|a| num_attr(a, "device")),
+            guest_port,
         });
     }
     Ok(out)
@@ -157,12 +166,14 @@ mod tests {
                 UsbHostdev {
                     alias: Some("ua-bbvirt-ABC1234".into()),
                     bus: Some(1),
-                    device: Some(2)
+                    device: Some(2),
+                    guest_port: Some("0-1".into()),
                 },
                 UsbHostdev {
                     alias: Some("hostdev1".into()),
                     bus: Some(3),
-                    device: Some(7)
+                    device: Some(7),
+                    guest_port: Some("0-2".into()),
                 },
             ]
         );
@@ -205,7 +216,8 @@ mod tests {
             vec![UsbHostdev {
                 alias: Some("ua-bbvirt-KWIF4Q".into()),
                 bus: Some(3),
-                device: Some(12)
+                device: Some(12),
+                guest_port: None,
             }]
         );
         assert!(xml.contains("<address type='usb' bus='3' device='12'/>"));

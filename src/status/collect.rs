@@ -2,11 +2,11 @@
 //! domain on its URI, then the other running domains of each daemon once,
 //! then the report built from what was seen.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::DomainConf;
 use crate::context::{Connections, Context};
-use crate::controllers::GuestPort;
 use crate::device::is_valid_serial;
 use crate::holders::{Holders, device_node};
 use crate::hostdev::{UsbHostdev, usb_hostdevs};
@@ -27,8 +27,9 @@ struct LiveDomain {
     state: DomainState,
     /// The USB hostdevs, when the domain runs and its XML could be read.
     hostdevs: Option<Vec<UsbHostdev>>,
-    /// Where its aliased USB hostdevs sit in the guest (from the same XML).
-    guest_ports: Vec<GuestPort>,
+    /// Its USB controllers' models by index (from the same XML), for where
+    /// its hostdevs sit in the guest.
+    controller_models: BTreeMap<String, String>,
     error: Option<String>,
 }
 
@@ -50,11 +51,11 @@ fn scan_domain(
     configured: bool,
 ) -> LiveDomain {
     crate::log::step(&format!("reading the live XML of '{name}'"));
-    let mut guest_ports = Vec::new();
+    let mut controller_models = BTreeMap::new();
     let (state, hostdevs, error) = match conn.live_xml(name) {
         Ok(xml) => match usb_hostdevs(&xml) {
             Ok(h) => {
-                guest_ports = crate::controllers::guest_ports(&xml).unwrap_or_default();
+                controller_models = crate::controllers::controller_models(&xml).unwrap_or_default();
                 (DomainState::Running, Some(h), None)
             }
             Err(e) => (
@@ -73,7 +74,7 @@ fn scan_domain(
         configured,
         state,
         hostdevs,
-        guest_ports,
+        controller_models,
         error,
     }
 }
@@ -192,7 +193,7 @@ fn look_at_configured(
                             configured: true,
                             state: DomainState::Unknown,
                             hostdevs: None,
-                            guest_ports: Vec::new(),
+                            controller_models: BTreeMap::new(),
                             error: Some(msg.clone()),
                         });
                     }
@@ -367,17 +368,15 @@ fn device_status(
                     .flatten()
                     .filter(move |h| h.bbvirt_serial() == Some(serial))
                     .map(move |h| {
-                        let place = s
-                            .guest_ports
-                            .iter()
-                            .find(|g| Some(g.alias.as_str()) == h.alias.as_deref());
+                        // The guest bus is the part of BUS-PORT before '-'.
+                        let bus = h.guest_port.as_deref().and_then(|p| p.split_once('-'));
                         Attachment {
                             domain: s.name.clone(),
                             uri: s.uri.clone(),
                             bus: h.bus,
                             dev: h.device,
-                            guest_port: place.map(|g| g.port.clone()),
-                            controller: place.and_then(|g| g.controller.clone()),
+                            guest_port: h.guest_port.clone(),
+                            controller: bus.and_then(|(b, _)| s.controller_models.get(b).cloned()),
                         }
                     })
             })
