@@ -1,5 +1,6 @@
-//! Can a guest take a USB device at all, at what speed, and where does each
-//! attached device sit in it? Read from its domain XML.
+//! Can a guest take a USB device at all, and at what speed? Read from its
+//! domain XML (the models of its USB controllers also tell the status what
+//! an attached device's guest port runs at).
 //!
 //! Why: a guest without a USB controller cannot take a USB hostdev (every
 //! attach fails), and a USB 1.1 controller (libvirt's default `piix3-uhci`

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::Opts;
 use crate::exit::CommandError;
 use crate::libvirt::Hypervisor;
-use crate::sysfs::Sysfs;
+use crate::sysfs::{Scan, Sysfs, SysfsError};
 
 mod config;
 mod installation;
@@ -160,11 +160,12 @@ pub fn run(
     }
 
     crate::log::step("listing the BitBabblers in sysfs");
-    emit(check_sysfs(sysfs));
+    let scan = sysfs.scan();
+    emit(scan_findings(&scan));
 
     crate::log::step(&format!("checking {}", seedd_config.display()));
-    let present = sysfs.bitbabblers().unwrap_or_default();
-    emit(check_seedd(seedd_config, cfg.as_ref(), &present));
+    let present = scan.as_ref().map_or(&[][..], |s| s.devices.as_slice());
+    emit(check_seedd(seedd_config, cfg.as_ref(), present));
 
     crate::log::step("checking the installation");
     let root = std::env::var_os(ROOT_ENV)
@@ -203,10 +204,15 @@ fn plural(n: usize) -> &'static str {
 /// attributes, a serial shared by several devices), one warning each; so
 /// is an unreadable device list.
 pub fn check_sysfs(sysfs: &Sysfs) -> Vec<Finding> {
-    match sysfs.scan() {
+    scan_findings(&sysfs.scan())
+}
+
+/// [`check_sysfs`] on a scan already made.
+fn scan_findings(scan: &Result<Scan, SysfsError>) -> Vec<Finding> {
+    match scan {
         Ok(scan) => scan
             .warnings
-            .into_iter()
+            .iter()
             .map(|w| {
                 Finding::warning(
                     format!("sysfs: {w}"),
@@ -216,7 +222,7 @@ pub fn check_sysfs(sysfs: &Sysfs) -> Vec<Finding> {
             })
             .collect(),
         Err(e) => vec![Finding::warning(
-            format!("sysfs: cannot list USB devices: {}", crate::log::chain(&e)),
+            format!("sysfs: cannot list USB devices: {}", crate::log::chain(e)),
             "make /sys/bus/usb/devices readable by root",
         )],
     }
