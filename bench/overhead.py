@@ -31,6 +31,7 @@ import tempfile
 import time
 
 SERIALS = [f"BB{n:04d}" for n in range(16)]
+UNASSIGNED = "NOBODY1"
 
 
 def make_tree(root):
@@ -49,6 +50,10 @@ def make_tree(root):
             name = f"{bus}-1.{port}"
             entries.append((name, os.path.join(hub, name), "0403", "7840", SERIALS[i], 2 + port))
             entries.append((name + ":1.0", os.path.join(hub, name, name + ":1.0"), None, None, None, None))
+        if bus == 4:
+            # one BitBabbler nobody is assigned: the udev no-op (4:7)
+            name = "4-1.5"
+            entries.append((name, os.path.join(hub, name), "0403", "7840", UNASSIGNED, 7))
         for name, path, vid, pid, serial, devnum in entries:
             os.makedirs(path, exist_ok=True)
             os.symlink(os.path.relpath(path, devs), os.path.join(devs, name))
@@ -113,9 +118,11 @@ def instructions(cmd, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bbvirt", default="target/release/bbvirt")
+    ap.add_argument("--event", default=None, help="the udev front (default: bbvirt-event next to --bbvirt)")
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
     bbvirt = os.path.abspath(args.bbvirt)
+    front = os.path.abspath(args.event or os.path.join(os.path.dirname(bbvirt), "bbvirt-event"))
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "sys")
         make_tree(root)
@@ -127,6 +134,8 @@ def main():
             ("bash: source vm.conf", ["/bin/bash", "--norc", "-c", 'source "$1"', "x", conf]),
             ("virsh -c test:///default list", ["virsh", "-c", "test:///default", "list"]),
             ("bbvirt attach SERIAL -n", [bbvirt, "-C", conf, "attach", SERIALS[5], "-n"]),
+            ("bbvirt attach 4:7 (unassigned: no-op)", [bbvirt, "-C", conf, "attach", "4:7"]),
+            ("bbvirt-event ... attach 4:7 (no-op)", [front, bbvirt, "-C", conf, "attach", "4:7"]),
             ("bbvirt attach-all -n (16 dev, 4 dom)", [bbvirt, "-C", conf, "attach-all", "-n",
                                                       "-c", "test:///default"]),
         ]
@@ -146,6 +155,9 @@ def main():
         print(f"  bbvirt attach -n / bash sourcing vm.conf : {a / med['bash: source vm.conf']:.2f}")
         print(f"  bbvirt attach -n / true                  : {a / med['true']:.2f}")
         print(f"  bbvirt attach-all -n / one virsh call    : {aa / med['virsh -c test:///default list']:.2f}")
+        f, b = med["bbvirt-event ... attach 4:7 (no-op)"], med["bbvirt attach 4:7 (unassigned: no-op)"]
+        print(f"  udev no-op: bbvirt-event / true          : {f / med['true']:.2f}")
+        print(f"  udev no-op: bbvirt / bbvirt-event        : {b / f:.2f}")
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ impl<'a> Connections<'a> {
 
     /// The readiness gate's answer for `uri` (Ok once it is connected, or
     /// where no gate applies); a "not ready" is noted once per URI.
-    fn ask_gate(&mut self, uri: Option<&str>) -> Result<(), VirtError> {
+    pub fn ask_gate(&mut self, uri: Option<&str>) -> Result<(), VirtError> {
         let key = uri.map(str::to_string);
         let Some(gate) = self.readiness else {
             return Ok(());

@@ -39,6 +39,12 @@ use std::path::{Path, PathBuf};
 
 use crate::libvirt::VirtError;
 
+/// Whether udev runs this process (it sets ACTION and DEVPATH for RUN
+/// programs): then the gate is enforced.
+pub fn run_by_udev() -> bool {
+    std::env::var_os("ACTION").is_some() && std::env::var_os("DEVPATH").is_some()
+}
+
 /// The unit that makes the gate safe (see the module doc).
 pub const SYNC_UNIT: &str = "bbvirt-sync.service";
 

@@ -68,6 +68,7 @@ pub mod context;
 pub mod controllers;
 pub mod daemon;
 pub mod device;
+pub mod event;
 pub mod exit;
 pub mod holders;
 pub mod hook;

@@ -116,37 +116,20 @@ fn abandon(code: i32) -> ! {
 }
 
 fn config_path(opts: &Opts) -> PathBuf {
-    match &opts.config {
-        Some(arg) => config::resolve_config_path(arg),
-        None => PathBuf::from(config::DEFAULT_CONFIG),
-    }
+    config::config_path(opts.config.as_deref())
 }
 
-/// Loads the config; a missing file is an empty config (udev runs bbvirt on
-/// hosts that assign nothing).
+/// Loads the config ([`Config::load_or_empty`]).
 /// `BBVIRT_TIMEOUT` applies unless `--timeout` was given, and never to the
 /// hook, which keeps its own short bound ([`HOOK_TIMEOUT`]).
 fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, ConfigError> {
     let path = config_path(opts);
     log::step(&format!("reading {}", path.display()));
-    match Config::load(&path)? {
-        Some(c) => {
-            if let (false, None, Some(secs)) = (is_hook, opts.timeout, c.timeout) {
-                DEADLINE_SECS.store(secs, Ordering::SeqCst);
-            }
-            Ok(c)
-        }
-        None => {
-            note!(
-                "{} does not exist: no device is assigned to a guest",
-                path.display()
-            );
-            Ok(Config {
-                path,
-                ..Config::default()
-            })
-        }
+    let c = Config::load_or_empty(&path)?;
+    if let (false, None, Some(secs)) = (is_hook, opts.timeout, c.timeout) {
+        DEADLINE_SECS.store(secs, Ordering::SeqCst);
     }
+    Ok(c)
 }
 
 /// Runs the action and maps its result to the exit status, logging its
@@ -194,7 +177,7 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
     let hv = Libvirt::new();
     let lock_dir = bbvirt::lock::run_dir();
     // Under udev, never wait on a daemon that is not ready (bbvirt::daemon).
-    let readiness = Readiness::detect(HostPaths::system(), run_by_udev());
+    let readiness = Readiness::detect(HostPaths::system(), bbvirt::daemon::run_by_udev());
     let ctx = Context {
         config: &config,
         sysfs: &sysfs,
@@ -223,17 +206,11 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         // change event for a device unplugged before bbvirt looked: its
         // remove event follows, nothing to do.
         Err(ActionError::NotFound(dev))
-            if matches!(action, Action::Attach { .. }) && run_by_udev() =>
+            if matches!(action, Action::Attach { .. }) && bbvirt::daemon::run_by_udev() =>
         {
             note!("device {dev} is gone already (unplugged): nothing to attach");
             Ok(())
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Whether udev runs this process (it sets ACTION and DEVPATH for RUN
-/// programs).
-fn run_by_udev() -> bool {
-    std::env::var_os("ACTION").is_some() && std::env::var_os("DEVPATH").is_some()
 }

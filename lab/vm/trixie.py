@@ -131,7 +131,9 @@ def udev_bbvirt_runs():
                     workers.add(int(d))
             except OSError:
                 pass
-    return [p for p in procs if p.comm == 'bbvirt' and p.ppid in workers], procs
+    # The rule runs the front (bbvirt-event), which becomes bbvirt (exec,
+    # same pid) when an event needs libvirt: accounting names the last.
+    return [p for p in procs if p.comm in ('bbvirt', 'bbvirt-event') and p.ppid in workers], procs
 
 
 def settle_figures(L, what, may_time_out=False):

@@ -103,6 +103,19 @@ pub enum ActionError {
     },
 }
 
+/// Where an attach goes ([`Context::route_attach`]).
+#[derive(Debug)]
+pub enum AttachRoute {
+    /// The device stays with the host (not assigned, or no usable serial).
+    Stays,
+    /// To this guest, under this serial.
+    To {
+        device: UsbDevice,
+        serial: String,
+        target: Target,
+    },
+}
+
 fn describe(dev: &UsbDevice) -> String {
     format!(
         "{} ({:03}:{:03}, {})",
@@ -205,6 +218,21 @@ impl Context<'_> {
 
     /// `bbvirt attach DEVICE`.
     pub fn attach(&self, id: &DeviceId) -> Result<Outcome, ActionError> {
+        match self.route_attach(id)? {
+            AttachRoute::Stays => Ok(Outcome::NothingToDo),
+            AttachRoute::To {
+                device,
+                serial,
+                target,
+            } => self.attach_to(&mut self.connections(), &device, &serial, &target),
+        }
+    }
+
+    /// Where `bbvirt attach DEVICE` sends the device, decided from vm.conf
+    /// and sysfs alone, before anything asks libvirt (the udev front,
+    /// [`crate::event`], stops here when the device stays with the host).
+    /// Logs why a device stays.
+    pub fn route_attach(&self, id: &DeviceId) -> Result<AttachRoute, ActionError> {
         let dev = self
             .lookup(id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
@@ -219,13 +247,18 @@ impl Context<'_> {
             // udev runs bbvirt for every BitBabbler: such a device stays with
             // the host, and nothing it claims can route it anywhere.
             warn!("{err}; leaving it with the host");
-            return Ok(Outcome::NothingToDo);
+            return Ok(AttachRoute::Stays);
         };
         let Some(target) = self.target_for_serial(serial) else {
             note!("{serial} is not assigned to any domain: leaving it with the host");
-            return Ok(Outcome::NothingToDo);
+            return Ok(AttachRoute::Stays);
         };
-        self.attach_to(&mut self.connections(), &dev, serial, &target)
+        let serial = serial.to_string();
+        Ok(AttachRoute::To {
+            device: dev,
+            serial,
+            target,
+        })
     }
 
     /// Attaches a present device with a valid serial to `target`, replacing a

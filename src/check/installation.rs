@@ -73,7 +73,23 @@ fn is_this_binary(root: &Path, referenced: &str, bbvirt: &Path) -> bool {
     }
 }
 
-/// The programs of the `RUN` assignments of a udev rules file.
+/// A regular file with an execute bit (following links).
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `prog` is bbvirt's udev front (`bbvirt-event PROGRAM WORDS...`,
+/// see [`crate::event`]).
+fn is_front(prog: &str) -> bool {
+    Path::new(prog)
+        .file_name()
+        .is_some_and(|n| n == "bbvirt-event")
+}
+
+/// The programs of the `RUN` assignments of a udev rules file: the first
+/// word of each, and for bbvirt's front (`bbvirt-event PROGRAM ...`) its
+/// PROGRAM after it.
 pub fn rule_run_programs(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -108,8 +124,14 @@ pub fn rule_run_programs(text: &str) -> Vec<String> {
                 continue;
             };
             let value = value.split('"').next().unwrap_or("");
-            if let Some(prog) = value.split_whitespace().next() {
+            let mut words = value.split_whitespace();
+            if let Some(prog) = words.next() {
                 out.push(prog.to_string());
+                if is_front(prog)
+                    && let Some(then) = words.next()
+                {
+                    out.push(then.to_string());
+                }
             }
         }
     }
@@ -206,13 +228,28 @@ fn check_rule(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
             "reinstall it with `bbvirt install`",
         )];
     }
+    // The front, where the rule runs bbvirt through it, must be there.
+    let mut found: Vec<Finding> = Vec::new();
+    let mut fronts: Vec<String> = rule_run_programs(&text)
+        .into_iter()
+        .filter(|p| is_front(p))
+        .collect();
+    fronts.dedup();
+    for front in fronts.iter().filter(|f| !is_executable(&under(root, f))) {
+        found.push(Finding::error(
+            format!("udev rule {shown} runs {front}, which is missing or not executable"),
+            "reinstall bbvirt (its package, `make install` or `bbvirt install`)",
+        ));
+    }
     let Some(bbvirt) = bbvirt else {
-        return vec![Finding::ok(format!(
-            "udev rule {shown} runs {}{overrides}",
-            programs[0]
-        ))];
+        if found.is_empty() {
+            found.push(Finding::ok(format!(
+                "udev rule {shown} runs {}{overrides}",
+                programs[0]
+            )));
+        }
+        return found;
     };
-    let mut found = Vec::new();
     let mut reported: Vec<&str> = Vec::new();
     for p in &programs {
         if !is_this_binary(root, p, bbvirt) && !reported.contains(&p.as_str()) {

@@ -243,6 +243,24 @@ impl Config {
         Ok(load_report(path)?.map(|l| l.config))
     }
 
+    /// [`Config::load`], with a missing file taken as an empty config
+    /// (noted): udev runs bbvirt on hosts that assign nothing.
+    pub fn load_or_empty(path: &Path) -> Result<Config, ConfigError> {
+        match Config::load(path)? {
+            Some(c) => Ok(c),
+            None => {
+                crate::note!(
+                    "{} does not exist: no device is assigned to a guest",
+                    path.display()
+                );
+                Ok(Config {
+                    path: path.to_path_buf(),
+                    ..Config::default()
+                })
+            }
+        }
+    }
+
     /// The domain a serial is assigned to: the first in file order.
     pub fn domain_for_serial(&self, serial: &str) -> Option<&DomainConf> {
         self.domains
@@ -319,6 +337,12 @@ impl Config {
         }
         out
     }
+}
+
+/// The config file a run reads: `--config` ([`resolve_config_path`]), else
+/// [`DEFAULT_CONFIG`].
+pub fn config_path(arg: Option<&str>) -> PathBuf {
+    arg.map_or_else(|| PathBuf::from(DEFAULT_CONFIG), resolve_config_path)
 }
 
 /// The path meant by `--config ARG`: with a `/` it is used as given; a bare

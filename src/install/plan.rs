@@ -189,10 +189,32 @@ pub fn with_marker(text: &str) -> String {
     }
 }
 
-/// A dist template with its placeholders filled in.
+/// The udev rule's front ([`crate::event`]) for a bbvirt in `bindir`:
+/// `bbvirt-event` next to it (a build directory), else in `../lib/bbvirt/`
+/// (where `make install` and the package put it); None when neither is an
+/// executable file: the rule then runs bbvirt itself, as before the front.
+pub fn front_for(bindir: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(bindir);
+    [
+        Some(dir.join("bbvirt-event")),
+        dir.parent().map(|p| p.join("lib/bbvirt/bbvirt-event")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    .and_then(|p| p.to_str().map(str::to_string))
+}
+
+/// A dist template with its placeholders filled in: `@EVENT@` is the
+/// front and a space, or nothing ([`front_for`]).
 pub fn render(template: &str, bindir: &str) -> String {
+    let event = front_for(bindir)
+        .map(|f| format!("{f} "))
+        .unwrap_or_default();
     template
         .replace("@BINDIR@", bindir)
+        .replace("@EVENT@", &event)
         .replace("@UDEVRULESDIR@", RULES_DIR)
 }
 

@@ -41,13 +41,21 @@ fn warnings(found: &[Finding]) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Installation, under a temp root
 
-/// The rule and hook as `make install` writes them, for binary `bin`.
+/// The rule as `bbvirt install` writes it where it finds no front: it
+/// runs binary `bin` itself.
 fn rule_text(bin: &str) -> String {
+    rule_text_with_front(bin, "")
+}
+
+/// The rule as `make install` writes it: `front` (with a space after it,
+/// or empty) runs binary `bin`.
+fn rule_text_with_front(bin: &str, front: &str) -> String {
     fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/dist/udev/rules.d/60-bbvirt.rules"
     ))
     .unwrap()
+    .replace("@EVENT@", front)
     .replace("@BINDIR@/bbvirt", bin)
 }
 
@@ -84,6 +92,53 @@ fn installed(bin: &str) -> tempfile::TempDir {
         0o755,
     );
     root
+}
+
+#[test]
+fn a_rule_that_runs_bbvirt_through_its_front_needs_the_front() {
+    const FRONT: &str = "/usr/lib/bbvirt/bbvirt-event";
+    let root = installed(BIN);
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        &rule_text_with_front(BIN, &format!("{FRONT} ")),
+        0o644,
+    );
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(
+        errors(&found),
+        [format!(
+            "error: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules runs {FRONT}, which is \
+             missing or not executable: reinstall bbvirt (its package, `make install` or \
+             `bbvirt install`)"
+        )]
+    );
+    put(root.path(), &FRONT[1..], "#!/bin/true\n", 0o755);
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert!(errors(&found).is_empty(), "{:?}", lines(&found));
+    assert!(
+        lines(&found).contains(
+            &"ok: udev rule /usr/lib/udev/rules.d/60-bbvirt.rules runs this bbvirt \
+              (/usr/bin/bbvirt)"
+                .to_string()
+        ),
+        "{:?}",
+        lines(&found)
+    );
+    // The front's PROGRAM is what must be this bbvirt.
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bbvirt.rules",
+        &rule_text_with_front("/opt/other/bbvirt", &format!("{FRONT} ")),
+        0o644,
+    );
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert_eq!(errors(&found).len(), 1, "{:?}", lines(&found));
+    assert!(
+        errors(&found)[0].contains("runs /opt/other/bbvirt, not this bbvirt"),
+        "{:?}",
+        lines(&found)
+    );
 }
 
 #[test]

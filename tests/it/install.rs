@@ -85,6 +85,10 @@ fn bindir() -> String {
         .to_string()
 }
 
+fn text_has_placeholder(text: &str) -> bool {
+    text.contains("@EVENT@") || text.contains("@BINDIR@")
+}
+
 #[test]
 fn installs_three_files_with_modes_and_the_binary_path() {
     let r = Root::new();
@@ -110,13 +114,19 @@ fn installs_three_files_with_modes_and_the_binary_path() {
         assert!(!text.contains("@UDEVRULESDIR@"), "{text}");
         assert!(text.lines().any(|l| l.starts_with(MARKER)), "{text}");
     }
+    // The front built next to the binary runs it (bbvirt::event).
+    let front = env!("CARGO_BIN_EXE_bbvirt-event");
+    assert!(!text_has_placeholder(&rule), "{rule}");
     assert!(
         rule.contains(&format!(
-            "RUN+=\"{exe} attach $env{{BUSNUM}}:$env{{DEVNUM}} --syslog\""
+            "RUN+=\"{front} {exe} attach $env{{BUSNUM}}:$env{{DEVNUM}} --syslog\""
         )),
         "{rule}"
     );
-    assert!(rule.contains(&format!("RUN+=\"{exe} detach ")), "{rule}");
+    assert!(
+        rule.contains(&format!("RUN+=\"{front} {exe} detach ")),
+        "{rule}"
+    );
     assert!(
         rule.contains("# Installed by bbvirt as /etc/udev/rules.d/60-bbvirt.rules;"),
         "{rule}"

@@ -52,3 +52,26 @@ pub fn running(names: &[&str]) -> FakeHv {
         .iter()
         .fold(FakeHv::new(), |hv, n| hv.domain(None, n, true))
 }
+
+/// A fixture host for the readiness gate (bbvirt::daemon): systemd booted,
+/// bbvirt-sync.service installed, libvirtd running as pid 812.
+pub fn gated_host(dir: &std::path::Path) -> bbvirt::daemon::HostPaths {
+    let p = |rel: &str| dir.join(rel);
+    std::fs::create_dir_all(p("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(p("units")).unwrap();
+    std::fs::write(p("units/bbvirt-sync.service"), "[Service]\n").unwrap();
+    std::fs::write(p("run/libvirtd.pid"), "812\n").unwrap();
+    std::fs::create_dir_all(p("proc/812")).unwrap();
+    std::fs::write(
+        p("proc/812/stat"),
+        "812 (libvirtd) S 1 812 812 0 -1 0 0 0 0 0 0 0 0 0 20 0 17 0 5000 0 0\n",
+    )
+    .unwrap();
+    bbvirt::daemon::HostPaths {
+        proc_root: p("proc"),
+        run_dir: p("run/bbvirt"),
+        systemd_booted: p("run/systemd/system"),
+        unit_dirs: vec![p("units")],
+        pidfiles: vec![p("run/libvirtd.pid")],
+    }
+}

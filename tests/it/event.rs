@@ -1,0 +1,190 @@
+//! The udev front (`bbvirt-event`, bbvirt::event): it skips only the runs
+//! whose outcome is "nothing to do", runs `bbvirt` with the same words in
+//! every other case, and does not link libvirt.
+
+use std::process::{Command, Output};
+
+use crate::util::expect_exit;
+use crate::util::scene::{config, dom, gated_host, tree, two_guests};
+use bbvirt::cli::{Action, Opts};
+use bbvirt::config::Config;
+use bbvirt::context::Context;
+use bbvirt::daemon::{HostPaths, Readiness};
+use bbvirt::event::{self, Verdict};
+
+fn words(line: &str) -> Vec<std::ffi::OsString> {
+    line.split_whitespace().map(Into::into).collect()
+}
+
+/// The verdict on `line` (bbvirt's words) with `cfg`, the shared fixture
+/// tree and, when given, the readiness gate of a run by udev.
+fn verdict(cfg: &Config, gate: Option<&HostPaths>, line: &str) -> Verdict {
+    let (action, opts) = event::parse(&words(line)).expect("an attach or detach");
+    let tree = tree();
+    let sysfs = tree.sysfs();
+    let gate = gate.map(|p| Readiness::detect(p.clone(), true).expect("gate applies"));
+    let lock = tree.root().join("run");
+    let ctx = Context {
+        config: cfg,
+        sysfs: &sysfs,
+        hv: &crate::util::fake::FakeHv::new(),
+        opts: &opts,
+        lock_dir: Some(&lock),
+        readiness: gate.as_ref(),
+    };
+    event::decide(&action, &ctx)
+}
+
+#[test]
+fn only_attach_and_detach_without_dry_run_are_read() {
+    assert!(matches!(
+        event::parse(&words("attach 1:4 --syslog")),
+        Some((Action::Attach { .. }, Opts { syslog: true, .. }))
+    ));
+    assert!(matches!(
+        event::parse(&words("-v detach 1:4")),
+        Some((Action::Detach { .. }, _))
+    ));
+    for line in [
+        "attach 1:4 -n",
+        "sync",
+        "status",
+        "attach",
+        "attach 1:4 --bogus",
+        "",
+    ] {
+        assert!(event::parse(&words(line)).is_none(), "{line:?}");
+    }
+}
+
+#[test]
+fn a_device_that_stays_with_the_host_needs_no_bbvirt() {
+    let cfg = two_guests();
+    // UNASS1 at 3:10 is nobody's; so is everything with an empty config.
+    assert_eq!(verdict(&cfg, None, "attach 3:10"), Verdict::Done);
+    assert_eq!(verdict(&cfg, None, "attach UNASS1"), Verdict::Done);
+    assert_eq!(verdict(&config(vec![]), None, "attach 1:4"), Verdict::Done);
+    // Assigned: bbvirt attaches it.
+    assert_eq!(verdict(&cfg, None, "attach 1:4"), Verdict::Run);
+    // --domain sends even an unassigned device: bbvirt's job.
+    assert_eq!(verdict(&cfg, None, "attach 3:10 -D g2"), Verdict::Run);
+    // Errors are bbvirt's to report in its words: a device gone, a hint
+    // that does not match.
+    assert_eq!(verdict(&cfg, None, "attach 9:99"), Verdict::Run);
+    assert_eq!(verdict(&cfg, None, "attach 1:4 --busnum 2"), Verdict::Run);
+    // A remove without the gate: only libvirt's live XML can tell.
+    assert_eq!(verdict(&cfg, None, "detach 1:4"), Verdict::Run);
+}
+
+#[test]
+fn before_the_daemon_served_udev_events_need_no_bbvirt_and_after_they_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = gated_host(dir.path());
+    let cfg = two_guests();
+    assert_eq!(verdict(&cfg, Some(&paths), "attach 1:4"), Verdict::Done);
+    assert_eq!(verdict(&cfg, Some(&paths), "detach 1:4"), Verdict::Done);
+    // A guest at another URI is not behind the local daemon's gate.
+    let remote = config(vec![
+        dom("g1", None, None, &["KWIF4Q"]),
+        dom("r", None, Some("qemu+ssh://far/system"), &["JAMMB3"]),
+    ]);
+    assert_eq!(verdict(&remote, Some(&paths), "attach 1:5"), Verdict::Run);
+    assert_eq!(verdict(&remote, Some(&paths), "detach 1:5"), Verdict::Run);
+    assert_eq!(verdict(&remote, Some(&paths), "attach 1:4"), Verdict::Done);
+
+    // bbvirt-sync.service recorded the daemon (pid 812, start 5000).
+    std::fs::create_dir_all(&paths.run_dir).unwrap();
+    std::fs::write(paths.run_dir.join("ready"), "812 5000\n").unwrap();
+    assert_eq!(verdict(&cfg, Some(&paths), "attach 1:4"), Verdict::Run);
+    assert_eq!(verdict(&cfg, Some(&paths), "detach 1:4"), Verdict::Run);
+    assert_eq!(verdict(&cfg, Some(&paths), "attach 3:10"), Verdict::Done);
+    assert!(
+        !paths.run_dir.join("lock").exists(),
+        "the front never takes the host lock"
+    );
+}
+
+/// Runs the built `bbvirt-event` with the shared fixture tree.
+fn front(args: &[&str]) -> Output {
+    let tree = tree();
+    Command::new(env!("CARGO_BIN_EXE_bbvirt-event"))
+        .args(args)
+        .env("BBVIRT_SYSFS_ROOT", tree.root())
+        .env("BBVIRT_RUN_DIR", tree.root().join("run"))
+        .env("BBVIRT_PROC_ROOT", tree.root().join("proc"))
+        .env_remove("ACTION")
+        .env_remove("DEVPATH")
+        .output()
+        .expect("running bbvirt-event")
+}
+
+const CONF: &str = "DOMAIN_RNG_g1=( KWIF4Q )\n";
+
+#[test]
+fn the_binary_execs_bbvirt_with_the_same_words_or_exits_0() {
+    let conf = tempfile::tempdir().unwrap();
+    let c = crate::util::write_config(conf.path(), CONF);
+    let c = c.to_str().unwrap();
+    // /bin/echo stands in for bbvirt: it prints the words it was given.
+    let out = front(&["/bin/echo", "attach", "1:4", "-C", c, "--syslog"]);
+    let (stdout, _) = expect_exit(&out, 0);
+    assert_eq!(stdout, format!("attach 1:4 -C {c} --syslog\n"));
+    // The unassigned UNASS1 (3:10): nothing runs.
+    let out = front(&["/bin/echo", "attach", "3:10", "-C", c, "-v"]);
+    let (stdout, stderr) = expect_exit(&out, 0);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("UNASS1 is not assigned to any domain"),
+        "the same note as bbvirt's: {stderr}"
+    );
+    // Words it does not read, or a config with an error: bbvirt's job.
+    let out = front(&["/bin/echo", "attach", "3:10", "--bogus"]);
+    assert_eq!(expect_exit(&out, 0).0, "attach 3:10 --bogus\n");
+    std::fs::write(conf.path().join("bad.conf"), "DOMAIN_RNG_g1=( KWIF4Q\n").unwrap();
+    let bad = conf.path().join("bad.conf");
+    let bad = bad.to_str().unwrap();
+    let out = front(&["/bin/echo", "attach", "3:10", "-C", bad]);
+    assert_eq!(expect_exit(&out, 0).0, format!("attach 3:10 -C {bad}\n"));
+}
+
+#[test]
+fn the_binary_reports_a_missing_or_relative_program() {
+    let conf = tempfile::tempdir().unwrap();
+    let c = crate::util::write_config(conf.path(), CONF);
+    let c = c.to_str().unwrap();
+    let out = front(&["/nonexistent/bbvirt", "attach", "1:4", "-C", c]);
+    let (_, stderr) = expect_exit(&out, 1);
+    assert!(
+        stderr.contains("cannot run /nonexistent/bbvirt"),
+        "{stderr}"
+    );
+    let out = front(&["bbvirt", "attach", "1:4"]);
+    let (_, stderr) = expect_exit(&out, 2);
+    assert!(
+        stderr.contains("usage: bbvirt-event /PATH/TO/bbvirt"),
+        "{stderr}"
+    );
+}
+
+/// The shared libraries an ELF file needs (`readelf -d`, from binutils).
+fn needed(path: &str) -> Vec<String> {
+    let out = Command::new("readelf")
+        .args(["-d", "--wide", path])
+        .output()
+        .expect("readelf (binutils) runs");
+    assert!(out.status.success(), "readelf -d {path}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split('[').nth(1)?.trim_end_matches(']').to_string()))
+        .collect()
+}
+
+#[test]
+fn the_front_does_not_link_libvirt_and_bbvirt_does() {
+    let front = needed(env!("CARGO_BIN_EXE_bbvirt-event"));
+    let full = needed(env!("CARGO_BIN_EXE_bbvirt"));
+    assert!(full.iter().any(|l| l.starts_with("libvirt")), "{full:?}");
+    assert!(!front.iter().any(|l| l.starts_with("libvirt")), "{front:?}");
+    assert!(front.len() < full.len(), "{front:?} vs {full:?}");
+}
