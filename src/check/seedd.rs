@@ -212,6 +212,7 @@ mod tests {
                 name: None,
                 uri: None,
                 serials: vec![],
+                usb: Vec::new(),
             }],
             ..config()
         };

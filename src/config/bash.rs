@@ -49,7 +49,7 @@ pub(super) fn run_bash(path: &Path) -> Result<Config, ConfigError> {
     }
     let mut vars = parse_dump(path, &done.stdout)?;
     vars.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut domains = domains_from_vars(&vars);
+    let mut domains = domains_from_vars(path, &vars)?;
     domains.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Config {
         path: path.to_path_buf(),
@@ -192,6 +192,27 @@ mod tests {
         let f = write("exit.conf", "DOMAIN_RNG_a=(A)\nexit 0\n");
         let e = eval_with_bash(&f).unwrap_err().to_string();
         assert!(e.contains("call `exit`"), "{e}");
+
+        // DOMAIN_USB_ through bash: a good element, then a bad one named
+        // by its index (bash tells no lines).
+        let f = write(
+            "usb.conf",
+            "P=1-5\nDOMAIN_USB_ha=( \"id=10c4:ea60 port=$P\" )\n",
+        );
+        let c = Config::load(&f).expect("load").expect("exists");
+        assert_eq!(c.domains[0].usb[0].port, Some((1, vec![5])));
+        let f = write(
+            "usb-bad.conf",
+            "P=x\nDOMAIN_USB_ha=( \"id=10c4:ea60\" \"$P\" )\n",
+        );
+        let e = Config::load(&f).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: DOMAIN_USB_ha[1] \"x\": 'x' is not key=value (keys: id, serial, port)",
+                f.display()
+            )
+        );
 
         let f = write("syntax.conf", "X=$(\n");
         let e = Config::load(&f).unwrap_err().to_string();

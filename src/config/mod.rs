@@ -7,7 +7,11 @@
 //! - `DOMAIN_RNG_<id>=( SERIAL ... )`: the serials passed through to that guest;
 //! - `DOMAIN_URI_<id>="URI"`: the libvirt connection URI (optional);
 //! - `DOMAIN_NAME_<id>="name"`: the libvirt domain name when it is not a shell
-//!   identifier (optional, e.g. `kbsd-unstable`).
+//!   identifier (optional, e.g. `kbsd-unstable`);
+//! - `DOMAIN_USB_<id>=( "MATCH" ... )`: USB devices of any kind, one element
+//!   per device, each `id=VVVV:PPPP`, `serial=S`, `port=BUS-PORT[.PORT...]`
+//!   words ([`crate::selector`]; the original script ignores this variable).
+//!   A malformed element is an error at its line.
 //!
 //! # How the file is read
 //!
@@ -30,7 +34,7 @@
 //!
 //! # Domains and their order
 //!
-//! A domain is every `<id>` that has any of the three variables set (an
+//! A domain is every `<id>` that has any of these variables set (an
 //! empty array `DOMAIN_RNG_x=()` counts; a bare `declare -a DOMAIN_RNG_x` does
 //! not, as in bash).  Empty `DOMAIN_URI_`/`DOMAIN_NAME_` values mean "not set",
 //! as in the original script.  With the native parser domains are in order of
@@ -45,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::device::is_valid_serial;
+use crate::selector::Selector;
 
 /// The configuration file used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/bit-babbler/vm.conf";
@@ -72,6 +77,9 @@ pub struct DomainConf {
     pub uri: Option<String>,
     /// `DOMAIN_RNG_<id>`: the serial numbers assigned to this guest, in order.
     pub serials: Vec<String>,
+    /// `DOMAIN_USB_<id>`: the USB devices of any kind assigned to this
+    /// guest, one element per device ([`crate::selector`]).
+    pub usb: Vec<Selector>,
 }
 
 impl DomainConf {
@@ -415,22 +423,25 @@ fn domain_var(name: &str) -> Option<(DomainVar, &str)> {
         (DomainVar::Uri, id)
     } else if let Some(id) = name.strip_prefix("DOMAIN_NAME_") {
         (DomainVar::Name, id)
+    } else if let Some(id) = name.strip_prefix("DOMAIN_USB_") {
+        (DomainVar::Usb, id)
     } else {
         return None;
     };
     (!id.is_empty()).then_some((kind, id))
 }
 
-/// The three per-guest variables.
+/// The per-guest variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DomainVar {
     Rng,
     Uri,
     Name,
+    Usb,
 }
 
 /// Domains from variables, in the order the variables are given.
-fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
+fn domains_from_vars(path: &Path, vars: &[RawVar]) -> Result<Vec<DomainConf>, ConfigError> {
     let mut domains: Vec<DomainConf> = Vec::new();
     for var in vars {
         let Some((kind, id)) = domain_var(&var.name) else {
@@ -444,6 +455,7 @@ fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
                     name: None,
                     uri: None,
                     serials: Vec::new(),
+                    usb: Vec::new(),
                 });
                 domains.len() - 1
             }
@@ -454,9 +466,40 @@ fn domains_from_vars(vars: &[RawVar]) -> Vec<DomainConf> {
             DomainVar::Rng => d.serials = var.values.clone(),
             DomainVar::Uri => d.uri = nonempty,
             DomainVar::Name => d.name = nonempty,
+            DomainVar::Usb => d.usb = usb_elements(path, var)?,
         }
     }
-    domains
+    Ok(domains)
+}
+
+/// The elements of a `DOMAIN_USB_` array as selectors; a malformed one is
+/// an error at its line (native parse), else named by its index.
+fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, ConfigError> {
+    var.values
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<Selector>().map_err(|e| {
+                let line = var.lines.as_ref().and_then(|l| l.elements.get(i).copied());
+                let msg = format!(
+                    "{}[{i}] \"{}\": {e}",
+                    var.name,
+                    crate::text::escape_controls(text)
+                );
+                match line {
+                    Some(line) => ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        line,
+                        msg,
+                    },
+                    None => ConfigError::Value {
+                        path: path.to_path_buf(),
+                        msg,
+                    },
+                }
+            })
+        })
+        .collect()
 }
 
 mod bash;
@@ -514,5 +557,46 @@ mod tests {
             Config::load(dir.path()),
             Err(ConfigError::NotAFile { .. }) | Err(ConfigError::Insecure { .. })
         ));
+    }
+
+    #[test]
+    fn usb_elements_parse_with_their_lines() {
+        let c = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_NAME_ha=\"home-assistant\"\n\
+             DOMAIN_USB_ha=( \"id=10c4:ea60 port=1-5\"   # Zigbee\n\
+             \x20              \"id=0658:0200\" )\n\
+             DOMAIN_USB_vault=( \"id=1050:0407 serial='A B'\" )\n",
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.domains.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["ha", "vault"], "a domain with only USB elements");
+        let ha = &c.domains[0];
+        assert_eq!(ha.libvirt_name(), "home-assistant");
+        assert_eq!(ha.usb.len(), 2);
+        assert_eq!(ha.usb[0].port, Some((1, vec![5])));
+        assert_eq!(c.domains[1].usb[0].serial.as_deref(), Some("A B"));
+        assert_eq!(c.lines.element("DOMAIN_USB_ha", 1), Some(3));
+    }
+
+    #[test]
+    fn a_malformed_usb_element_names_file_and_line() {
+        let e = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_USB_a=( \"id=10c4:ea60\"\n  \"serial=0001\" )\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/t/vm.conf:2: DOMAIN_USB_a[1] \"serial=0001\": needs id= or port= (a serial \
+             alone could be any device's)"
+        );
+        let e =
+            parse_native(Path::new("/t/vm.conf"), "DOMAIN_USB_a=( \"id=zz:1\" )\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/t/vm.conf:1: DOMAIN_USB_a[0] \"id=zz:1\": "),
+            "{e}"
+        );
     }
 }

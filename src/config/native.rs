@@ -53,7 +53,7 @@ pub fn parse_native(path: &Path, text: &str) -> Result<Config, NativeError> {
     let vars = p.vars.into_raw();
     Ok(Config {
         path: path.to_path_buf(),
-        domains: domains_from_vars(&vars),
+        domains: domains_from_vars(path, &vars).map_err(NativeError::Invalid)?,
         timeout: timeout_from_vars(path, &vars).map_err(NativeError::Invalid)?,
         lines: SourceLines {
             vars: vars
@@ -655,12 +655,14 @@ mod tests {
                     name: None,
                     uri: Some("qemu:///system".into()),
                     serials: vec!["KWIF4Q".into(), "JAXJE6".into()],
+                    usb: Vec::new(),
                 },
                 DomainConf {
                     id: "kbsd".into(),
                     name: Some("kbsd-unstable".into()),
                     uri: Some("qemu+ssh://your.domain/system".into()),
                     serials: vec!["G2SJ3Z".into()],
+                    usb: Vec::new(),
                 },
             ]
         );

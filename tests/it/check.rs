@@ -631,6 +631,7 @@ fn domain(id: &str, name: Option<&str>, uri: Option<&str>) -> DomainConf {
         name: name.map(Into::into),
         uri: uri.map(Into::into),
         serials: vec!["KWIF4Q".into()],
+        usb: Vec::new(),
     }
 }
 
@@ -927,6 +928,7 @@ fn guests_without_a_usable_usb_controller() {
     // Each guest its own serial (a serial goes to the first guest listing it).
     let with = |id: &str, serial: &str| DomainConf {
         serials: vec![serial.into()],
+        usb: Vec::new(),
         ..domain(id, None, None)
     };
     let cfg = config(vec![
@@ -936,6 +938,7 @@ fn guests_without_a_usable_usb_controller() {
         with("xhci", "DDDDDD"),
         DomainConf {
             serials: vec![],
+            usb: Vec::new(),
             ..domain("nodevices", None, None)
         },
     ]);

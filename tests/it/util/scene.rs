@@ -13,6 +13,7 @@ pub fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) ->
         name: name.map(Into::into),
         uri: uri.map(Into::into),
         serials: serials.iter().map(|s| s.to_string()).collect(),
+        usb: Vec::new(),
     }
 }
 
