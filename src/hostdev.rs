@@ -19,6 +19,43 @@ pub fn alias_for(serial: &str) -> String {
     format!("{ALIAS_PREFIX}{serial}")
 }
 
+/// The prefix of the aliases of devices that a `DOMAIN_USB_` element
+/// routes ([`usb_alias`]); distinct from [`ALIAS_PREFIX`]: neither is a
+/// prefix of the other.
+pub const USB_ALIAS_PREFIX: &str = "ua-bbusb-";
+
+/// The longest serial put into a [`usb_alias`] as it is.
+const ALIAS_SERIAL_MAX: usize = 32;
+
+/// The alias of a device that element `element` (0-based, in its guest's
+/// `DOMAIN_USB_` list) routes: `ua-bbusb-VVVVPPPP-eN-TAG`, e.g.
+/// `ua-bbusb-10c4ea60-e0-0001`. TAG is the serial when it is 1 to 32 of
+/// `[A-Za-z0-9_-]`, else `h` and 8 hex digits of a hash of its bytes
+/// (FNV-1a, 32 bit), or `noserial`. The element makes it unique in the
+/// guest (one device per element, so twins with one serial differ) and
+/// stable across replugs; vendor, product and serial make it readable.
+pub fn usb_alias(id: crate::selector::UsbId, element: usize, serial: Option<&str>) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let tag = match serial {
+        None => "noserial".to_string(),
+        Some(s) if !s.is_empty() && s.len() <= ALIAS_SERIAL_MAX && s.chars().all(safe) => {
+            s.to_string()
+        }
+        Some(s) => format!("h{:08x}", fnv1a32(s.as_bytes())),
+    };
+    format!(
+        "{USB_ALIAS_PREFIX}{:04x}{:04x}-e{element}-{tag}",
+        id.vendor, id.product
+    )
+}
+
+/// FNV-1a, 32 bit: a short stable digest, not a security measure.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The serial a bbvirt alias stands for, or None for any other alias.
 pub fn serial_from_alias(alias: &str) -> Option<&str> {
     alias.strip_prefix(ALIAS_PREFIX)
@@ -129,6 +166,46 @@ pub fn usb_hostdevs(domain_xml: &str) -> Result<Vec<UsbHostdev>, XmlError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usb_aliases_are_readable_unique_per_element_and_always_valid() {
+        use crate::selector::UsbId;
+        let cp210x = UsbId {
+            vendor: 0x10c4,
+            product: 0xea60,
+        };
+        assert_eq!(
+            usb_alias(cp210x, 0, Some("0001")),
+            "ua-bbusb-10c4ea60-e0-0001"
+        );
+        // Twins with one serial: two elements, two aliases.
+        assert_ne!(
+            usb_alias(cp210x, 0, Some("0001")),
+            usb_alias(cp210x, 1, Some("0001"))
+        );
+        assert_eq!(usb_alias(cp210x, 2, None), "ua-bbusb-10c4ea60-e2-noserial");
+        let hostile = ["A B", "x'><hostdev", "", "\u{7}\n", &"Z".repeat(33), "ü"];
+        let mut seen = std::collections::HashSet::new();
+        for s in hostile {
+            let a = usb_alias(cp210x, 0, Some(s));
+            assert!(a.starts_with(USB_ALIAS_PREFIX), "{a}");
+            assert!(
+                a["ua-".len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{a}"
+            );
+            assert_eq!(a, usb_alias(cp210x, 0, Some(s)), "stable");
+            assert!(seen.insert(a), "distinct serials, distinct aliases");
+        }
+        // Never one of the BitBabbler aliases, nor their prefix.
+        assert!(!USB_ALIAS_PREFIX.starts_with(ALIAS_PREFIX));
+        assert!(!ALIAS_PREFIX.starts_with(USB_ALIAS_PREFIX));
+        assert_eq!(
+            serial_from_alias(&usb_alias(cp210x, 0, Some("KWIF4Q"))),
+            None
+        );
+    }
+
     use super::*;
 
     /// Live XML as libvirt 9.0 printed it in the lab, trimmed.

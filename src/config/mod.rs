@@ -105,6 +105,17 @@ pub struct Config {
     pub lines: SourceLines,
 }
 
+/// The routes of the present USB devices ([`Config::usb_routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbRoutes {
+    /// Per device, in the order given: (guest index, element index).
+    pub route: Vec<Option<(usize, usize)>>,
+    /// The flat element list the overlaps index: (guest, element).
+    pub elements: Vec<(usize, usize)>,
+    /// Devices several elements match, elements that match several devices.
+    pub overlaps: Vec<crate::selector::Overlap>,
+}
+
 /// Where the native parser found each variable set, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceLines {
@@ -311,6 +322,35 @@ impl Config {
             .iter()
             .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
             .min()
+    }
+
+    /// Who gets each of the present USB `devices` among the `DOMAIN_USB_`
+    /// elements of all guests, in file order (guests in [`Config::domains`]
+    /// order, then each guest's elements), by the rule of
+    /// [`crate::selector`]: the most specific element, then the earlier one,
+    /// one device per element. A device's route is Some((guest index,
+    /// element index in that guest's list)).
+    pub fn usb_routes(&self, devices: &[crate::selector::Candidate]) -> UsbRoutes {
+        let elements: Vec<(usize, usize)> = self
+            .domains
+            .iter()
+            .enumerate()
+            .flat_map(|(d, dom)| (0..dom.usb.len()).map(move |e| (d, e)))
+            .collect();
+        let selectors: Vec<Selector> = elements
+            .iter()
+            .map(|&(d, e)| self.domains[d].usb[e].clone())
+            .collect();
+        let assignment = crate::selector::assign(&selectors, devices);
+        UsbRoutes {
+            route: assignment
+                .owner
+                .iter()
+                .map(|o| o.map(|i| elements[i]))
+                .collect(),
+            elements,
+            overlaps: assignment.overlaps,
+        }
     }
 
     /// The domain with config id or libvirt name `name`.
@@ -597,6 +637,58 @@ mod tests {
             e.to_string()
                 .starts_with("/t/vm.conf:1: DOMAIN_USB_a[0] \"id=zz:1\": "),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn usb_routes_follow_specificity_then_file_order_one_device_each() {
+        use crate::selector::{Candidate, UsbId};
+        let c = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_USB_a=( \"id=10c4:ea60\" )\n\
+             DOMAIN_USB_b=( \"id=10c4:ea60 port=1-5\" \"id=0658:0200\" )\n",
+        )
+        .unwrap();
+        let cp = UsbId {
+            vendor: 0x10c4,
+            product: 0xea60,
+        };
+        let zw = UsbId {
+            vendor: 0x0658,
+            product: 0x0200,
+        };
+        let dev = |id, bus, ports: &'static [u32]| Candidate {
+            id,
+            serial: Some("0001"),
+            bus,
+            ports,
+        };
+        // Twins with serial 0001 at 1-4 and 1-5, a Z-Wave stick, a stranger.
+        let other = UsbId {
+            vendor: 0x046d,
+            product: 0xc52b,
+        };
+        let devices = [
+            dev(cp, 1, &[4]),
+            dev(cp, 1, &[5]),
+            dev(zw, 2, &[1]),
+            dev(other, 2, &[2]),
+        ];
+        let r = c.usb_routes(&devices);
+        // 1-5 goes to b's port element (more specific), 1-4 to a's.
+        assert_eq!(r.route, [Some((0, 0)), Some((1, 0)), Some((1, 1)), None]);
+        // a's id= element matches both twins: reported.
+        assert!(!r.overlaps.is_empty());
+        // Without the port element, a's element takes one twin (port
+        // order) and the other stays with the host.
+        let c = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_USB_a=( \"id=10c4:ea60\" )\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.usb_routes(&devices).route,
+            [Some((0, 0)), None, None, None]
         );
     }
 }
