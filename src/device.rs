@@ -26,6 +26,41 @@ pub enum DeviceId {
     Physical { bus: u32, ports: Vec<u32> },
 }
 
+/// A USB vendor:product pair, `VVVV:PPPP` in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UsbId {
+    pub vendor: u16,
+    pub product: u16,
+}
+
+/// Why a string is not `VVVV:PPPP`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid USB id '{}': expected VVVV:PPPP, four hex digits each", .0.escape_debug())]
+pub struct InvalidUsbId(pub String);
+
+impl FromStr for UsbId {
+    type Err = InvalidUsbId;
+
+    fn from_str(s: &str) -> Result<UsbId, InvalidUsbId> {
+        let hex4 = |h: &str| {
+            (h.len() == 4 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u16::from_str_radix(h, 16).ok())
+                .flatten()
+        };
+        let (v, p) = s.split_once(':').ok_or_else(|| InvalidUsbId(s.into()))?;
+        match (hex4(v), hex4(p)) {
+            (Some(vendor), Some(product)) => Ok(UsbId { vendor, product }),
+            _ => Err(InvalidUsbId(s.into())),
+        }
+    }
+}
+
+impl fmt::Display for UsbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vendor, self.product)
+    }
+}
+
 /// True when `s` has the form of a BitBabbler serial number: 6 or 7 characters
 /// of `A-Z` and `0-9`. Only such serials are ever routed or put into a libvirt
 /// alias, whatever a USB descriptor or a config file claims.

@@ -112,6 +112,7 @@ mod tests {
     fn usb(serial: &str, bus: u32, dev: u32) -> UsbDevice {
         UsbDevice {
             name: format!("{bus}-1"),
+            id: crate::sysfs::BITBABBLER_ID,
             serial: Some(serial.into()),
             busnum: bus,
             devnum: dev,

@@ -4,6 +4,8 @@
 //! symlinks into the `devices/` hierarchy: root hubs (`usb3`), devices named
 //! by bus and hub ports (`3-1.4.2`) and their interfaces (`3-1.4.2:1.0`). A
 //! BitBabbler is a device whose `idVendor` is `0403` and `idProduct` `7840`.
+//! A scan reads every device ([`Scan::usb`], for `DOMAIN_USB_` elements) and
+//! keeps the BitBabblers apart ([`Scan::devices`]).
 //!
 //! Design decisions:
 //!
@@ -40,20 +42,28 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::device::DeviceId;
+use crate::device::{DeviceId, UsbId};
 
 /// The BitBabbler's USB vendor ID (FTDI).
 pub const BITBABBLER_VENDOR: u16 = 0x0403;
 /// The BitBabbler's USB product ID.
 pub const BITBABBLER_PRODUCT: u16 = 0x7840;
+/// Both, as a [`UsbId`].
+pub const BITBABBLER_ID: UsbId = UsbId {
+    vendor: BITBABBLER_VENDOR,
+    product: BITBABBLER_PRODUCT,
+};
 /// The most bytes read from one attribute file.
 pub const MAX_ATTR_LEN: u64 = 4096;
 
-/// A BitBabbler found under `<root>/bus/usb/devices`.
+/// A USB device found under `<root>/bus/usb/devices` (a BitBabbler when
+/// its `id` is [`BITBABBLER_VENDOR`]:[`BITBABBLER_PRODUCT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsbDevice {
     /// The sysfs device name, e.g. `3-1.4.2`.
     pub name: String,
+    /// `idVendor`:`idProduct`.
+    pub id: UsbId,
     /// The `serial` attribute (trailing newline removed; lossy UTF-8), if any.
     /// Not validated: see [`crate::device::is_valid_serial`].
     pub serial: Option<String>,
@@ -123,11 +133,32 @@ impl SysfsError {
 
 /// The result of a scan: the BitBabblers found, sorted by bus then ports,
 /// and one line for each BitBabbler-looking entry that was skipped because
-/// of garbage (and for serials shared by several devices).
+/// of garbage (and for serials shared by several devices); and every USB
+/// device, BitBabblers included, in the same order (an entry of another
+/// kind with garbage attributes is left out silently: it is nobody's
+/// business until an element names it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scan {
     pub devices: Vec<UsbDevice>,
     pub warnings: Vec<String>,
+    pub usb: Vec<UsbDevice>,
+}
+
+impl UsbDevice {
+    /// Whether this is a BitBabbler (by its vendor and product ids).
+    pub fn is_bitbabbler(&self) -> bool {
+        self.id.vendor == BITBABBLER_VENDOR && self.id.product == BITBABBLER_PRODUCT
+    }
+
+    /// What a `DOMAIN_USB_` element looks at ([`crate::selector`]).
+    pub fn candidate(&self) -> crate::selector::Candidate<'_> {
+        crate::selector::Candidate {
+            id: self.id,
+            serial: self.serial.as_deref(),
+            bus: self.busnum,
+            ports: &self.ports,
+        }
+    }
 }
 
 /// What [`Sysfs::try_trigger_change`] did.
@@ -200,11 +231,17 @@ impl Sysfs {
             match read_device(&dir.join(name), name)? {
                 Entry::Absent | Entry::Other => {}
                 Entry::Skipped(warning) => scan.warnings.push(warning),
-                Entry::BitBabbler(dev) => scan.devices.push(dev),
+                Entry::Device(dev) => {
+                    if dev.is_bitbabbler() {
+                        scan.devices.push(dev.clone());
+                    }
+                    scan.usb.push(dev);
+                }
             }
         }
-        scan.devices
-            .sort_by(|a, b| (a.busnum, &a.ports, &a.name).cmp(&(b.busnum, &b.ports, &b.name)));
+        for list in [&mut scan.devices, &mut scan.usb] {
+            list.sort_by(|a, b| (a.busnum, &a.ports, &a.name).cmp(&(b.busnum, &b.ports, &b.name)));
+        }
         scan.warnings
             .extend(duplicate_serial_warnings(&scan.devices));
         Ok(scan)
@@ -330,11 +367,12 @@ fn read_attr(dir: &Path, attr: &str) -> Result<Option<Vec<u8>>, SysfsError> {
 enum Entry {
     /// Gone while being read (or never had the attributes of a device).
     Absent,
-    /// Some other USB device.
+    /// Not a USB device bbvirt can name (garbage in a device that is not
+    /// a BitBabbler).
     Other,
     /// A BitBabbler with garbage attributes; the warning says why.
     Skipped(String),
-    BitBabbler(UsbDevice),
+    Device(UsbDevice),
 }
 
 fn read_device(path: &Path, name: &str) -> Result<Entry, SysfsError> {
@@ -348,9 +386,10 @@ fn read_device(path: &Path, name: &str) -> Result<Entry, SysfsError> {
     }
     let vendor = parse_hex_id_attr(&attr!("idVendor"));
     let product = parse_hex_id_attr(&attr!("idProduct"));
-    if vendor != Some(BITBABBLER_VENDOR) || product != Some(BITBABBLER_PRODUCT) {
+    let (Some(vendor), Some(product)) = (vendor, product) else {
         return Ok(Entry::Other);
-    }
+    };
+    let bitbabbler = vendor == BITBABBLER_VENDOR && product == BITBABBLER_PRODUCT;
     // Read before busnum/devnum: if the device vanished, a missing serial is
     // then told apart from a vanished device by the reads that follow.
     let serial = read_attr(path, "serial")?.map(|b| parse_serial_attr(&b));
@@ -358,10 +397,14 @@ fn read_device(path: &Path, name: &str) -> Result<Entry, SysfsError> {
     let devnum_raw = attr!("devnum");
 
     let skip = |why: String| {
-        Ok(Entry::Skipped(format!(
-            "skipping {}: {why}",
-            path.display().to_string().escape_debug()
-        )))
+        Ok(if bitbabbler {
+            Entry::Skipped(format!(
+                "skipping {}: {why}",
+                path.display().to_string().escape_debug()
+            ))
+        } else {
+            Entry::Other
+        })
     };
     let Some(busnum) = parse_decimal_attr(&busnum_raw) else {
         return skip(format!("busnum is not a number: {}", show(&busnum_raw)));
@@ -375,8 +418,9 @@ fn read_device(path: &Path, name: &str) -> Result<Entry, SysfsError> {
     if bus != busnum {
         return skip(format!("the name says bus {bus} but busnum is {busnum}"));
     }
-    Ok(Entry::BitBabbler(UsbDevice {
+    Ok(Entry::Device(UsbDevice {
         name: name.to_string(),
+        id: UsbId { vendor, product },
         serial,
         busnum,
         devnum,
@@ -520,6 +564,7 @@ mod tests {
         assert_eq!(bus, busnum);
         UsbDevice {
             name: name.into(),
+            id: crate::sysfs::BITBABBLER_ID,
             serial: serial.map(Into::into),
             busnum,
             devnum,

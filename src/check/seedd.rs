@@ -152,6 +152,7 @@ mod tests {
     fn device(name: &str, serial: &str, bus: u32, dev: u32, ports: &[u32]) -> UsbDevice {
         UsbDevice {
             name: name.into(),
+            id: crate::sysfs::BITBABBLER_ID,
             serial: Some(serial.into()),
             busnum: bus,
             devnum: dev,

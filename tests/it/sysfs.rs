@@ -42,6 +42,7 @@ fn host_lists_bitbabblers_sorted_by_bus_then_ports() {
         *dev,
         UsbDevice {
             name: "3-1.4.2".into(),
+            id: bbvirt::sysfs::BITBABBLER_ID,
             serial: Some("QX3TZ7A".into()),
             busnum: 3,
             devnum: 12,
@@ -66,7 +67,9 @@ fn host_skips_other_devices_hubs_and_interfaces() {
 
 #[test]
 fn host_warns_about_garbage() {
-    let Scan { devices, warnings } = host().scan().unwrap();
+    let Scan {
+        devices, warnings, ..
+    } = host().scan().unwrap();
     assert_eq!(devices.len(), 6);
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("devices/2-1:"), "{}", warnings[0]);
@@ -163,7 +166,9 @@ fn host_serials_and_with_serial() {
 #[test]
 fn one_bitbabbler() {
     let sysfs = Sysfs::new(fixture("one-bitbabbler"));
-    let Scan { devices, warnings } = sysfs.scan().unwrap();
+    let Scan {
+        devices, warnings, ..
+    } = sysfs.scan().unwrap();
     assert_eq!(names(&devices), ["1-1"]);
     assert!(warnings.is_empty());
     assert_eq!(devices[0].serial.as_deref(), Some("KWIF4Q"));
@@ -234,7 +239,9 @@ fn vanished_device_is_absent() {
     assert!(tree.link_path("1-1").is_symlink());
     assert!(!tree.link_path("1-1").exists());
     let sysfs = tree.sysfs();
-    let Scan { devices, warnings } = sysfs.scan().unwrap();
+    let Scan {
+        devices, warnings, ..
+    } = sysfs.scan().unwrap();
     assert_eq!(names(&devices), ["1-2"]);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(find(&sysfs, "KWIF4Q"), None);
@@ -280,7 +287,9 @@ fn garbage_is_skipped_with_warnings() {
         .bitbabbler("1-4", Some(long_serial.as_str()), 1, 6)
         .bitbabbler("1-5", Some("BIGNUM"), 1, 7)
         .attr("1-5", "busnum", "99999999999999999999\n");
-    let Scan { devices, warnings } = tree.sysfs().scan().unwrap();
+    let Scan {
+        devices, warnings, ..
+    } = tree.sysfs().scan().unwrap();
     assert_eq!(names(&devices), ["1-1", "1-4"]);
     // Attribute reads are capped.
     assert_eq!(devices[1].serial.as_ref().map(String::len), Some(4096));
@@ -407,4 +416,32 @@ fn permission_denied_is_an_error() {
     }
     let err = result.unwrap_err();
     assert_eq!(err.to_string(), format!("reading {}", dir.display()));
+}
+
+// --- every USB device (DOMAIN_USB_) ------------------------------------------
+
+#[test]
+fn scan_lists_every_usb_device_with_its_id_and_bitbabblers_apart() {
+    let tree = FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-5", "10c4", "ea60", Some("0001"), 1, 5)
+        .usb_device("1-6", "0658", "0200", None, 1, 6)
+        .bitbabbler("1-7", Some("KWIF4Q"), 1, 7)
+        .usb_device("1-8", "046d", "c52b", Some("K1"), 1, 8)
+        .attr("1-8", "busnum", "eight\n");
+    let scan = tree.sysfs().scan().unwrap();
+    assert_eq!(names(&scan.usb), ["1-4", "1-5", "1-6", "1-7"]);
+    assert_eq!(names(&scan.devices), ["1-7"], "BitBabblers as before");
+    assert_eq!(scan.usb[0].id.to_string(), "10c4:ea60");
+    assert_eq!(
+        scan.usb[1].serial.as_deref(),
+        Some("0001"),
+        "twins share it"
+    );
+    assert_eq!(scan.usb[2].serial, None);
+    assert!(scan.usb[3].is_bitbabbler() && !scan.usb[0].is_bitbabbler());
+    // Garbage in a device of another kind is nobody's business: no warning
+    // (and the twins' shared serial is not a BitBabbler's either).
+    assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
 }
