@@ -25,7 +25,9 @@ use crate::cli::{Action, Cli, Opts};
 use crate::config::Config;
 use crate::context::Context;
 use crate::daemon::{HostPaths, Readiness};
+use crate::device::UsbId;
 use crate::libvirt::{Connection, Hypervisor, VirtError};
+use crate::note;
 use crate::sysfs::Sysfs;
 
 /// What the front does with an event.
@@ -47,6 +49,43 @@ pub fn parse(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
     (wanted && !opts.dry_run).then_some((action, opts))
 }
 
+/// What a udev remove event carries about the device that left (its sysfs
+/// entry is gone): `PRODUCT` (`VVVV/PPPP/BCD` in hex without leading
+/// zeros) and the port from `DEVPATH`'s last component (`.../1-4.2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub id: UsbId,
+    pub port: Option<(u32, Vec<u32>)>,
+}
+
+impl Removed {
+    /// From the event's `PRODUCT` and `DEVPATH`; None when `PRODUCT` is not
+    /// a USB device's.
+    pub fn from_event(product: &str, devpath: &str) -> Option<Removed> {
+        let mut parts = product.split('/');
+        let hex = |p: Option<&str>| {
+            p.filter(|h| (1..=4).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+        };
+        let id = UsbId {
+            vendor: hex(parts.next())?,
+            product: hex(parts.next())?,
+        };
+        let port = devpath
+            .rsplit('/')
+            .next()
+            .and_then(crate::sysfs::parse_device_name);
+        Some(Removed { id, port })
+    }
+
+    /// The remove event of this process (udev sets `PRODUCT` and `DEVPATH`).
+    pub fn from_env() -> Option<Removed> {
+        let product = std::env::var("PRODUCT").ok()?;
+        let devpath = std::env::var("DEVPATH").ok()?;
+        Removed::from_event(&product, &devpath)
+    }
+}
+
 /// The verdict for a parsed `attach`/`detach` on this host: vm.conf, sysfs
 /// and the readiness gate of a run by udev.
 pub fn decide_on_host(action: &Action, opts: &Opts) -> Verdict {
@@ -64,28 +103,53 @@ pub fn decide_on_host(action: &Action, opts: &Opts) -> Verdict {
         lock_dir: Some(&lock_dir),
         readiness: readiness.as_ref(),
     };
-    decide(action, &ctx)
+    let removed = (std::env::var_os("ACTION").is_some_and(|a| a == "remove"))
+        .then(Removed::from_env)
+        .flatten();
+    decide(action, &ctx, removed.as_ref())
 }
 
-/// The verdict for `action` in `ctx` (whose hypervisor is never asked).
-pub fn decide(action: &Action, ctx: &Context) -> Verdict {
+/// The verdict for `action` in `ctx` (whose hypervisor is never asked);
+/// `removed`: what a udev remove event said about the device.
+pub fn decide(action: &Action, ctx: &Context, removed: Option<&Removed>) -> Verdict {
     use crate::actions::AttachRoute;
     match action {
-        Action::Attach { device, .. } => match ctx.route_attach(device) {
-            Ok(AttachRoute::Stays) => Verdict::Done,
-            Ok(AttachRoute::To { target, .. }) => {
-                gate_verdict(ctx, std::iter::once(target.uri.clone()))
+        Action::Attach { device, .. } => {
+            match crate::actions::absent_under_udev(ctx.route_attach(device), AttachRoute::Stays) {
+                Ok(AttachRoute::Stays) => Verdict::Done,
+                Ok(AttachRoute::To { target, .. }) => {
+                    gate_verdict(ctx, std::iter::once(target.uri.clone()))
+                }
+                // `bbvirt` says it in its words.
+                Err(_) => Verdict::Run,
             }
-            // `bbvirt` says it in its words (a device gone under udev is a
-            // note there, other errors are errors).
-            Err(_) => Verdict::Run,
-        },
+        }
+        // A remove of a device of another kind that no DOMAIN_USB_ element
+        // could have matched: bbvirt never attached it.
+        Action::Detach { device, .. }
+            if removed.is_some_and(|r| ctx.opts.domain.is_none() && !could_be_ours(ctx, r)) =>
+        {
+            note!("device {device} (removed) matches no DOMAIN_USB_ element: nothing to detach");
+            Verdict::Done
+        }
         // On remove the device has left sysfs: the guests to look at are
         // every configured one; none of them can be asked before the gate
         // opens for its URI.
         Action::Detach { .. } if !ctx.config.domains.is_empty() => gate_verdict(ctx, ctx.uris()),
         _ => Verdict::Run,
     }
+}
+
+/// Whether bbvirt may have attached the device a remove event is about: a
+/// BitBabbler, or a device some `DOMAIN_USB_` element could have matched.
+fn could_be_ours(ctx: &Context, r: &Removed) -> bool {
+    r.id == crate::sysfs::BITBABBLER_ID
+        || ctx
+            .config
+            .domains
+            .iter()
+            .flat_map(|d| &d.usb)
+            .any(|e| e.could_match(r.id, r.port.as_ref().map(|(b, p)| (*b, p.as_slice()))))
 }
 
 /// Done when the readiness gate refuses every one of `uris` (each refusal

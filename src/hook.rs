@@ -4,7 +4,8 @@
 //! a hook that calls back into libvirt deadlocks. This one never does: on
 //! `started` (a guest came up) and `reconnect` (libvirtd restarted and found
 //! it running) it writes `change` to the sysfs `uevent` file of each of the
-//! guest's BitBabblers that is plugged in. udev then runs its rule, which runs
+//! guest's devices that is plugged in (BitBabblers by their serials, any
+//! USB device by the guest's `DOMAIN_USB_` elements). udev then runs its rule, which runs
 //! `bbvirt attach` outside libvirt's hook, and that attaches the device.
 //! The hook always exits 0, so it can never stop a guest from starting.
 
@@ -35,6 +36,28 @@ pub fn devices_for<'a>(
         .collect()
 }
 
+/// The present devices of any kind that the `DOMAIN_USB_` elements of the
+/// libvirt domain `domain` get ([`Config::element_routes`]), among `usb`.
+pub fn usb_devices_for<'a>(
+    config: &Config,
+    domain: &str,
+    usb: &'a [UsbDevice],
+) -> Vec<&'a UsbDevice> {
+    let Some(index) = config
+        .domains
+        .iter()
+        .position(|d| d.libvirt_name() == domain)
+    else {
+        return Vec::new();
+    };
+    config
+        .element_routes(usb)
+        .into_iter()
+        .filter(|(_, route)| route.is_some_and(|(d, _)| d == index))
+        .map(|(dev, _)| dev)
+        .collect()
+}
+
 /// Runs the hook. Every problem is logged; nothing is returned because the
 /// hook's exit status is always 0.
 pub fn run(args: &[String], config: Option<&Config>, sysfs: &Sysfs) {
@@ -50,14 +73,19 @@ pub fn run(args: &[String], config: Option<&Config>, sysfs: &Sysfs) {
         note!("hook: no config: no devices for {domain}");
         return;
     };
-    let present = match sysfs.bitbabblers() {
-        Ok(p) => p,
+    let scan = match sysfs.scan() {
+        Ok(s) => s,
         Err(e) => {
             error!("hook: {}", crate::log::chain(&e));
             return;
         }
     };
-    let devices = devices_for(config, domain, &present);
+    let mut devices = devices_for(config, domain, &scan.devices);
+    for dev in usb_devices_for(config, domain, &scan.usb) {
+        if !devices.iter().any(|d| d.name == dev.name) {
+            devices.push(dev);
+        }
+    }
     if devices.is_empty() {
         note!("hook: {domain} {operation}: none of its devices is plugged in");
     }
@@ -65,7 +93,10 @@ pub fn run(args: &[String], config: Option<&Config>, sysfs: &Sysfs) {
         match sysfs.trigger_change(dev) {
             Ok(()) => info!(
                 "hook: {domain} {operation}: asked udev to re-announce {} ({:03}:{:03})",
-                dev.serial.as_deref().unwrap_or_default(),
+                match &dev.serial {
+                    Some(s) if dev.is_bitbabbler() => s.clone(),
+                    _ => format!("{} at {}", dev.id, dev.name),
+                },
                 dev.busnum,
                 dev.devnum
             ),

@@ -106,7 +106,16 @@ pub struct UsbHostdev {
 }
 
 impl UsbHostdev {
-    /// The serial, when this is one of bbvirt's hostdevs.
+    /// Whether this is one of bbvirt's hostdevs: a BitBabbler's
+    /// (`ua-bbvirt-SERIAL`) or one a `DOMAIN_USB_` element routed
+    /// (`ua-bbusb-...`). bbvirt never touches any other.
+    pub fn is_bbvirts(&self) -> bool {
+        self.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(ALIAS_PREFIX) || a.starts_with(USB_ALIAS_PREFIX))
+    }
+
+    /// The serial, when this is one of bbvirt's BitBabbler hostdevs.
     pub fn bbvirt_serial(&self) -> Option<&str> {
         self.alias.as_deref().and_then(serial_from_alias)
     }

@@ -15,7 +15,7 @@ use bbvirt::daemon::{HostPaths, Readiness};
 use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::Libvirt;
 use bbvirt::sysfs::Sysfs;
-use bbvirt::{error, hook, log, note};
+use bbvirt::{error, hook, log};
 
 /// The hook's own bound: it only reads files and writes to sysfs.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -200,17 +200,9 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         | Action::Install { .. }
         | Action::Uninstall { .. } => Ok(Outcome::NothingToDo),
     };
-    match result {
-        Ok(_) => Ok(()),
-        // Under udev (ACTION and DEVPATH in the environment), an add or
-        // change event for a device unplugged before bbvirt looked: its
-        // remove event follows, nothing to do.
-        Err(ActionError::NotFound(dev))
-            if matches!(action, Action::Attach { .. }) && bbvirt::daemon::run_by_udev() =>
-        {
-            note!("device {dev} is gone already (unplugged): nothing to attach");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    let result = match action {
+        Action::Attach { .. } => bbvirt::actions::absent_under_udev(result, Outcome::NothingToDo),
+        _ => result,
+    };
+    result.map(|_| ()).map_err(Into::into)
 }

@@ -71,6 +71,37 @@ pub fn stale_entries(live: &[UsbHostdev], wanted: &[&str], present: &[UsbDevice]
         .collect()
 }
 
+/// The stale `ua-bbusb-*` hostdevs (devices a `DOMAIN_USB_` element routes)
+/// among `live`, for a guest that should hold `wanted`: (alias, present
+/// device) pairs. An alias it should not hold is stale (its device is gone,
+/// or no element gives it to this guest any more); a wanted alias at
+/// another address has moved. `serial` of a [`Stale`] is its alias here.
+pub fn stale_usb_entries(live: &[UsbHostdev], wanted: &[(String, &UsbDevice)]) -> Vec<Stale> {
+    live.iter()
+        .filter_map(|h| {
+            let alias = h.alias.as_deref()?;
+            if !alias.starts_with(crate::hostdev::USB_ALIAS_PREFIX) {
+                return None;
+            }
+            let reason = match wanted.iter().find(|(a, _)| a == alias) {
+                None => StaleReason::NotAssigned,
+                Some((_, p)) if !h.is_at(p.busnum, p.devnum) => StaleReason::Moved {
+                    bus: p.busnum,
+                    dev: p.devnum,
+                },
+                Some(_) => return None,
+            };
+            Some(Stale {
+                alias: alias.to_string(),
+                serial: alias.to_string(),
+                bus: h.bus,
+                dev: h.device,
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// Where a present device stands in a running guest's live XML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement<'a> {
@@ -83,10 +114,10 @@ pub enum Placement<'a> {
     Missing,
 }
 
-/// Where `dev` (with `serial`) stands in `live`: the decision both `attach`
-/// and `sync` take.
-pub fn placement<'a>(live: &'a [UsbHostdev], serial: &str, dev: &UsbDevice) -> Placement<'a> {
-    let mine = || live.iter().filter(|h| h.bbvirt_serial() == Some(serial));
+/// Where `dev` (bbvirt's hostdev for it has `alias`) stands in `live`: the
+/// decision both `attach` and `sync` take.
+pub fn placement<'a>(live: &'a [UsbHostdev], alias: &str, dev: &UsbDevice) -> Placement<'a> {
+    let mine = || live.iter().filter(|h| h.alias.as_deref() == Some(alias));
     if mine().any(|h| h.is_at(dev.busnum, dev.devnum)) {
         return Placement::Attached;
     }
@@ -151,13 +182,16 @@ mod tests {
         );
         assert_eq!(stale[0].alias, "ua-bbvirt-BBBBBB");
         assert_eq!((stale[0].bus, stale[0].dev), (Some(1), Some(3)));
-        assert_eq!(placement(&live, "AAAAAA", &present[0]), Placement::Attached);
         assert_eq!(
-            placement(&live, "BBBBBB", &present[1]),
+            placement(&live, "ua-bbvirt-AAAAAA", &present[0]),
+            Placement::Attached
+        );
+        assert_eq!(
+            placement(&live, "ua-bbvirt-BBBBBB", &present[1]),
             Placement::StaleAt(&live[1])
         );
         assert_eq!(
-            placement(&live, "EEEEEE", &usb("EEEEEE", 1, 6)),
+            placement(&live, "ua-bbvirt-EEEEEE", &usb("EEEEEE", 1, 6)),
             Placement::Missing
         );
     }

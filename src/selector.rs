@@ -129,6 +129,17 @@ impl Selector {
                 .is_none_or(|(bus, ports)| *bus == c.bus && ports.as_slice() == c.ports)
     }
 
+    /// Whether the element could have matched a device that has left,
+    /// known only by what its remove event carries: its `id` and, when
+    /// known, its port (a serial can no longer be read: any serial holds).
+    pub fn could_match(&self, id: UsbId, port: Option<(u32, &[u32])>) -> bool {
+        self.id.is_none_or(|i| i == id)
+            && match (&self.port, port) {
+                (Some((bus, ports)), Some((b, p))) => *bus == b && ports.as_slice() == p,
+                _ => true,
+            }
+    }
+
     /// How many keys the element gives (1-3): more is more specific.
     pub fn specificity(&self) -> usize {
         usize::from(self.id.is_some())

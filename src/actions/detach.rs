@@ -49,10 +49,7 @@ impl Context<'_> {
                     continue;
                 }
             };
-            for hd in hds
-                .iter()
-                .filter(|h| h.bbvirt_serial().is_some() && (search.wanted)(h))
-            {
+            for hd in hds.iter().filter(|h| h.is_bbvirts() && (search.wanted)(h)) {
                 let alias = hd.alias.as_deref().unwrap_or_default();
                 steps.record(self.detach_alias(conn, target, alias));
             }

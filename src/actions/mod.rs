@@ -14,7 +14,7 @@ use crate::device::{DeviceId, is_valid_serial};
 use crate::hostdev::{UsbHostdev, XmlError, alias_for, hostdev_xml, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError};
 use crate::reconcile::{Placement, placement};
-use crate::sysfs::{SysfsError, UsbDevice};
+use crate::sysfs::{Scan, SysfsError, UsbDevice};
 use crate::text::shell_quote;
 use crate::{debug, detail, info, note, warn};
 
@@ -103,15 +103,32 @@ pub enum ActionError {
     },
 }
 
+/// An attach's result under udev (ACTION and DEVPATH in the environment,
+/// [`crate::daemon::run_by_udev`]): a device that is not present is nothing
+/// to do, noted. It was unplugged before bbvirt looked (its remove event
+/// follows), or it is a root hub (`usbN`, no port to pass). By hand it
+/// stays an error. `nothing` is the caller's "nothing to do".
+pub fn absent_under_udev<T>(result: Result<T, ActionError>, nothing: T) -> Result<T, ActionError> {
+    match result {
+        Err(ActionError::NotFound(dev)) if crate::daemon::run_by_udev() => {
+            note!("device {dev} is gone already (unplugged) or a root hub: nothing to attach");
+            Ok(nothing)
+        }
+        other => other,
+    }
+}
+
 /// Where an attach goes ([`Context::route_attach`]).
 #[derive(Debug)]
 pub enum AttachRoute {
     /// The device stays with the host (not assigned, or no usable serial).
     Stays,
-    /// To this guest, under this serial.
+    /// To this guest: `what` names the device in messages (its serial, for
+    /// a BitBabbler), `alias` is bbvirt's hostdev alias for it.
     To {
-        device: UsbDevice,
-        serial: String,
+        device: Box<UsbDevice>,
+        what: String,
+        alias: String,
         target: Target,
     },
 }
@@ -124,6 +141,16 @@ fn describe(dev: &UsbDevice) -> String {
         dev.devnum,
         dev.name
     )
+}
+
+/// A device of any kind for messages: `VVVV:PPPP "SERIAL" at BUS-PORT`
+/// (the serial escaped: it is whatever bytes the device sent).
+fn describe_usb(dev: &UsbDevice) -> String {
+    let serial = match &dev.serial {
+        Some(s) => format!(" \"{}\"", s.escape_debug()),
+        None => String::new(),
+    };
+    format!("{}{serial} at {}", dev.id, dev.name)
 }
 
 /// Whether libvirt refused because its driver has no device attach at all
@@ -195,14 +222,11 @@ impl Context<'_> {
         Ok(())
     }
 
-    /// Finds the device a DEVICE argument names; None when absent.
+    /// Finds the device a DEVICE argument names ([`Context::find_present`]);
+    /// None when absent.
     fn lookup(&self, id: &DeviceId) -> Result<Option<UsbDevice>, ActionError> {
-        let dev = self.sysfs.find(id)?;
-        if let Some(dev) = &dev {
-            debug!("{id} is {}", describe(dev));
-            self.check_hints(dev, &id.to_string())?;
-        }
-        Ok(dev)
+        let scan = self.sysfs.scan()?;
+        Ok(self.find_present(&scan, id)?.cloned())
     }
 
     /// The connection to a guest's URI for a change: the host lock is taken
@@ -222,9 +246,10 @@ impl Context<'_> {
             AttachRoute::Stays => Ok(Outcome::NothingToDo),
             AttachRoute::To {
                 device,
-                serial,
+                what,
+                alias,
                 target,
-            } => self.attach_to(&mut self.connections(), &device, &serial, &target),
+            } => self.attach_to(&mut self.connections(), &device, &what, &alias, &target),
         }
     }
 
@@ -233,9 +258,13 @@ impl Context<'_> {
     /// [`crate::event`], stops here when the device stays with the host).
     /// Logs why a device stays.
     pub fn route_attach(&self, id: &DeviceId) -> Result<AttachRoute, ActionError> {
+        let scan = self.sysfs.scan()?;
         let dev = self
-            .lookup(id)?
+            .find_present(&scan, id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        if !dev.is_bitbabbler() {
+            return Ok(self.route_by_element(&scan, dev));
+        }
         let Some(serial) = dev.serial.as_deref().filter(|s| is_valid_serial(s)) else {
             let err = ActionError::UnusableSerial {
                 device: format!("{:03}:{:03}", dev.busnum, dev.devnum),
@@ -244,21 +273,83 @@ impl Context<'_> {
             if self.opts.domain.is_some() {
                 return Err(err);
             }
+            if self.element_route(&scan, dev).is_some() {
+                return Ok(self.route_by_element(&scan, dev));
+            }
             // udev runs bbvirt for every BitBabbler: such a device stays with
             // the host, and nothing it claims can route it anywhere.
             warn!("{err}; leaving it with the host");
             return Ok(AttachRoute::Stays);
         };
         let Some(target) = self.target_for_serial(serial) else {
+            if self.element_route(&scan, dev).is_some() {
+                return Ok(self.route_by_element(&scan, dev));
+            }
             note!("{serial} is not assigned to any domain: leaving it with the host");
             return Ok(AttachRoute::Stays);
         };
-        let serial = serial.to_string();
         Ok(AttachRoute::To {
-            device: dev,
-            serial,
+            device: Box::new(dev.clone()),
+            what: serial.to_string(),
+            alias: alias_for(serial),
             target,
         })
+    }
+
+    /// The present device `id` names: a serial among the BitBabblers (as
+    /// before `DOMAIN_USB_`), `BUS:DEV` and `BUS-PORT` among every USB
+    /// device; the `--busnum`/`--devnum` hints must hold.
+    fn find_present<'s>(
+        &self,
+        scan: &'s Scan,
+        id: &DeviceId,
+    ) -> Result<Option<&'s UsbDevice>, ActionError> {
+        let among = match id {
+            DeviceId::Serial(_) => &scan.devices,
+            _ => &scan.usb,
+        };
+        let dev = crate::sysfs::find_in(among, id);
+        if let Some(dev) = dev {
+            debug!("{id} is {}", describe(dev));
+            self.check_hints(dev, &id.to_string())?;
+        }
+        Ok(dev)
+    }
+
+    /// The `DOMAIN_USB_` element that gets `dev` among the present devices:
+    /// (guest index, element index) ([`crate::config::Config::usb_routes`]).
+    fn element_route(&self, scan: &Scan, dev: &UsbDevice) -> Option<(usize, usize)> {
+        self.config
+            .element_routes(&scan.usb)
+            .into_iter()
+            .find(|(d, _)| *d == dev)
+            .and_then(|(_, route)| route)
+    }
+
+    /// The route of a device that only a `DOMAIN_USB_` element can give a
+    /// guest; logs why it stays when none does.
+    fn route_by_element(&self, scan: &Scan, dev: &UsbDevice) -> AttachRoute {
+        let Some((d, e)) = self.element_route(scan, dev) else {
+            note!(
+                "{} matches no DOMAIN_USB_ element: leaving it with the host",
+                describe_usb(dev)
+            );
+            return AttachRoute::Stays;
+        };
+        let conf = &self.config.domains[d];
+        let target = self.target_for_conf(conf);
+        debug!(
+            "{} matches DOMAIN_USB_{}[{e}]: domain '{}'",
+            describe_usb(dev),
+            conf.id,
+            target.name
+        );
+        AttachRoute::To {
+            device: Box::new(dev.clone()),
+            what: describe_usb(dev),
+            alias: crate::hostdev::usb_alias(dev.id, e, dev.serial.as_deref()),
+            target,
+        }
     }
 
     /// Attaches a present device with a valid serial to `target`, replacing a
@@ -268,9 +359,10 @@ impl Context<'_> {
         conns: &mut Connections,
         dev: &UsbDevice,
         serial: &str,
+        alias: &str,
         target: &Target,
     ) -> Result<Outcome, ActionError> {
-        let xml = hostdev_xml(dev.busnum, dev.devnum, &alias_for(serial));
+        let xml = hostdev_xml(dev.busnum, dev.devnum, alias);
         if self.opts.dry_run {
             self.plan(target, "attach-device", dev, &xml);
             return Ok(Outcome::Done);
@@ -289,7 +381,7 @@ impl Context<'_> {
         let Some(hds) = self.live_hostdevs(conn, &target.name)? else {
             return Ok(Outcome::NothingToDo);
         };
-        match placement(&hds, serial, dev) {
+        match placement(&hds, alias, dev) {
             Placement::Attached => {
                 note!("{serial} is already attached to '{}'", target.name);
                 return Ok(Outcome::NothingToDo);

@@ -5,9 +5,9 @@
 use crate::config::DomainConf;
 use crate::context::{Connections, Context, Target};
 use crate::device::is_valid_serial;
-use crate::hostdev::UsbHostdev;
-use crate::reconcile::{Placement, placement, stale_entries};
-use crate::sysfs::{UsbDevice, with_serial};
+use crate::hostdev::{UsbHostdev, alias_for, usb_alias};
+use crate::reconcile::{Placement, placement, stale_entries, stale_usb_entries};
+use crate::sysfs::{Scan, UsbDevice, with_serial};
 use crate::{note, warn};
 
 use super::{ActionError, Outcome, Steps};
@@ -87,30 +87,29 @@ impl Context<'_> {
                 }
             }
         }
-        let present = self.sysfs.bitbabblers()?;
+        let scan = self.sysfs.scan()?;
         let mut steps = Steps::default();
         for d in domains {
-            self.sync_one(&mut conns, &mut steps, d, &present);
+            self.sync_one(&mut conns, &mut steps, d, &scan);
         }
         steps.finish()
     }
 
     /// Syncs one configured guest: removes its stale entries, then attaches
     /// its missing devices. Each change is a step of `steps`.
-    fn sync_one(
-        &self,
-        conns: &mut Connections,
-        steps: &mut Steps,
-        d: &DomainConf,
-        present: &[UsbDevice],
-    ) {
+    fn sync_one(&self, conns: &mut Connections, steps: &mut Steps, d: &DomainConf, scan: &Scan) {
+        let present = &scan.devices;
         let target = self.target_for_conf(d);
         let (devices, serials) = self.wanted_devices(d, present);
         let wanted: Vec<&str> = serials.iter().map(String::as_str).collect();
+        let by_element = self.element_devices(d, &scan.usb);
         let Some(live) = self.live_for_sync(conns, steps, &target) else {
             return;
         };
-        for stale in stale_entries(&live, &wanted, present) {
+        let stale = stale_entries(&live, &wanted, present)
+            .into_iter()
+            .chain(stale_usb_entries(&live, &by_element));
+        for stale in stale {
             warn!(
                 "'{}' holds a stale entry for {} ({}): removing it",
                 target.name, stale.serial, stale.reason
@@ -128,12 +127,43 @@ impl Context<'_> {
         }
         for dev in devices {
             let serial = dev.serial.as_deref().unwrap_or_default();
-            if placement(&live, serial, dev) == Placement::Attached {
+            let alias = alias_for(serial);
+            if placement(&live, &alias, dev) == Placement::Attached {
                 note!("{serial} is already attached to '{}'", target.name);
                 continue;
             }
-            steps.record(self.attach_to(conns, dev, serial, &target));
+            steps.record(self.attach_to(conns, dev, serial, &alias, &target));
         }
+        for (alias, dev) in &by_element {
+            let what = format!("{} at {}", dev.id, dev.name);
+            if placement(&live, alias, dev) == Placement::Attached {
+                note!("{what} is already attached to '{}'", target.name);
+                continue;
+            }
+            steps.record(self.attach_to(conns, dev, &what, alias, &target));
+        }
+    }
+
+    /// The present devices guest `d`'s `DOMAIN_USB_` elements get, with
+    /// bbvirt's alias for each ([`crate::config::Config::element_routes`]).
+    fn element_devices<'p>(
+        &self,
+        d: &DomainConf,
+        usb: &'p [UsbDevice],
+    ) -> Vec<(String, &'p UsbDevice)> {
+        let Some(index) = self.config.domains.iter().position(|c| c.id == d.id) else {
+            return Vec::new();
+        };
+        self.config
+            .element_routes(usb)
+            .into_iter()
+            .filter_map(|(dev, route)| match route {
+                Some((i, e)) if i == index => {
+                    Some((usb_alias(dev.id, e, dev.serial.as_deref()), dev))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The guest's USB hostdevs; None when there is nothing to do there

@@ -353,6 +353,32 @@ impl Config {
         }
     }
 
+    /// The present devices the `DOMAIN_USB_` elements share out, each with
+    /// its route (guest index, element index; [`Config::usb_routes`]):
+    /// every USB device in `usb` (sysfs order) except the BitBabblers that
+    /// `DOMAIN_RNG_` gives a guest, which keep their serial's route. The one
+    /// place that says which guest gets a device by an element.
+    pub fn element_routes<'p>(
+        &self,
+        usb: &'p [crate::sysfs::UsbDevice],
+    ) -> Vec<(&'p crate::sysfs::UsbDevice, Option<(usize, usize)>)> {
+        let shared: Vec<&crate::sysfs::UsbDevice> = usb
+            .iter()
+            .filter(|d| {
+                !(d.is_bitbabbler()
+                    && d.serial
+                        .as_deref()
+                        .is_some_and(|s| self.owner_of(s).is_some()))
+            })
+            .collect();
+        if self.domains.iter().all(|d| d.usb.is_empty()) {
+            return shared.into_iter().map(|d| (d, None)).collect();
+        }
+        let candidates: Vec<_> = shared.iter().map(|d| d.candidate()).collect();
+        let routes = self.usb_routes(&candidates);
+        shared.into_iter().zip(routes.route).collect()
+    }
+
     /// The domain with config id or libvirt name `name`.
     pub fn find_domain(&self, name: &str) -> Option<&DomainConf> {
         self.domains

@@ -389,7 +389,8 @@ fn device_status(
             match scanned.iter().find(|s| s.is(&uri, d.libvirt_name())) {
                 Some(s) => match (s.state, &s.hostdevs) {
                     (DomainState::Running, Some(live))
-                        if placement(live, serial, p) == Placement::Attached =>
+                        if placement(live, &crate::hostdev::alias_for(serial), p)
+                            == Placement::Attached =>
                     {
                         DeviceState::Attached
                     }

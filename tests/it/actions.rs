@@ -739,3 +739,143 @@ fn a_guest_without_usb_controller_gets_one_clear_error_and_nothing_changes() {
     .unwrap_err();
     assert!(err.to_string().contains("something else"), "{err}");
 }
+
+// --- DOMAIN_USB_: devices of any kind -----------------------------------------
+
+/// Two CP210x sticks sharing serial 0001 at 1-4 and 1-5, a Z-Wave stick
+/// without a serial at 1-6, a stranger at 1-7, a BitBabbler at 1-8.
+fn usb_tree() -> FixtureTree {
+    FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-5", "10c4", "ea60", Some("0001"), 1, 5)
+        .usb_device("1-6", "0658", "0200", None, 1, 6)
+        .usb_device("1-7", "046d", "c52b", Some("KEYB01"), 1, 7)
+        .bitbabbler("1-8", Some("KWIF4Q"), 1, 8)
+}
+
+fn usb_config() -> Config {
+    bbvirt::config::parse_native(
+        std::path::Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_g1=( \"id=10c4:ea60 port=1-4\" \"id=0658:0200\" )\n\
+         DOMAIN_USB_g2=( \"id=10c4:ea60 port=1-5\" )\n\
+         DOMAIN_RNG_g2=( KWIF4Q )\n",
+    )
+    .unwrap()
+}
+
+#[test]
+fn usb_elements_route_twins_by_port_and_a_device_without_serial_by_id() {
+    let (cfg, tree, hv) = (usb_config(), usb_tree(), running(&["g1", "g2"]));
+    for dev in ["1:4", "1:5", "1:6", "1-8"] {
+        let out = run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id(dev)));
+        assert_eq!(out.unwrap(), Outcome::Done, "{dev}");
+    }
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![
+            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 4),
+            ("ua-bbusb-06580200-e1-noserial".into(), 1, 6)
+        ]
+    );
+    assert_eq!(
+        hv.hostdevs(None, "g2"),
+        vec![
+            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 5),
+            ("ua-bbvirt-KWIF4Q".into(), 1, 8)
+        ],
+        "the BitBabbler by its serial, as before"
+    );
+    // Again: already attached, nothing changes.
+    let out = run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id("1:4")));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert_eq!(hv.hostdevs(None, "g1").len(), 2);
+}
+
+#[test]
+fn a_device_no_element_matches_stays_with_the_host_untouched() {
+    let (cfg, tree, hv) = (usb_config(), usb_tree(), running(&["g1", "g2"]));
+    let out = run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id("1:7")));
+    assert_eq!(out.unwrap(), Outcome::NothingToDo);
+    assert!(hv.calls().is_empty(), "{:?}", hv.calls());
+    // The event front says so without bbvirt.
+    let sysfs = tree.sysfs();
+    let opts = Opts::default();
+    let ctx = Context {
+        config: &cfg,
+        sysfs: &sysfs,
+        hv: &hv,
+        opts: &opts,
+        lock_dir: None,
+        readiness: None,
+    };
+    let verdict = |line: &str| {
+        let words: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+        let (action, _) = bbvirt::event::parse(&words).unwrap();
+        bbvirt::event::decide(&action, &ctx, None)
+    };
+    assert_eq!(verdict("attach 1:7"), bbvirt::event::Verdict::Done);
+    assert_eq!(verdict("attach 1:6"), bbvirt::event::Verdict::Run);
+}
+
+#[test]
+fn unplugging_a_usb_device_detaches_its_entry_by_address() {
+    let (cfg, tree, hv) = (usb_config(), usb_tree(), running(&["g1", "g2"]));
+    for dev in ["1:4", "1:5"] {
+        run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id(dev))).unwrap();
+    }
+    // 1-4 is unplugged: udev's remove gives its old BUS:DEV.
+    let gone = usb_tree().vanish("1-4");
+    let out = run(&cfg, &gone, &hv, Opts::default(), |e| e.detach(&id("1:4")));
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert!(hv.hostdevs(None, "g1").is_empty());
+    assert_eq!(hv.hostdevs(None, "g2").len(), 1, "its twin stays");
+}
+
+#[test]
+fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
+    let hv = running(&["g1", "g2"])
+        // a lost remove: g1's CP210x at an old address
+        .with_hostdev(None, "g1", "ua-bbusb-10c4ea60-e0-0001", 1, 40)
+        // an element that no longer exists
+        .with_hostdev(None, "g2", "ua-bbusb-10c4ea60-e7-0001", 1, 41)
+        // not bbvirt's: never touched
+        .with_hostdev(None, "g2", "ua-admin-thing", 1, 7);
+    let (cfg, tree) = (usb_config(), usb_tree());
+    let out = run(&cfg, &tree, &hv, Opts::default(), |e| e.sync(None));
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![
+            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 4),
+            ("ua-bbusb-06580200-e1-noserial".into(), 1, 6)
+        ]
+    );
+    let mut g2 = hv.hostdevs(None, "g2");
+    g2.sort();
+    assert_eq!(
+        g2,
+        vec![
+            ("ua-admin-thing".into(), 1, 7),
+            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 5),
+            ("ua-bbvirt-KWIF4Q".into(), 1, 8)
+        ]
+    );
+    // The hook re-announces exactly the guest's devices.
+    let scan = tree.sysfs().scan().unwrap();
+    let names = |v: Vec<&bbvirt::sysfs::UsbDevice>| -> Vec<String> {
+        v.iter().map(|d| d.name.clone()).collect()
+    };
+    assert_eq!(
+        names(bbvirt::hook::usb_devices_for(&cfg, "g1", &scan.usb)),
+        ["1-4", "1-6"]
+    );
+    assert_eq!(
+        names(bbvirt::hook::usb_devices_for(&cfg, "g2", &scan.usb)),
+        ["1-5"]
+    );
+    assert_eq!(
+        names(bbvirt::hook::devices_for(&cfg, "g2", &scan.devices)),
+        ["1-8"]
+    );
+}

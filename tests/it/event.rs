@@ -32,7 +32,7 @@ fn verdict(cfg: &Config, gate: Option<&HostPaths>, line: &str) -> Verdict {
         lock_dir: Some(&lock),
         readiness: gate.as_ref(),
     };
-    event::decide(&action, &ctx)
+    event::decide(&action, &ctx, None)
 }
 
 #[test]
@@ -187,4 +187,73 @@ fn the_front_does_not_link_libvirt_and_bbvirt_does() {
     assert!(full.iter().any(|l| l.starts_with("libvirt")), "{full:?}");
     assert!(!front.iter().any(|l| l.starts_with("libvirt")), "{front:?}");
     assert!(front.len() < full.len(), "{front:?} vs {full:?}");
+}
+
+#[test]
+fn a_remove_event_says_vendor_product_and_port() {
+    use bbvirt::event::Removed;
+    let r = Removed::from_event(
+        "10c4/ea60/100",
+        "/devices/pci0000:00/0000:00:14.0/usb1/1-4.2",
+    )
+    .unwrap();
+    assert_eq!(r.id.to_string(), "10c4:ea60");
+    assert_eq!(r.port, Some((1, vec![4, 2])));
+    let r = Removed::from_event("403/7840/600", "/devices/x/usb3/3-1:1.0").unwrap();
+    assert_eq!(r.id, bbvirt::sysfs::BITBABBLER_ID);
+    assert_eq!(r.port, None, "an interface's path names no device port");
+    for bad in ["", "10c4", "zz/ea60/1", "10c4a/ea60/1"] {
+        assert!(
+            Removed::from_event(bad, "/devices/usb1/1-4").is_none(),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn removes_that_no_element_could_have_matched_need_no_bbvirt() {
+    use bbvirt::event::Removed;
+    let cfg = bbvirt::config::parse_native(
+        std::path::Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_g1=( \"id=10c4:ea60 port=1-4\" )\nDOMAIN_RNG_g2=( KWIF4Q )\n",
+    )
+    .unwrap();
+    let tree = tree();
+    let sysfs = tree.sysfs();
+    let verdict = |line: &str, product: &str, devpath: &str| {
+        let (action, opts) = event::parse(&words(line)).unwrap();
+        let ctx = Context {
+            config: &cfg,
+            sysfs: &sysfs,
+            hv: &crate::util::fake::FakeHv::new(),
+            opts: &opts,
+            lock_dir: None,
+            readiness: None,
+        };
+        let removed = Removed::from_event(product, devpath).unwrap();
+        event::decide(&action, &ctx, Some(&removed))
+    };
+    // A keyboard, and a CP210x in a port the element does not name.
+    assert_eq!(
+        verdict("detach 1:7", "46d/c52b/1", "/devices/usb1/1-7"),
+        Verdict::Done
+    );
+    assert_eq!(
+        verdict("detach 1:9", "10c4/ea60/1", "/devices/usb1/1-9"),
+        Verdict::Done
+    );
+    // The element's device, and any BitBabbler: bbvirt looks at the guests.
+    assert_eq!(
+        verdict("detach 1:4", "10c4/ea60/1", "/devices/usb1/1-4"),
+        Verdict::Run
+    );
+    assert_eq!(
+        verdict("detach 1:8", "403/7840/1", "/devices/usb1/1-8"),
+        Verdict::Run
+    );
+    // --domain by hand: bbvirt's job.
+    assert_eq!(
+        verdict("detach 1:7 -D g1", "46d/c52b/1", "/devices/usb1/1-7"),
+        Verdict::Run
+    );
 }
