@@ -140,6 +140,20 @@ impl Selector {
             }
     }
 
+    /// Whether some device could match both elements: no key that both
+    /// give differs.
+    pub fn may_overlap(&self, other: &Selector) -> bool {
+        fn agree<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+            match (a, b) {
+                (Some(x), Some(y)) => x == y,
+                _ => true,
+            }
+        }
+        agree(&self.id, &other.id)
+            && agree(&self.serial, &other.serial)
+            && agree(&self.port, &other.port)
+    }
+
     /// How many keys the element gives (1-3): more is more specific.
     pub fn specificity(&self) -> usize {
         usize::from(self.id.is_some())

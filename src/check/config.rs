@@ -5,6 +5,8 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError, DomainConf, Via};
 use crate::device::is_valid_serial;
+use crate::selector::Overlap;
+use crate::sysfs::UsbDevice;
 
 use super::{Finding, plural};
 
@@ -98,11 +100,17 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
         found.extend(serial_findings(config, d, &at));
     }
     found.extend(duplicate_findings(config, &at));
+    found.extend(element_overlap_findings(config, &at));
     found.extend(name_clash_findings(config, &at));
     if found.is_empty() && !config.domains.is_empty() {
         let serials: usize = config.domains.iter().map(|d| d.serials.len()).sum();
+        let elements: usize = config.domains.iter().map(|d| d.usb.len()).sum();
+        let usb = match elements {
+            0 => String::new(),
+            n => format!(" and {n} USB element{}", plural(n)),
+        };
         found.push(Finding::ok(format!(
-            "{}: {serials} serial{} for {} guest{}, no clash",
+            "{}: {serials} serial{}{usb} for {} guest{}, no clash",
             config.path.display(),
             plural(serials),
             config.domains.len(),
@@ -120,7 +128,7 @@ fn serial_findings(
     at: &dyn Fn(Option<usize>) -> String,
 ) -> Vec<Finding> {
     let mut found = Vec::new();
-    if d.serials.is_empty() {
+    if d.serials.is_empty() && d.usb.is_empty() {
         found.push(Finding::warning(
             format!(
                 "{}: guest {} has no serial in DOMAIN_RNG_{}: nothing is passed to '{}'",
@@ -166,6 +174,96 @@ fn serial_findings(
         seen.push(s);
     }
     found
+}
+
+/// `DOMAIN_USB_x[i]` at its line, for messages.
+fn element_name(
+    config: &Config,
+    at: &dyn Fn(Option<usize>) -> String,
+    d: usize,
+    e: usize,
+) -> String {
+    let var = format!("DOMAIN_USB_{}", config.domains[d].id);
+    format!("{}: {var}[{e}]", at(config.lines.element(&var, e)))
+}
+
+/// Pairs of `DOMAIN_USB_` elements that can match one device (no key of
+/// one contradicts the other's): who gets such a device, by the rule of
+/// [`crate::selector`] (the more specific, then the earlier).
+fn element_overlap_findings(config: &Config, at: &dyn Fn(Option<usize>) -> String) -> Vec<Finding> {
+    let elements: Vec<(usize, usize)> = config
+        .domains
+        .iter()
+        .enumerate()
+        .flat_map(|(d, dom)| (0..dom.usb.len()).map(move |e| (d, e)))
+        .collect();
+    let mut found = Vec::new();
+    for (i, &(d1, e1)) in elements.iter().enumerate() {
+        for &(d2, e2) in &elements[i + 1..] {
+            let (a, b) = (&config.domains[d1].usb[e1], &config.domains[d2].usb[e2]);
+            if !a.may_overlap(b) {
+                continue;
+            }
+            let (first, second) = (
+                element_name(config, at, d1, e1),
+                element_name(config, at, d2, e2),
+            );
+            let winner = if b.specificity() > a.specificity() {
+                format!("{second} (more specific)")
+            } else if a.specificity() > b.specificity() {
+                format!("{first} (more specific)")
+            } else {
+                format!("{first} (earlier in the file)")
+            };
+            found.push(Finding::warning(
+                format!("{first} and {second} can match the same device: {winner} gets it"),
+                "add a port= or serial= key to tell the devices apart, or remove one",
+            ));
+        }
+    }
+    found
+}
+
+/// `DOMAIN_USB_` elements that match several of the present devices `usb`
+/// (sysfs order): each takes only the first in port order.
+pub fn present_element_findings(config: &Config, usb: &[UsbDevice]) -> Vec<Finding> {
+    let at = |line: Option<usize>| match line {
+        Some(l) => format!("{}:{l}", config.path.display()),
+        None => config.path.display().to_string(),
+    };
+    let shared: Vec<&UsbDevice> = config
+        .element_routes(usb)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let candidates: Vec<_> = shared.iter().map(|d| d.candidate()).collect();
+    let routes = config.usb_routes(&candidates);
+    routes
+        .overlaps
+        .iter()
+        .filter_map(|o| match o {
+            Overlap::Element {
+                element,
+                devices,
+                taken,
+            } => {
+                let (d, e) = routes.elements[*element];
+                let names: Vec<&str> = devices.iter().map(|&i| shared[i].name.as_str()).collect();
+                let took = taken.map_or("none of them".to_string(), |t| shared[t].name.clone());
+                Some(Finding::warning(
+                    format!(
+                        "{} matches {} present devices ({}): it takes {took}, the others stay \
+                         with the host unless another element takes them",
+                        element_name(config, &at, d, e),
+                        devices.len(),
+                        names.join(", ")
+                    ),
+                    "one element per device: add an element for each, told apart by port=",
+                ))
+            }
+            Overlap::Device { .. } => None,
+        })
+        .collect()
 }
 
 /// Serials listed for two guests.

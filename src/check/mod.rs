@@ -42,7 +42,7 @@ mod installation;
 mod libvirt;
 mod seedd;
 
-pub use config::{check_config, check_config_file, config_error_finding};
+pub use config::{check_config, check_config_file, config_error_finding, present_element_findings};
 pub use installation::{check_installation, hook_bbvirt_paths, rule_run_programs};
 pub use libvirt::{MIN_LIBVIRT_VERSION, check_domains, check_libvirt_version};
 pub use seedd::check_seedd;
@@ -159,9 +159,12 @@ pub fn run(
         emit(check_domains(cfg, opts.connect.as_deref(), hv));
     }
 
-    crate::log::step("listing the BitBabblers in sysfs");
+    crate::log::step("listing the USB devices in sysfs");
     let scan = sysfs.scan();
     emit(scan_findings(&scan));
+    if let (Some(cfg), Ok(scan)) = (&cfg, &scan) {
+        emit(config::present_element_findings(cfg, &scan.usb));
+    }
 
     crate::log::step(&format!("checking {}", seedd_config.display()));
     let present = scan.as_ref().map_or(&[][..], |s| s.devices.as_slice());

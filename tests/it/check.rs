@@ -968,3 +968,46 @@ fn guests_without_a_usable_usb_controller() {
     );
     assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
+
+// ---------------------------------------------------------------------------
+// DOMAIN_USB_ elements
+
+#[test]
+fn check_names_overlapping_elements_and_an_element_with_several_devices() {
+    let cfg = bbvirt::config::parse_native(
+        Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_a=( \"id=10c4:ea60\" )\n\
+         DOMAIN_USB_b=( \"id=10c4:ea60 port=1-5\"\n\
+         \x20              \"id=0658:0200\" )\n",
+    )
+    .unwrap();
+    let found = check::check_config(&cfg);
+    assert_eq!(
+        warnings(&found),
+        [
+            "warning: /etc/bit-babbler/vm.conf:1: DOMAIN_USB_a[0] and /etc/bit-babbler/vm.conf:2: \
+          DOMAIN_USB_b[0] can match the same device: /etc/bit-babbler/vm.conf:2: DOMAIN_USB_b[0] \
+          (more specific) gets it: add a port= or serial= key to tell the devices apart, or \
+          remove one"
+        ]
+    );
+    assert!(errors(&found).is_empty(), "{:?}", lines(&found));
+    // A USB-only guest is not "a guest with no serial".
+    assert!(!lines(&found).iter().any(|l| l.contains("has no serial")));
+
+    let tree = crate::util::fixture::FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-5", "10c4", "ea60", Some("0001"), 1, 5)
+        .usb_device("1-6", "10c4", "ea60", Some("0001"), 1, 6);
+    let scan = tree.sysfs().scan().unwrap();
+    let found = check::present_element_findings(&cfg, &scan.usb);
+    assert_eq!(
+        lines(&found),
+        [
+            "warning: /etc/bit-babbler/vm.conf:1: DOMAIN_USB_a[0] matches 3 present devices \
+          (1-4, 1-5, 1-6): it takes 1-4, the others stay with the host unless another element takes \
+          them: one element per device: add an element for each, told apart by port="
+        ]
+    );
+}
