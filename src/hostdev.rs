@@ -27,14 +27,20 @@ pub const USB_ALIAS_PREFIX: &str = "ua-bbusb-";
 /// The longest serial put into a [`usb_alias`] as it is.
 const ALIAS_SERIAL_MAX: usize = 32;
 
-/// The alias of a device that element `element` (0-based, in its guest's
-/// `DOMAIN_USB_` list) routes: `ua-bbusb-VVVVPPPP-eN-TAG`, e.g.
-/// `ua-bbusb-10c4ea60-e0-0001`. TAG is the serial when it is 1 to 32 of
+/// The alias of a device that element `element` (0-based) of guest
+/// `guest`'s `DOMAIN_USB_` list routes: `ua-bbusb-VVVVPPPP-GUEST-eN-TAG`,
+/// e.g. `ua-bbusb-10c4ea60-ha-e0-0001`. GUEST is the config id (a shell
+/// identifier: alias-safe). TAG is the serial when it is 1 to 32 of
 /// `[A-Za-z0-9_-]`, else `h` and 8 hex digits of a hash of its bytes
-/// (FNV-1a, 32 bit), or `noserial`. The element makes it unique in the
-/// guest (one device per element, so twins with one serial differ) and
+/// (FNV-1a, 32 bit), or `noserial`. Guest and element make it unique on
+/// the host (one device per element, so twins with one serial differ) and
 /// stable across replugs; vendor, product and serial make it readable.
-pub fn usb_alias(id: crate::selector::UsbId, element: usize, serial: Option<&str>) -> String {
+pub fn usb_alias(
+    id: crate::selector::UsbId,
+    guest: &str,
+    element: usize,
+    serial: Option<&str>,
+) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let tag = match serial {
         None => "noserial".to_string(),
@@ -43,8 +49,14 @@ pub fn usb_alias(id: crate::selector::UsbId, element: usize, serial: Option<&str
         }
         Some(s) => format!("h{:08x}", fnv1a32(s.as_bytes())),
     };
+    // Config ids are shell identifiers; anything else is not put in as is.
+    let guest = if !guest.is_empty() && guest.chars().all(safe) {
+        guest.to_string()
+    } else {
+        format!("h{:08x}", fnv1a32(guest.as_bytes()))
+    };
     format!(
-        "{USB_ALIAS_PREFIX}{:04x}{:04x}-e{element}-{tag}",
+        "{USB_ALIAS_PREFIX}{:04x}{:04x}-{guest}-e{element}-{tag}",
         id.vendor, id.product
     )
 }
@@ -183,19 +195,27 @@ mod tests {
             product: 0xea60,
         };
         assert_eq!(
-            usb_alias(cp210x, 0, Some("0001")),
-            "ua-bbusb-10c4ea60-e0-0001"
+            usb_alias(cp210x, "ha", 0, Some("0001")),
+            "ua-bbusb-10c4ea60-ha-e0-0001"
         );
-        // Twins with one serial: two elements, two aliases.
+        // Twins with one serial: two elements, two aliases, in one guest or
+        // in two.
         assert_ne!(
-            usb_alias(cp210x, 0, Some("0001")),
-            usb_alias(cp210x, 1, Some("0001"))
+            usb_alias(cp210x, "ha", 0, Some("0001")),
+            usb_alias(cp210x, "ha", 1, Some("0001"))
         );
-        assert_eq!(usb_alias(cp210x, 2, None), "ua-bbusb-10c4ea60-e2-noserial");
+        assert_ne!(
+            usb_alias(cp210x, "ha", 0, Some("0001")),
+            usb_alias(cp210x, "hb", 0, Some("0001"))
+        );
+        assert_eq!(
+            usb_alias(cp210x, "ha", 2, None),
+            "ua-bbusb-10c4ea60-ha-e2-noserial"
+        );
         let hostile = ["A B", "x'><hostdev", "", "\u{7}\n", &"Z".repeat(33), "ü"];
         let mut seen = std::collections::HashSet::new();
         for s in hostile {
-            let a = usb_alias(cp210x, 0, Some(s));
+            let a = usb_alias(cp210x, "ha", 0, Some(s));
             assert!(a.starts_with(USB_ALIAS_PREFIX), "{a}");
             assert!(
                 a["ua-".len()..]
@@ -203,14 +223,14 @@ mod tests {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
                 "{a}"
             );
-            assert_eq!(a, usb_alias(cp210x, 0, Some(s)), "stable");
+            assert_eq!(a, usb_alias(cp210x, "ha", 0, Some(s)), "stable");
             assert!(seen.insert(a), "distinct serials, distinct aliases");
         }
         // Never one of the BitBabbler aliases, nor their prefix.
         assert!(!USB_ALIAS_PREFIX.starts_with(ALIAS_PREFIX));
         assert!(!ALIAS_PREFIX.starts_with(USB_ALIAS_PREFIX));
         assert_eq!(
-            serial_from_alias(&usb_alias(cp210x, 0, Some("KWIF4Q"))),
+            serial_from_alias(&usb_alias(cp210x, "ha", 0, Some("KWIF4Q"))),
             None
         );
     }

@@ -347,7 +347,7 @@ impl Context<'_> {
         AttachRoute::To {
             device: Box::new(dev.clone()),
             what: describe_usb(dev),
-            alias: crate::hostdev::usb_alias(dev.id, e, dev.serial.as_deref()),
+            alias: crate::hostdev::usb_alias(dev.id, &conf.id, e, dev.serial.as_deref()),
             target,
         }
     }

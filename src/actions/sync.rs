@@ -159,7 +159,7 @@ impl Context<'_> {
             .into_iter()
             .filter_map(|(dev, route)| match route {
                 Some((i, e)) if i == index => {
-                    Some((usb_alias(dev.id, e, dev.serial.as_deref()), dev))
+                    Some((usb_alias(dev.id, &d.id, e, dev.serial.as_deref()), dev))
                 }
                 _ => None,
             })

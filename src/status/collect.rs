@@ -9,10 +9,10 @@ use crate::config::DomainConf;
 use crate::context::{Connections, Context};
 use crate::device::is_valid_serial;
 use crate::holders::{Holders, device_node};
-use crate::hostdev::{UsbHostdev, usb_hostdevs};
+use crate::hostdev::{UsbHostdev, alias_for, usb_alias, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError, uri_label};
-use crate::reconcile::{Placement, StaleReason, placement, stale_entries};
-use crate::sysfs::{UsbDevice, with_serial};
+use crate::reconcile::{Placement, StaleReason, placement, stale_entries, stale_usb_entries};
+use crate::sysfs::{Scan, UsbDevice, with_serial};
 
 use super::{
     Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, HeldBy,
@@ -84,24 +84,27 @@ fn scan_domain(
 /// nothing but `-vvvv` steps (the sysfs warnings are kept in the report);
 /// never panics.
 pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
-    crate::log::step("listing the BitBabblers in sysfs");
-    let (present, sysfs_warnings, sysfs_error) = match ctx.sysfs.scan() {
-        Ok(scan) => (scan.devices, scan.warnings, None),
-        Err(e) => (Vec::new(), Vec::new(), Some(crate::log::chain(&e))),
+    crate::log::step("listing the USB devices in sysfs");
+    let (scan, sysfs_error) = match ctx.sysfs.scan() {
+        Ok(scan) => (scan, None),
+        Err(e) => (Scan::default(), Some(crate::log::chain(&e))),
     };
+    let sysfs_warnings = scan.warnings.clone();
+    let present = &scan.devices;
+    let routes = routes_of(ctx, &scan);
     crate::log::step("looking for processes that hold the device nodes");
-    let nodes: Vec<String> = present
+    let nodes: Vec<String> = routes
         .iter()
-        .map(|p| device_node(p.busnum, p.devnum))
+        .map(|(p, _)| device_node(p.busnum, p.devnum))
         .collect();
     let holders = crate::holders::scan(proc_root, &nodes);
     let seen = look_at_libvirt(ctx);
-    let stale = stale_of(ctx, &seen.domains, &present);
-    let devices: Vec<DeviceStatus> = present
+    let stale = stale_of(ctx, &seen.domains, present, &routes);
+    let devices: Vec<DeviceStatus> = routes
         .iter()
-        .map(|p| device_status(ctx, p, &seen.domains, &holders))
+        .map(|(p, route)| device_status(ctx, p, route.as_ref(), &seen.domains, &holders))
         .collect();
-    let absent = absent_of(ctx, &present);
+    let absent = absent_of(ctx, present, &routes);
     let domains = configured_domains(ctx, &seen.domains);
     let libvirt = LibvirtStatus {
         reachable: seen.reachable,
@@ -128,6 +131,55 @@ pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
         sysfs: SysfsStatus { error: sysfs_error },
         sysfs_warnings,
     }
+}
+
+/// Where vm.conf sends a device: its guest, bbvirt's alias for it, and
+/// the setting that does (`DOMAIN_RNG_g1`, `DOMAIN_USB_ha[0]`).
+struct Route<'c> {
+    domain: &'c DomainConf,
+    alias: String,
+    by: String,
+}
+
+/// The devices status shows, in sysfs order, with their routes: every
+/// BitBabbler, and every other USB device a `DOMAIN_USB_` element gets.
+fn routes_of<'s, 'c>(ctx: &Context<'c>, scan: &'s Scan) -> Vec<(&'s UsbDevice, Option<Route<'c>>)> {
+    let config = ctx.config;
+    let by_element = config.element_routes(&scan.usb);
+    scan.usb
+        .iter()
+        .filter_map(|dev| {
+            let rng = dev
+                .serial
+                .as_deref()
+                .filter(|_| dev.is_bitbabbler())
+                .and_then(|s| Some((s, config.owner_of(s)?)));
+            if let Some((serial, d)) = rng {
+                let by = format!("DOMAIN_RNG_{}", d.id);
+                return Some((
+                    dev,
+                    Some(Route {
+                        domain: d,
+                        alias: alias_for(serial),
+                        by,
+                    }),
+                ));
+            }
+            let element = by_element
+                .iter()
+                .find(|(d, _)| *d == dev)
+                .and_then(|(_, r)| *r)
+                .map(|(d, e)| {
+                    let domain = &config.domains[d];
+                    Route {
+                        domain,
+                        alias: usb_alias(dev.id, &domain.id, e, dev.serial.as_deref()),
+                        by: format!("DOMAIN_USB_{}[{e}]", domain.id),
+                    }
+                });
+            (element.is_some() || dev.is_bitbabbler()).then_some((dev, element))
+        })
+        .collect()
 }
 
 /// What libvirt showed.
@@ -274,7 +326,12 @@ fn assigned_name(ctx: &Context, serial: &str) -> Option<String> {
 }
 
 /// The stale bbvirt hostdevs, per domain that runs.
-fn stale_of(ctx: &Context, seen: &[LiveDomain], present: &[UsbDevice]) -> Vec<StaleEntry> {
+fn stale_of(
+    ctx: &Context,
+    seen: &[LiveDomain],
+    present: &[UsbDevice],
+    routes: &[(&UsbDevice, Option<Route>)],
+) -> Vec<StaleEntry> {
     let config = ctx.config;
     let mut stale = Vec::new();
     for s in seen {
@@ -293,36 +350,88 @@ fn stale_of(ctx: &Context, seen: &[LiveDomain], present: &[UsbDevice]) -> Vec<St
                 .filter(|serial| assigned_name(ctx, serial).is_none())
                 .collect()
         };
+        // The devices DOMAIN_USB_ elements give this (configured) guest;
+        // bbvirt's ua-bbusb- entries elsewhere are not judged.
+        let by_element: Vec<(String, &UsbDevice)> = routes
+            .iter()
+            .filter_map(|(dev, r)| {
+                let r = r.as_ref()?;
+                (r.by.starts_with("DOMAIN_USB_")
+                    && uri_of(ctx, r.domain) == s.uri
+                    && r.domain.libvirt_name() == s.name)
+                    .then(|| (r.alias.clone(), *dev))
+            })
+            .collect();
+        let usb_stale = if s.configured {
+            stale_usb_entries(live, &by_element)
+        } else {
+            Vec::new()
+        };
         for e in stale_entries(live, &wanted, present) {
             stale.push(StaleEntry {
                 domain: s.name.clone(),
                 uri: s.uri.clone(),
                 assigned_to: assigned_name(ctx, &e.serial),
                 alias: e.alias,
-                serial: e.serial,
+                serial: Some(e.serial),
                 bus: e.bus,
                 dev: e.dev,
-                reason: match e.reason {
-                    StaleReason::Absent => StaleKind::Absent,
-                    StaleReason::Moved { .. } => StaleKind::Moved,
-                    StaleReason::NotAssigned => StaleKind::NotAssigned,
-                },
+                reason: stale_kind(&e.reason),
+            });
+        }
+        for e in usb_stale {
+            stale.push(StaleEntry {
+                domain: s.name.clone(),
+                uri: s.uri.clone(),
+                assigned_to: None,
+                reason: stale_kind(&e.reason),
+                alias: e.alias,
+                serial: None,
+                bus: e.bus,
+                dev: e.dev,
             });
         }
     }
     stale
 }
 
+fn stale_kind(r: &StaleReason) -> StaleKind {
+    match r {
+        StaleReason::Absent => StaleKind::Absent,
+        StaleReason::Moved { .. } => StaleKind::Moved,
+        StaleReason::NotAssigned => StaleKind::NotAssigned,
+    }
+}
+
 /// The valid serials vm.conf assigns that are not plugged in, each once.
-fn absent_of(ctx: &Context, present: &[UsbDevice]) -> Vec<Absent> {
+fn absent_of(
+    ctx: &Context,
+    present: &[UsbDevice],
+    routes: &[(&UsbDevice, Option<Route>)],
+) -> Vec<Absent> {
     let config = ctx.config;
     let mut absent: Vec<Absent> = Vec::new();
     for d in &config.domains {
         for serial in config.serials_of(d) {
-            if with_serial(present, serial).is_none() && !absent.iter().any(|a| a.serial == serial)
+            if with_serial(present, serial).is_none()
+                && !absent.iter().any(|a| a.serial.as_deref() == Some(serial))
             {
                 absent.push(Absent {
-                    serial: serial.to_string(),
+                    serial: Some(serial.to_string()),
+                    element: None,
+                    assigned_to: d.libvirt_name().to_string(),
+                });
+            }
+        }
+        for e in 0..d.usb.len() {
+            let by = format!("DOMAIN_USB_{}[{e}]", d.id);
+            if !routes
+                .iter()
+                .any(|(_, r)| r.as_ref().is_some_and(|r| r.by == by))
+            {
+                absent.push(Absent {
+                    serial: None,
+                    element: Some(by),
                     assigned_to: d.libvirt_name().to_string(),
                 });
             }
@@ -353,20 +462,27 @@ fn configured_domains(ctx: &Context, seen: &[LiveDomain]) -> Vec<DomainStatus> {
 fn device_status(
     ctx: &Context,
     p: &UsbDevice,
+    route: Option<&Route>,
     scanned: &[LiveDomain],
     holders: &Holders,
 ) -> DeviceStatus {
     let serial = p.serial.as_deref();
-    let valid_serial = serial.is_some_and(is_valid_serial);
-    let assigned = serial.and_then(|s| ctx.config.owner_of(s));
-    let attached_to = match serial {
-        Some(serial) => scanned
+    let valid_serial = p.is_bitbabbler() && serial.is_some_and(is_valid_serial);
+    let assigned = route.map(|r| r.domain);
+    // The alias of its bbvirt hostdev: its route's, or (a BitBabbler with a
+    // valid serial, assigned to no guest) the serial's, attached by hand.
+    let alias = match route {
+        Some(r) => Some(r.alias.clone()),
+        None => serial.filter(|_| valid_serial).map(alias_for),
+    };
+    let attached_to = match alias.as_deref() {
+        Some(alias) => scanned
             .iter()
             .flat_map(|s| {
                 s.hostdevs
                     .iter()
                     .flatten()
-                    .filter(move |h| h.bbvirt_serial() == Some(serial))
+                    .filter(move |h| h.alias.as_deref() == Some(alias))
                     .map(move |h| {
                         // The guest bus is the part of BUS-PORT before '-'.
                         let bus = h.guest_port.as_deref().and_then(|p| p.split_once('-'));
@@ -383,14 +499,13 @@ fn device_status(
             .collect(),
         None => Vec::new(),
     };
-    let state = match (assigned, serial) {
-        (Some(d), Some(serial)) => {
+    let state = match (assigned, route) {
+        (Some(d), Some(r)) => {
             let uri = uri_of(ctx, d);
             match scanned.iter().find(|s| s.is(&uri, d.libvirt_name())) {
                 Some(s) => match (s.state, &s.hostdevs) {
                     (DomainState::Running, Some(live))
-                        if placement(live, &crate::hostdev::alias_for(serial), p)
-                            == Placement::Attached =>
+                        if placement(live, &r.alias, p) == Placement::Attached =>
                     {
                         DeviceState::Attached
                     }
@@ -421,7 +536,10 @@ fn device_status(
             .any(|h| h.guest.is_none() || h.guest != assigned_to);
     DeviceStatus {
         serial: p.serial.clone(),
+        id: p.id.to_string(),
         valid_serial,
+        alias,
+        matched_by: route.map(|r| r.by.clone()),
         bus: p.busnum,
         dev: p.devnum,
         address: p.address().to_string(),

@@ -45,25 +45,33 @@
 //! serial bbvirt cannot use. A vm.conf that cannot be read exits 3 before
 //! anything is shown (see `bbvirt check`).
 //!
-//! # JSON schema (`--json`), version 1
+//! # JSON schema (`--json`), version 2
 //!
 //! One object; fields are only ever added within a schema version, never
 //! renamed, removed or given another meaning (that bumps `schema`).
-//! `guest_port`, `controller`, `held_by` and `held_on_host` were added
-//! within version 1.
+//! Version 2 (DOMAIN_USB_): `devices` also lists the other USB devices an
+//! element matches (so not only BitBabblers), with `id`, `alias` and
+//! `matched_by`; `absent` entries may be an element (`serial` null,
+//! `element` set); `stale` entries of such devices have `serial` null.
 //!
 //! ```text
 //! {
-//!   "schema": 1,
+//!   "schema": 2,
 //!   "healthy": bool,                  // exit status 0 iff true
-//!   "devices": [{                     // every BitBabbler plugged in, by bus then ports
+//!   "devices": [{                     // every BitBabbler plugged in, and every other USB
+//!                                     // device a DOMAIN_USB_ element gets; by bus then ports
 //!     "serial": string | null,        // as sysfs gives it (lossy UTF-8), null if none
-//!     "valid_serial": bool,           // 6-7 of A-Z0-9: only these are ever routed
+//!     "id": "VVVV:PPPP",              // vendor:product, "0403:7840" for a BitBabbler
+//!     "valid_serial": bool,           // a BitBabbler with 6-7 of A-Z0-9: only these are
+//!                                     // routed by DOMAIN_RNG_
+//!     "alias": string | null,         // bbvirt's hostdev alias for it: "ua-bbvirt-<serial>",
+//!                                     // "ua-bbusb-VVVVPPPP-<id>-e<N>-<tag>"; null: none
+//!     "matched_by": string | null,    // "DOMAIN_RNG_<id>" or "DOMAIN_USB_<id>[N]"; null: the host
 //!     "bus": int, "dev": int,
 //!     "address": "BUS:DEV",           // e.g. "003:012"
 //!     "port": string,                 // physical address, e.g. "3-1.4.2"
 //!     "assigned_to": string | null,   // libvirt name of the guest vm.conf gives it to; null: the host
-//!     "attached_to": [{               // every guest holding its ua-bbvirt-<serial> hostdev
+//!     "attached_to": [{               // every guest holding its hostdev (by alias)
 //!       "domain": string, "uri": string | null,
 //!       "bus": int | null, "dev": int | null,  // the address in that hostdev
 //!       "guest_port": string | null,  // where it sits in the guest, "BUS-PORT" ("0-1"),
@@ -83,13 +91,15 @@
 //!       // inactive: its guest is shut off or not defined
 //!       // unknown: its guest's state could not be read
 //!   }],
-//!   "absent": [{                      // valid serials vm.conf assigns that are not plugged in
-//!     "serial": string, "assigned_to": string
+//!   "absent": [{                      // valid serials vm.conf assigns that are not plugged in,
+//!                                     // and DOMAIN_USB_ elements that got no device
+//!     "serial": string | null, "element": string | null,  // "DOMAIN_USB_<id>[N]"
+//!     "assigned_to": string
 //!   }],
 //!   "stale": [{                       // bbvirt hostdevs that should not be there (problems)
 //!     "domain": string, "uri": string | null,
-//!     "alias": string,                // "ua-bbvirt-<serial>"
-//!     "serial": string,               // taken from the alias
+//!     "alias": string,                // "ua-bbvirt-<serial>" or "ua-bbusb-..."
+//!     "serial": string | null,        // taken from a ua-bbvirt- alias; null for ua-bbusb-
 //!     "bus": int | null, "dev": int | null,   // the address in the hostdev
 //!     "reason": "absent" | "moved" | "not_assigned",
 //!     "assigned_to": string | null    // where vm.conf gives the serial (for not_assigned)
@@ -123,7 +133,7 @@ pub use collect::collect;
 pub use table::render_table;
 
 /// The version of the JSON schema documented above.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Everything `bbvirt status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,7 +157,10 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceStatus {
     pub serial: Option<String>,
+    pub id: String,
     pub valid_serial: bool,
+    pub alias: Option<String>,
+    pub matched_by: Option<String>,
     pub bus: u32,
     pub dev: u32,
     pub address: String,
@@ -192,7 +205,8 @@ pub enum DeviceState {
 /// A configured serial that is not plugged in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Absent {
-    pub serial: String,
+    pub serial: Option<String>,
+    pub element: Option<String>,
     pub assigned_to: String,
 }
 
@@ -202,7 +216,7 @@ pub struct StaleEntry {
     pub domain: String,
     pub uri: Option<String>,
     pub alias: String,
-    pub serial: String,
+    pub serial: Option<String>,
     pub bus: Option<u32>,
     pub dev: Option<u32>,
     pub reason: StaleKind,

@@ -83,7 +83,19 @@ fn problems_with_the_sources(out: &mut String, report: &Report) {
     }
 }
 
-/// Every BitBabbler plugged in.
+/// A device for the table: a BitBabbler by its serial ([`show_serial`]),
+/// another device by `VVVV:PPPP` and its serial quoted.
+fn show_device(d: &super::DeviceStatus) -> String {
+    if d.id == "0403:7840" {
+        return show_serial(d.serial.as_deref());
+    }
+    match &d.serial {
+        Some(s) => format!("{} {s:?}", d.id),
+        None => format!("{} (no serial)", d.id),
+    }
+}
+
+/// Every BitBabbler plugged in, and every other device an element matches.
 fn devices(out: &mut String, report: &Report) {
     if report.devices.is_empty() {
         out.push_str("Devices: none plugged in\n");
@@ -94,7 +106,10 @@ fn devices(out: &mut String, report: &Report) {
             .iter()
             .map(|d| {
                 let assigned = match (&d.assigned_to, d.valid_serial) {
-                    (Some(a), _) => esc(a),
+                    (Some(a), _) => match d.matched_by.as_deref() {
+                        Some(by) if by.starts_with("DOMAIN_USB_") => format!("{} ({by})", esc(a)),
+                        _ => esc(a),
+                    },
                     (None, true) => "(host)".to_string(),
                     (None, false) => "(host: unusable serial)".to_string(),
                 };
@@ -114,7 +129,7 @@ fn devices(out: &mut String, report: &Report) {
                             let wrong = report.stale.iter().any(|s| {
                                 s.domain == a.domain
                                     && s.uri == a.uri
-                                    && Some(s.serial.as_str()) == d.serial.as_deref()
+                                    && Some(s.alias.as_str()) == d.alias.as_deref()
                             });
                             let place = match (&a.guest_port, &a.controller) {
                                 (Some(p), Some(c)) => format!(
@@ -137,7 +152,7 @@ fn devices(out: &mut String, report: &Report) {
                         .join(", ")
                 };
                 vec![
-                    show_serial(d.serial.as_deref()),
+                    show_device(d),
                     d.address.clone(),
                     d.port.clone(),
                     assigned,
@@ -186,13 +201,20 @@ fn held_by(d: &super::DeviceStatus) -> String {
 /// The configured serials that are not plugged in.
 fn absent(out: &mut String, report: &Report) {
     if report.absent.is_empty() {
-        out.push_str("Absent: none (every configured serial is plugged in)\n");
+        out.push_str("Absent: none (every configured device is plugged in)\n");
     } else {
         out.push_str("Absent (configured, not plugged in):\n");
         let rows: Vec<Vec<String>> = report
             .absent
             .iter()
-            .map(|a| vec![show_serial(Some(&a.serial)), esc(&a.assigned_to)])
+            .map(|a| {
+                let what = match (&a.serial, &a.element) {
+                    (Some(s), _) => show_serial(Some(s)),
+                    (None, Some(e)) => format!("{e} (no device matches)"),
+                    (None, None) => "?".to_string(),
+                };
+                vec![what, esc(&a.assigned_to)]
+            })
             .collect();
         table(out, &["SERIAL", "ASSIGNED TO"], &rows);
     }
@@ -214,7 +236,7 @@ fn stale(out: &mut String, report: &Report) {
                         let now = report
                             .devices
                             .iter()
-                            .find(|d| d.serial.as_deref() == Some(s.serial.as_str()));
+                            .find(|d| d.alias.as_deref() == Some(s.alias.as_str()));
                         match now {
                             Some(d) => format!("device now at {}", d.address),
                             None => "device moved".to_string(),
@@ -227,7 +249,10 @@ fn stale(out: &mut String, report: &Report) {
                 };
                 vec![
                     esc(&s.domain),
-                    show_serial(Some(&s.serial)),
+                    match &s.serial {
+                        Some(serial) => show_serial(Some(serial)),
+                        None => esc(&s.alias),
+                    },
                     show_addr(s.bus, s.dev),
                     reason,
                 ]

@@ -774,14 +774,14 @@ fn usb_elements_route_twins_by_port_and_a_device_without_serial_by_id() {
     assert_eq!(
         hv.hostdevs(None, "g1"),
         vec![
-            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 4),
-            ("ua-bbusb-06580200-e1-noserial".into(), 1, 6)
+            ("ua-bbusb-10c4ea60-g1-e0-0001".into(), 1, 4),
+            ("ua-bbusb-06580200-g1-e1-noserial".into(), 1, 6)
         ]
     );
     assert_eq!(
         hv.hostdevs(None, "g2"),
         vec![
-            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 5),
+            ("ua-bbusb-10c4ea60-g2-e0-0001".into(), 1, 5),
             ("ua-bbvirt-KWIF4Q".into(), 1, 8)
         ],
         "the BitBabbler by its serial, as before"
@@ -836,9 +836,9 @@ fn unplugging_a_usb_device_detaches_its_entry_by_address() {
 fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
     let hv = running(&["g1", "g2"])
         // a lost remove: g1's CP210x at an old address
-        .with_hostdev(None, "g1", "ua-bbusb-10c4ea60-e0-0001", 1, 40)
+        .with_hostdev(None, "g1", "ua-bbusb-10c4ea60-g1-e0-0001", 1, 40)
         // an element that no longer exists
-        .with_hostdev(None, "g2", "ua-bbusb-10c4ea60-e7-0001", 1, 41)
+        .with_hostdev(None, "g2", "ua-bbusb-10c4ea60-g2-e7-0001", 1, 41)
         // not bbvirt's: never touched
         .with_hostdev(None, "g2", "ua-admin-thing", 1, 7);
     let (cfg, tree) = (usb_config(), usb_tree());
@@ -847,8 +847,8 @@ fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
     assert_eq!(
         hv.hostdevs(None, "g1"),
         vec![
-            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 4),
-            ("ua-bbusb-06580200-e1-noserial".into(), 1, 6)
+            ("ua-bbusb-10c4ea60-g1-e0-0001".into(), 1, 4),
+            ("ua-bbusb-06580200-g1-e1-noserial".into(), 1, 6)
         ]
     );
     let mut g2 = hv.hostdevs(None, "g2");
@@ -857,7 +857,7 @@ fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
         g2,
         vec![
             ("ua-admin-thing".into(), 1, 7),
-            ("ua-bbusb-10c4ea60-e0-0001".into(), 1, 5),
+            ("ua-bbusb-10c4ea60-g2-e0-0001".into(), 1, 5),
             ("ua-bbvirt-KWIF4Q".into(), 1, 8)
         ]
     );

@@ -79,22 +79,26 @@ fn healthy_host_json_is_exact() {
     assert_eq!(
         json_of(&r),
         json!({
-            "schema": 1,
+            "schema": 2,
             "healthy": true,
             "devices": [
-                {"serial": "KWIF4Q", "valid_serial": true, "bus": 1, "dev": 4,
+                {"serial": "KWIF4Q", "id": "0403:7840", "valid_serial": true,
+                 "alias": "ua-bbvirt-KWIF4Q", "matched_by": "DOMAIN_RNG_g1", "bus": 1, "dev": 4,
                  "address": "001:004", "port": "1-1", "assigned_to": "g1",
                  "attached_to": attached("g1", 1, 4), "state": "attached",
                  "held_by": [], "held_on_host": false},
-                {"serial": "JAMMB3", "valid_serial": true, "bus": 1, "dev": 5,
+                {"serial": "JAMMB3", "id": "0403:7840", "valid_serial": true,
+                 "alias": "ua-bbvirt-JAMMB3", "matched_by": "DOMAIN_RNG_g1", "bus": 1, "dev": 5,
                  "address": "001:005", "port": "1-2", "assigned_to": "g1",
                  "attached_to": attached("g1", 1, 5), "state": "attached",
                  "held_by": [], "held_on_host": false},
-                {"serial": "QX3TZ7A", "valid_serial": true, "bus": 3, "dev": 9,
+                {"serial": "QX3TZ7A", "id": "0403:7840", "valid_serial": true,
+                 "alias": "ua-bbvirt-QX3TZ7A", "matched_by": "DOMAIN_RNG_g2", "bus": 3, "dev": 9,
                  "address": "003:009", "port": "3-1.4.2", "assigned_to": "g2",
                  "attached_to": attached("g2", 3, 9), "state": "attached",
                  "held_by": [], "held_on_host": false},
-                {"serial": "UNASS1", "valid_serial": true, "bus": 3, "dev": 10,
+                {"serial": "UNASS1", "id": "0403:7840", "valid_serial": true,
+                 "alias": "ua-bbvirt-UNASS1", "matched_by": null, "bus": 3, "dev": 10,
                  "address": "003:010", "port": "3-1.4.3", "assigned_to": null,
                  "attached_to": [], "state": "host",
                  "held_by": [], "held_on_host": false},
@@ -124,7 +128,7 @@ Devices:
   QX3TZ7A  003:009  3-1.4.2  g2           attached  g2 at 003:009
   UNASS1   003:010  3-1.4.3  (host)       host      -
 
-Absent: none (every configured serial is plugged in)
+Absent: none (every configured device is plugged in)
 
 Stale: none
 
@@ -173,7 +177,7 @@ fn stale_entries_absent_and_moved() {
     assert_eq!(device(&v, "JAMMB3")["state"], "attached");
     assert_eq!(
         v["absent"],
-        json!([{"serial": "GONE11", "assigned_to": "g1"}])
+        json!([{"serial": "GONE11", "element": null, "assigned_to": "g1"}])
     );
     let table = render_table(&r);
     assert!(
@@ -263,7 +267,7 @@ fn absent_serials_and_stopped_guests_are_not_problems() {
     // Listed once, for the domain that wins it; an invalid serial never.
     assert_eq!(
         v["absent"],
-        json!([{"serial": "ABSENT1", "assigned_to": "g1"}])
+        json!([{"serial": "ABSENT1", "element": null, "assigned_to": "g1"}])
     );
     let states: Vec<(&str, &str)> = v["domains"]
         .as_array()
@@ -403,7 +407,7 @@ fn empty_config_still_finds_stale_entries() {
     assert_eq!(hv.connects(), vec![None]);
     assert!(!r.healthy);
     assert_eq!(r.stale.len(), 1);
-    assert_eq!(r.stale[0].serial, "GONE11");
+    assert_eq!(r.stale[0].serial.as_deref(), Some("GONE11"));
     assert_eq!(r.stale[0].reason, StaleKind::Absent);
     assert!(r.devices.iter().all(|d| d.state == DeviceState::Host));
     let table = render_table(&r);
@@ -432,7 +436,7 @@ fn hostile_serials_are_escaped_and_never_routed() {
     assert_eq!(v["devices"][1]["serial"], Value::Null);
     assert_eq!(
         v["absent"],
-        json!([{"serial": "AAAAAA", "assigned_to": "g1"}])
+        json!([{"serial": "AAAAAA", "element": null, "assigned_to": "g1"}])
     );
     assert_eq!(v["stale"][0]["serial"], "x\u{7f}y");
     let table = render_table(&r);
@@ -529,7 +533,7 @@ fn binary_with_the_libvirt_test_driver() {
     let (out, err) = expect_exit(&run(&["--json"]), exit::FAILED);
     assert_eq!(err, "", "nothing on stderr");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["healthy"], false);
     assert_eq!(v["libvirt"], json!({"reachable": true, "error": null}));
     assert_eq!(
@@ -566,7 +570,7 @@ fn binary_with_the_libvirt_test_driver() {
     assert_eq!(v["stale"], json!([]));
     assert_eq!(
         v["absent"],
-        json!([{"serial": "ABSENT1", "assigned_to": "off"}])
+        json!([{"serial": "ABSENT1", "element": null, "assigned_to": "off"}])
     );
 
     let (out, _) = expect_exit(&run(&[]), exit::FAILED);
@@ -741,6 +745,63 @@ Devices:
         table.ends_with(
             "Status: NOT HEALTHY: 1 device of a running guest held open on the host (see HELD BY)\n"
         ),
+        "{table}"
+    );
+}
+
+#[test]
+fn usb_devices_show_their_element_alias_and_state() {
+    let cfg = bbvirt::config::parse_native(
+        Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_g1=( \"id=10c4:ea60 port=1-4\" \"id=1050:0407\" )\n\
+         DOMAIN_USB_g2=( \"id=10c4:ea60 port=1-5\" )\n",
+    )
+    .unwrap();
+    let tree = FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-5", "10c4", "ea60", Some("0001"), 1, 5)
+        .usb_device("1-7", "046d", "c52b", Some("KEYB"), 1, 7);
+    let hv = running(&["g1", "g2"])
+        .with_hostdev(None, "g1", "ua-bbusb-10c4ea60-g1-e0-0001", 1, 4)
+        // a lost remove left g2's entry at an old address
+        .with_hostdev(None, "g2", "ua-bbusb-10c4ea60-g2-e0-0001", 1, 30);
+    let r = report(&cfg, &tree, &hv);
+    assert!(!r.healthy);
+    let v = json_of(&r);
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(
+        devices.len(),
+        2,
+        "the keyboard no element matches is not shown"
+    );
+    assert_eq!(devices[0]["id"], "10c4:ea60");
+    assert_eq!(devices[0]["matched_by"], "DOMAIN_USB_g1[0]");
+    assert_eq!(devices[0]["alias"], "ua-bbusb-10c4ea60-g1-e0-0001");
+    assert_eq!(devices[0]["state"], "attached");
+    assert_eq!(devices[0]["valid_serial"], false, "not a BitBabbler serial");
+    assert_eq!(devices[1]["matched_by"], "DOMAIN_USB_g2[0]");
+    assert_eq!(devices[1]["state"], "missing");
+    assert_eq!(
+        v["absent"],
+        json!([{"serial": null, "element": "DOMAIN_USB_g1[1]", "assigned_to": "g1"}])
+    );
+    assert_eq!(
+        v["stale"],
+        json!([{"domain": "g2", "uri": null, "alias": "ua-bbusb-10c4ea60-g2-e0-0001",
+                "serial": null, "bus": 1, "dev": 30, "reason": "moved", "assigned_to": null}])
+    );
+    let table = render_table(&r);
+    assert!(
+        table.contains("10c4:ea60 \"0001\"  001:004  1-4   g1 (DOMAIN_USB_g1[0])"),
+        "{table}"
+    );
+    assert!(
+        table.contains("DOMAIN_USB_g1[1] (no device matches)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ua-bbusb-10c4ea60-g2-e0-0001  001:030  device now at 001:005"),
         "{table}"
     );
 }
