@@ -25,7 +25,7 @@ Exit status:
      or is in the way
   2  usage error or invalid device identifier
   3  the config file is unreadable, invalid or unsafe
-  4  the named device is not present, or not at the bus/device a hint gives";
+  4  the named device is not present (or its serial names several), or not at the bus/device a hint gives";
 
 /// Pass BitBabbler USB RNGs through to libvirt guests, by serial number.
 #[derive(Debug, Parser)]

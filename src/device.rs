@@ -11,13 +11,14 @@ use std::str::FromStr;
 
 /// Why a string is not a device identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid device identifier '{}': expected a serial number (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]", .0.escape_debug())]
+#[error("invalid device identifier '{}': expected a serial number, serial=SERIAL, BUS:DEV or BUS-PORT[.PORT...]", .0.escape_debug())]
 pub struct InvalidDeviceId(pub String);
 
 /// One way of naming a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceId {
-    /// A BitBabbler serial number such as `KWIF4Q`.
+    /// A serial number: a BitBabbler's such as `KWIF4Q` (looked up among
+    /// BitBabblers only), or any other device's (`0001`, `serial=A-1`).
     Serial(String),
     /// A logical address: USB bus number and device number.
     Address { bus: u32, dev: u32 },
@@ -85,6 +86,14 @@ impl FromStr for DeviceId {
     /// Parses a DEVICE argument, or a sysfs device name (`3-1.4.2`).
     fn from_str(s: &str) -> Result<DeviceId, InvalidDeviceId> {
         let bad = || InvalidDeviceId(s.to_string());
+        // `serial=S`, as in vm.conf, for a serial that looks like an address.
+        if let Some(serial) = s.strip_prefix("serial=") {
+            return if serial.is_empty() || serial.chars().any(char::is_control) {
+                Err(bad())
+            } else {
+                Ok(DeviceId::Serial(serial.to_string()))
+            };
+        }
         if let Some((bus, dev)) = s.split_once(':') {
             let bus = parse_usb_number(bus).ok_or_else(bad)?;
             let dev = parse_usb_number(dev).ok_or_else(bad)?;
@@ -103,7 +112,9 @@ impl FromStr for DeviceId {
             }
             return Ok(DeviceId::Physical { bus, ports });
         }
-        if is_valid_serial(s) {
+        // A bare word of printable ASCII: a serial (a BitBabbler's when it
+        // is 6-7 of A-Z0-9).
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()) {
             return Ok(DeviceId::Serial(s.to_string()));
         }
         Err(bad())
@@ -113,7 +124,16 @@ impl FromStr for DeviceId {
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceId::Serial(s) => f.write_str(s),
+            // A serial that would read back as something else, as serial=S
+            // (control characters escaped: it may come from a device).
+            DeviceId::Serial(s)
+                if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b':' && b != b'-') =>
+            {
+                f.write_str(s)
+            }
+            DeviceId::Serial(s) => write!(f, "serial={}", crate::text::escape_controls(s)),
             DeviceId::Address { bus, dev } => write!(f, "{bus:03}:{dev:03}"),
             DeviceId::Physical { bus, ports } => {
                 write!(f, "{bus}-")?;
@@ -143,9 +163,31 @@ mod tests {
             "ABC1234".parse::<DeviceId>(),
             Ok(DeviceId::Serial("ABC1234".into()))
         );
+        // Any other device's serial: a bare printable word, or serial=S.
+        for (text, serial) in [
+            ("0001", "0001"),
+            ("abcdef", "abcdef"),
+            ("ABCDEFGH", "ABCDEFGH"),
+            ("serial=A-1", "A-1"),
+            ("serial=A B", "A B"),
+        ] {
+            assert_eq!(
+                text.parse::<DeviceId>(),
+                Ok(DeviceId::Serial(serial.into())),
+                "{text:?}"
+            );
+        }
         for bad in [
-            "", "ABCDE", "ABCDEFGH", "abcdef", "ABC DEF", "ABC-DE", "ÄBCDEF", "AB\nCDE", "--help",
-            "-D", "ABCDE ",
+            "",
+            "ABC DEF",
+            "ABC-DE",
+            "ÄBCDEF",
+            "AB\nCDE",
+            "--help",
+            "-D",
+            "ABCDE ",
+            "serial=",
+            "serial=a\nb",
         ] {
             assert_eq!(
                 bad.parse::<DeviceId>(),
@@ -207,7 +249,14 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["KWIF4Q", "001:002", "3-1.4.2"] {
+        for s in [
+            "KWIF4Q",
+            "001:002",
+            "3-1.4.2",
+            "0001",
+            "serial=A-1",
+            "serial=A B",
+        ] {
             assert_eq!(s.parse::<DeviceId>().unwrap().to_string(), s);
         }
     }

@@ -51,9 +51,11 @@ impl CommandError {
     /// The documented exit status.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CommandError::Action(ActionError::NotFound(_) | ActionError::HintMismatch { .. }) => {
-                NOT_FOUND
-            }
+            CommandError::Action(
+                ActionError::NotFound(_)
+                | ActionError::HintMismatch { .. }
+                | ActionError::AmbiguousSerial { .. },
+            ) => NOT_FOUND,
             CommandError::Config(_) => CONFIG,
             CommandError::Action(_)
             | CommandError::Install(_)

@@ -94,7 +94,9 @@ impl Context<'_> {
                 Some(s) => (Some(s.to_string()), None),
                 None => (None, Some((dev.busnum, dev.devnum))),
             },
-            (None, DeviceId::Serial(s)) => (Some(s.clone()), None),
+            (None, DeviceId::Serial(s)) if is_valid_serial(s) => (Some(s.clone()), None),
+            // Another device's serial tells no alias once it is gone.
+            (None, DeviceId::Serial(_)) => return Err(ActionError::NotFound(id.to_string())),
             (None, DeviceId::Address { bus, dev }) => (None, Some((*bus, *dev))),
             (None, DeviceId::Physical { .. }) => return Err(ActionError::NotFound(id.to_string())),
         };

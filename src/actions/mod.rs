@@ -63,6 +63,11 @@ pub enum ActionError {
     #[error("scanning USB devices")]
     Sysfs(#[from] SysfsError),
     #[error(
+        "serial {} is carried by several devices ({devices}): name one by BUS:DEV or BUS-PORT",
+        crate::text::escape_controls(.serial)
+    )]
+    AmbiguousSerial { serial: String, devices: String },
+    #[error(
         "device {device} has no usable serial number ({serial}): bbvirt only handles serials of 6-7 characters A-Z, 0-9"
     )]
     UnusableSerial { device: String, serial: String },
@@ -304,11 +309,27 @@ impl Context<'_> {
         scan: &'s Scan,
         id: &DeviceId,
     ) -> Result<Option<&'s UsbDevice>, ActionError> {
-        let among = match id {
-            DeviceId::Serial(_) => &scan.devices,
-            _ => &scan.usb,
+        let dev = match id {
+            // A BitBabbler serial among the BitBabblers only, as before (an
+            // FTDI device that carries the same serial is not a BitBabbler).
+            DeviceId::Serial(s) if is_valid_serial(s) => crate::sysfs::find_in(&scan.devices, id),
+            // Any other serial among every device: it must name one.
+            DeviceId::Serial(s) => {
+                let all: Vec<&UsbDevice> = scan.usb.iter().filter(|d| d.matches(id)).collect();
+                if all.len() > 1 {
+                    return Err(ActionError::AmbiguousSerial {
+                        serial: s.clone(),
+                        devices: all
+                            .iter()
+                            .map(|d| d.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+                all.first().copied()
+            }
+            _ => crate::sysfs::find_in(&scan.usb, id),
         };
-        let dev = crate::sysfs::find_in(among, id);
         if let Some(dev) = dev {
             debug!("{id} is {}", describe(dev));
             self.check_hints(dev, &id.to_string())?;

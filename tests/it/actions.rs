@@ -879,3 +879,48 @@ fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
         ["1-8"]
     );
 }
+
+#[test]
+fn other_serials_name_one_device_among_all_and_twins_are_an_error() {
+    let cfg = bbvirt::config::parse_native(
+        std::path::Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_vault=( \"id=1050:0407 serial=12345678\" )\n",
+    )
+    .unwrap();
+    let tree = usb_tree().usb_device("1-9", "1050", "0407", Some("12345678"), 1, 9);
+    let hv = running(&["vault"]);
+    let out = run(&cfg, &tree, &hv, Opts::default(), |e| {
+        e.attach(&id("12345678"))
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.hostdevs(None, "vault"),
+        vec![("ua-bbusb-10500407-vault-e0-12345678".into(), 1, 9)]
+    );
+    let err = run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id("0001"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "serial 0001 is carried by several devices (1-4, 1-5): name one by BUS:DEV or BUS-PORT"
+    );
+    assert_eq!(
+        exit::code_of::<()>(&Err(CommandError::Action(err))),
+        exit::NOT_FOUND
+    );
+    // A BitBabbler-shaped serial is looked for among BitBabblers only: the
+    // receiver at 1-7 carries KEYB01 but is not one.
+    let err = run(&cfg, &tree, &hv, Opts::default(), |e| {
+        e.attach(&id("KEYB01"))
+    })
+    .unwrap_err();
+    assert!(matches!(err, ActionError::NotFound(_)), "{err:?}");
+    // Once gone, another device's serial tells nothing to detach by.
+    let err = run(&cfg, &tree, &hv, Opts::default(), |e| {
+        e.detach(&id("gone1"))
+    });
+    assert!(matches!(err, Err(ActionError::NotFound(_))), "{err:?}");
+    assert!(
+        hv.calls().iter().all(|c| !c.to_string().contains("detach")),
+        "{:?}",
+        hv.calls()
+    );
+}

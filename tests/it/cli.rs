@@ -107,18 +107,22 @@ fn usage_errors_exit_2_with_one_line() {
     ] {
         expect_exit(&s.run(args), exit::USAGE);
     }
-    let (_, err) = expect_exit(&s.run(&["attach", "kwif4q"]), exit::USAGE);
+    let (_, err) = expect_exit(&s.run(&["attach", "3-1."]), exit::USAGE);
     assert_eq!(
         err,
-        "bbvirt: error: invalid device identifier 'kwif4q': expected a serial number \
-         (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]\n"
+        "bbvirt: error: invalid device identifier '3-1.': expected a serial number, \
+         serial=SERIAL, BUS:DEV or BUS-PORT[.PORT...]\n"
     );
+    // A word that is no BitBabbler serial is another device's serial: looked
+    // up among all devices, and not there.
+    let (_, err) = expect_exit(&s.run(&["attach", "kwif4q"]), exit::NOT_FOUND);
+    assert_eq!(err, "bbvirt: error: device kwif4q is not present\n");
 }
 
 #[test]
 fn invalid_devices_exit_2() {
     let s = setup(CONF);
-    for device in ["kwif4q", "1:2:3", "3-1.", "1234:1"] {
+    for device in ["1:2:3", "3-1.", "1234:1", "serial=", "ABC DEF"] {
         for action in ["attach", "detach"] {
             let (out, err) = expect_exit(&s.run(&[action, device]), exit::USAGE);
             assert_eq!(out, "", "{action} {device}");
@@ -126,7 +130,7 @@ fn invalid_devices_exit_2() {
                 err,
                 format!(
                     "bbvirt: error: invalid device identifier '{device}': expected a serial \
-                     number (6-7 of A-Z0-9), BUS:DEV or BUS-PORT[.PORT...]\n"
+                     number, serial=SERIAL, BUS:DEV or BUS-PORT[.PORT...]\n"
                 ),
                 "{action} {device}"
             );

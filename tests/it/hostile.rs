@@ -126,9 +126,21 @@ fn hostile_command_line_values_are_rejected_or_quoted() {
         if s.is_empty() || s.contains('\0') {
             continue;
         }
-        // As DEVICE: an invalid identifier (exit 2), never a lookup.
+        // As DEVICE: an invalid identifier (exit 2), or a serial of
+        // printable ASCII that names no device (exit 4); never anything
+        // else, and never more than one line.
         let out = bbvirt(tree.root(), &["-C", conf, "attach", "--", &s]);
-        expect_exit(&out, exit::USAGE);
+        let code = out.status.code();
+        assert!(
+            code == Some(exit::USAGE) || code == Some(exit::NOT_FOUND),
+            "{s:?}: {code:?}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{s:?}: {err}");
+        assert!(
+            !err.trim_end().chars().any(char::is_control),
+            "{s:?}: {err}"
+        );
         // As a domain or URI: printed shell-quoted, one line, never split.
         let out = bbvirt(
             tree.root(),
