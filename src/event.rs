@@ -43,6 +43,9 @@ pub enum Verdict {
 /// for anything the front leaves to `bbvirt` unread (it does not parse, or
 /// is not an `attach`/`detach`, or is a dry run).
 pub fn parse(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
+    if let Some(parsed) = rule_words(words) {
+        return Some(parsed);
+    }
     let argv = std::iter::once(std::ffi::OsString::from("bbvirt")).chain(words.iter().cloned());
     let (action, opts) = Cli::parse_args(argv).ok()?;
     let wanted = matches!(action, Action::Attach { .. } | Action::Detach { .. });
@@ -84,6 +87,43 @@ impl Removed {
         let devpath = std::env::var("DEVPATH").ok()?;
         Removed::from_event(&product, &devpath)
     }
+}
+
+/// The words the rule writes, `attach|detach BUS:DEV --syslog`, read
+/// without building clap's whole command line (a third of the front's
+/// work, measured with callgrind): the same [`Action`] and [`Opts`] that
+/// [`Cli::parse_args`] gives for them (a test compares the two). None for
+/// any other words.
+fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
+    let [action, device, syslog] = words else {
+        return None;
+    };
+    if syslog.to_str()? != "--syslog" {
+        return None;
+    }
+    let device = device.to_str()?;
+    // Only the kernel's BUSNUM:DEVNUM form (never a serial: a word the
+    // rule does not write goes the long way).
+    if !device.contains(':') {
+        return None;
+    }
+    let device = device.parse().ok()?;
+    let opts = Opts {
+        syslog: true,
+        ..Opts::default()
+    };
+    let action = match action.to_str()? {
+        "attach" => Action::Attach {
+            device,
+            opts: Opts::default(),
+        },
+        "detach" => Action::Detach {
+            device,
+            opts: Opts::default(),
+        },
+        _ => return None,
+    };
+    Some((action, opts))
 }
 
 /// The verdict for a parsed `attach`/`detach` on this host: vm.conf, sysfs

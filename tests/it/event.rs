@@ -257,3 +257,18 @@ fn removes_that_no_element_could_have_matched_need_no_bbvirt() {
         Verdict::Run
     );
 }
+
+#[test]
+fn the_rules_words_read_fast_as_clap_reads_them() {
+    for line in [
+        "attach 1:4 --syslog",
+        "detach 003:012 --syslog",
+        "attach 1:4:5 --syslog",
+        "attach 1:4 --sys",
+    ] {
+        let fast = event::parse(&words(line));
+        let argv = std::iter::once("bbvirt").chain(line.split(' '));
+        let clap = bbvirt::cli::Cli::parse_args(argv).ok();
+        assert_eq!(fast, clap, "{line}");
+    }
+}
