@@ -265,6 +265,8 @@ fn the_rules_words_read_fast_as_clap_reads_them() {
         "detach 003:012 --syslog",
         "attach 1:4:5 --syslog",
         "attach 1:4 --sys",
+        "-C /etc/x.conf attach 1:4 --syslog",
+        "-C /etc/x.conf detach 1:4",
     ] {
         let fast = event::parse(&words(line));
         let argv = std::iter::once("bbvirt").chain(line.split(' '));
