@@ -20,18 +20,12 @@ polling with deadlines.
   19 soak            seeded random plug/unplug/replug/start/destroy/
                      libvirtd restart over 4 devices and 2 guests
 
-Speed: this module makes lab.py's virsh() (which every Lab helper of every
-scenario calls: problems, wait_state, hold, reset, start, destroy) use
-libvirt's C API through ctypes on one connection kept open (FastVirt) instead
-of spawning virsh, which costs ~0.5 s a call under TCG. Same calls as virsh
-makes, same answers: the live XML (virDomainGetXMLDesc, `virsh dumpxml`),
-QEMU's monitor (virDomainQemuMonitorCommand, `virsh qemu-monitor-command
---hmp`), the running guests, start --paused and destroy. Anything else, or
-when the API cannot be used (no daemon, a call stuck), goes to virsh.
+Every helper of every scenario asks libvirt through lab.py's virsh(), which
+uses libvirt's C API where it can (fastvirt.py); scenario 12 turns that off
+while its silent socket sits where libvirtd's was (virsh_api).
 Standard library only.
 """
 
-import ctypes
 import fcntl
 import json
 import os
@@ -39,7 +33,6 @@ import random
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 
@@ -53,230 +46,6 @@ LOCK_FILE = LOCK_DIR + '/lock'
 LIBVIRT_SOCK = '/run/libvirt/libvirt-sock'
 RULE_MASK = '/etc/udev/rules.d/60-bbvirt.rules'
 HOLD = 1.0   # seconds a state must hold in these scenarios (the lab's default is 3)
-
-
-# ------------------------------------------------------- libvirt through ctypes
-
-class VirtCallError(Exception):
-    """libvirt said no (virsh would exit 1)."""
-
-
-class FastUnavailable(Exception):
-    """The API cannot be used now: ask virsh instead."""
-
-
-class FastVirt:
-    """The few libvirt calls the lab's helpers make, through libvirt.so, on
-    one connection that is reopened when libvirtd restarted. One call at a
-    time; each bounded (see _call)."""
-
-    LIST_ACTIVE = 1          # VIR_CONNECT_LIST_DOMAINS_ACTIVE
-    XML_INACTIVE = 2         # VIR_DOMAIN_XML_INACTIVE
-    MONITOR_HMP = 1          # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
-
-    def __init__(self, uri):
-        vp, cp, ci, cu = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint
-        self.uri = uri.encode()
-        self.L = L = ctypes.CDLL('libvirt.so.0')
-        self.Q = Q = ctypes.CDLL('libvirt-qemu.so.0')
-        self.libc = ctypes.CDLL(None)
-        self.libc.free.argtypes = [vp]
-        self.libc.free.restype = None
-        for name, res, args in (
-                ('virConnectOpen', vp, [cp]),
-                ('virConnectClose', ci, [vp]),
-                ('virConnectIsAlive', ci, [vp]),
-                ('virConnectListAllDomains', ci, [vp, ctypes.POINTER(ctypes.POINTER(vp)), cu]),
-                ('virDomainGetName', cp, [vp]),
-                ('virDomainLookupByName', vp, [vp, cp]),
-                ('virDomainGetXMLDesc', vp, [vp, cu]),
-                ('virDomainFree', ci, [vp]),
-                ('virGetLastErrorMessage', cp, [])):
-            f = getattr(L, name)
-            f.restype, f.argtypes = res, args
-        Q.virDomainQemuMonitorCommand.restype = ci
-        Q.virDomainQemuMonitorCommand.argtypes = [vp, cp, ctypes.POINTER(vp), cu]
-        # libvirt prints every error to stderr unless told otherwise
-        errfunc = ctypes.CFUNCTYPE(None, vp, vp)
-        self._quiet = errfunc(lambda user, err: None)
-        L.virSetErrorFunc.restype = None
-        L.virSetErrorFunc.argtypes = [vp, errfunc]
-        L.virSetErrorFunc(None, self._quiet)
-        for name, res, args in (
-                ('virDomainCreateWithFlags', ci, [vp, cu]),
-                ('virDomainDestroy', ci, [vp])):
-            f = getattr(L, name)
-            f.restype, f.argtypes = res, args
-        self.conn = None
-        self.lock = threading.Lock()
-        self.stuck = None
-
-    def _err(self, what):
-        m = self.L.virGetLastErrorMessage()
-        return VirtCallError('%s: %s' % (what, m.decode(errors='replace') if m else 'unknown error'))
-
-    def _take(self, ptr):
-        """A char * that libvirt allocated for us: its text, then freed."""
-        s = ctypes.cast(ptr, ctypes.c_char_p).value.decode(errors='replace')
-        self.libc.free(ptr)
-        return s
-
-    def close(self):
-        with self.lock:
-            if self.conn:
-                self.L.virConnectClose(self.conn)
-            self.conn = None
-
-    def _call(self, fn, timeout=60):
-        """fn(conn) in a worker thread: a libvirtd that stops answering must
-        not hang the lab. After such a timeout the callers use virsh until the
-        stuck call returns."""
-        if self.stuck is not None and self.stuck.is_alive():
-            raise FastUnavailable('a call is stuck')
-        box = {}
-
-        def work():
-            try:
-                box['v'] = self._call_now(fn)
-            except Exception as e:
-                box['e'] = e
-        th = threading.Thread(target=work, daemon=True)
-        th.start()
-        th.join(timeout)
-        if th.is_alive():
-            self.stuck = th
-            lab.act('libvirt API: no answer in %ds, using virsh meanwhile' % timeout)
-            raise FastUnavailable('no answer in %ds' % timeout)
-        if 'e' in box:
-            raise box['e']
-        return box['v']
-
-    def _call_now(self, fn):
-        with self.lock:
-            for attempt in (1, 2):
-                if not self.conn:
-                    c = self.L.virConnectOpen(self.uri)
-                    if not c:   # no daemon (yet): virsh says what it has to say
-                        raise FastUnavailable(self._err('connecting to %s' % self.uri.decode()))
-                    self.conn = c
-                try:
-                    return fn(self.conn)
-                except VirtCallError:
-                    if attempt == 1 and self.L.virConnectIsAlive(self.conn) != 1:
-                        self.L.virConnectClose(self.conn)   # libvirtd restarted: reconnect
-                        self.conn = None
-                        continue
-                    raise
-
-    def _domain(self, conn, name):
-        d = self.L.virDomainLookupByName(conn, name.encode())
-        if not d:
-            raise self._err('domain %s' % name)
-        return d
-
-    def active(self):
-        def fn(conn):
-            arr = ctypes.POINTER(ctypes.c_void_p)()
-            n = self.L.virConnectListAllDomains(conn, ctypes.byref(arr), self.LIST_ACTIVE)
-            if n < 0:
-                raise self._err('listing domains')
-            names = []
-            for i in range(n):
-                names.append(self.L.virDomainGetName(arr[i]).decode())
-                self.L.virDomainFree(arr[i])
-            self.libc.free(arr)
-            return names
-        return self._call(fn)
-
-    def xml(self, name, inactive=False):
-        def fn(conn):
-            d = self._domain(conn, name)
-            try:
-                p = self.L.virDomainGetXMLDesc(d, self.XML_INACTIVE if inactive else 0)
-                if not p:
-                    raise self._err('XML of %s' % name)
-                return self._take(p)
-            finally:
-                self.L.virDomainFree(d)
-        return self._call(fn)
-
-    def hmp(self, name, cmd):
-        def fn(conn):
-            d = self._domain(conn, name)
-            try:
-                res = ctypes.c_void_p()
-                if self.Q.virDomainQemuMonitorCommand(d, cmd.encode(), ctypes.byref(res), self.MONITOR_HMP) < 0:
-                    raise self._err('monitor command %r on %s' % (cmd, name))
-                return self._take(res)
-            finally:
-                self.L.virDomainFree(d)
-        return self._call(fn)
-
-    def lifecycle(self, name, start):
-        def fn(conn):
-            d = self._domain(conn, name)
-            try:
-                rc = (self.L.virDomainCreateWithFlags(d, 1) if start      # VIR_DOMAIN_START_PAUSED
-                      else self.L.virDomainDestroy(d))
-                if rc < 0:
-                    raise self._err('%s %s' % ('starting' if start else 'destroying', name))
-                return 'Domain \'%s\' %s\n' % (name, 'started' if start else 'destroyed')
-            finally:
-                self.L.virDomainFree(d)
-        return self._call(fn, timeout=120)
-
-    def virsh(self, args):
-        """A lab.Result for the virsh commands the lab's helpers run (list
-        --name, dumpxml, qemu-monitor-command --hmp, start --paused,
-        destroy); None for others or when the API cannot be used now."""
-        a = list(args)
-        t = lab.now()
-        try:
-            if a == ['list', '--name']:
-                text = ''.join(n + '\n' for n in self.active())
-            elif a[:1] == ['dumpxml'] and (len(a) == 2 or (len(a) == 3 and a[2] == '--inactive')):
-                text = self.xml(a[1], inactive=len(a) == 3)
-            elif len(a) == 4 and a[0] == 'qemu-monitor-command' and a[2] == '--hmp':
-                text = self.hmp(a[1], a[3])
-            elif len(a) == 3 and a[0] == 'start' and a[2] == '--paused':
-                text = self.lifecycle(a[1], True)
-            elif len(a) == 2 and a[0] == 'destroy':
-                text = self.lifecycle(a[1], False)
-            else:
-                return None
-            rc, err = 0, ''
-        except FastUnavailable:
-            return None
-        except VirtCallError as e:
-            rc, text, err = 1, '', 'error: %s' % e
-            lab.act('libvirt API (virsh %s) -> rc=1: %s' % (' '.join(a), e))
-        r = lab.Result(['virsh(api)'] + a, rc, text, err, lab.now() - t)
-        if a[0] in ('start', 'destroy'):
-            lab.act(str(r))
-        return r
-
-
-try:
-    FAST = FastVirt(lab.URI)
-except (OSError, AttributeError) as _e:
-    FAST = None
-    print('lab: libvirt.so through ctypes unavailable (%s): the checks use virsh' % _e,
-          file=sys.stderr, flush=True)
-SILENT = False    # true while something that never answers sits at libvirt's socket
-_real_virsh = lab.virsh
-
-
-def _virsh(*args, timeout=60):
-    if FAST is not None and not SILENT:
-        r = FAST.virsh(args)
-        if r is not None:
-            return r
-    return _real_virsh(*args, timeout=timeout)
-
-
-# Every Lab helper (problems, wait_state, hold, reset, start, destroy) of every
-# scenario asks through the API: lab.py's own virsh() is looked up at call time.
-lab.virsh = _virsh
 
 
 # A process that dies by a signal (abort, segfault) leaves a line here: the
@@ -491,10 +260,7 @@ class SilentServer(threading.Thread):
 def sc_silent_socket(L):
     L.reset(running=())
     L.stop_libvirtd()
-    global SILENT
-    SILENT = True
-    if FAST:
-        FAST.close()
+    lab.virsh_api(False)
     for s in ('libvirt-sock', 'virtqemud-sock'):
         if os.path.lexists('/run/libvirt/' + s):
             os.unlink('/run/libvirt/' + s)
@@ -547,7 +313,7 @@ def sc_silent_socket(L):
         L.notes.append('logged: "%s"' % lines[0])
     finally:
         srv.close()
-        SILENT = False
+        lab.virsh_api(True)
     # the real libvirtd, then guestA: coldplug through the hook
     L.start_libvirtd()
     L.timing('libvirtd start', L.libvirtd_secs)
