@@ -13,29 +13,17 @@ list. Scenarios:
                     the figures BENCHMARKS.md records
 """
 
-import json
 import os
 import re
 import statistics
 import sys
 
 import __main__ as lab
+from hardening import status_json
 from __main__ import (AB, BR, GUESTS, KW, LONER, STORM, WORK, check, must, now,
-                      out, run, settle, virsh, wfile)
+                      out, run, settle, wfile)
 
 RULE_MASK = '/etc/udev/rules.d/60-bbvirt.rules'
-
-
-def status_json(L, want_rc):
-    r = L.bbvirt('status', '--json', ok=False)
-    check(r.rc == want_rc, 'bbvirt status exit %s, want %s: %s' % (r.rc, want_rc, r))
-    try:
-        st = json.loads(r.out)
-    except ValueError as e:
-        raise lab.Failure('bbvirt status --json is not JSON (%s): %s' % (e, r.out[:500]))
-    check(st.get('schema') == 1, 'status schema %r' % st.get('schema'))
-    check(st['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (st['healthy'], r.rc))
-    return st
 
 
 def live_bbvirt_hostdevs(L):
@@ -82,7 +70,7 @@ def sc_status(L):
     expect = {'guestA': [k, a], 'guestB': [b]}
     L.wait_state(expect, k.t_plug, 'routing')
     L.hold(expect, 'routing', 1)
-    st = status_json(L, 0)
+    _, st = status_json(L, 0)
     status_matches_live(L, st)
     for dev, dom in ((k, 'guestA'), (a, 'guestA'), (b, 'guestB')):
         d = device(st, dev.serial)
@@ -105,7 +93,7 @@ def sc_status(L):
     L.bbvirt('attach', LONER, '-D', 'guestB')
     wrong = {'guestA': [k, a], 'guestB': [b, n]}
     L.wait_state(wrong, t, '%s attached to guestB by hand' % LONER, 30)
-    st = status_json(L, 1)
+    _, st = status_json(L, 1)
     status_matches_live(L, st)
     bad = [s for s in st['stale'] if s['serial'] == LONER]
     check(len(st['stale']) == 1 and bad and bad[0]['domain'] == 'guestB'
@@ -119,13 +107,13 @@ def sc_status(L):
     t = now()
     L.bbvirt('sync')
     L.wait_state(expect, t, 'sync removing %s from guestB' % LONER, 30)
-    st = status_json(L, 0)
+    _, st = status_json(L, 0)
     status_matches_live(L, st)
     L.notes.append('wrong guest: exit 1, sync repaired it')
 
     # libvirtd down: status shows the host side, says so, exits 1
     L.stop_libvirtd()
-    st = status_json(L, 1)
+    _, st = status_json(L, 1)
     check(st['libvirt']['reachable'] is False, 'libvirt: %s' % st['libvirt'])
     check(len(st['devices']) == 4, 'devices without libvirt: %s' % st['devices'])
     L.start_libvirtd()

@@ -165,14 +165,19 @@ def parse_busdev(s):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def status_json(L):
-    """`bbvirt status --json`: (Result, parsed JSON)."""
-    r = lab.run([lab.BBVIRT, 'status', '--json'], timeout=60)
+def status_json(L, want_rc=None):
+    """`bbvirt status --json`: (Result, parsed JSON), the JSON of schema 1.
+    want_rc: bbvirt must exit with it, and say healthy exactly when it is 0."""
+    r = L.bbvirt('status', '--json', ok=False)
+    if want_rc is not None:
+        lab.check(r.rc == want_rc, 'bbvirt status exit %s, want %s: %s' % (r.rc, want_rc, r))
     try:
         j = json.loads(r.out)
     except ValueError as e:
         raise lab.Failure('bbvirt status --json printed no JSON (%s): %s' % (e, r))
     lab.check(j.get('schema') == 1, 'status --json: schema %r, want 1' % j.get('schema'))
+    if want_rc is not None:
+        lab.check(j['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (j['healthy'], r.rc))
     return r, j
 
 
