@@ -1,7 +1,5 @@
-"""The bbvirt lab: the admin's side (issue 5) and the lab benchmarks.
+"""The admin's side (issue 5): scenarios 30, 31, and the benchmarks (40).
 
-Imported by lab.py, which runs as __main__: the scenarios register in its
-list. Scenarios:
   30 status/check   `bbvirt status --json` against libvirt's live XML in the
                     routing state and with a device in the wrong guest;
                     `bbvirt check` on the installed files; `sync` repairs
@@ -11,51 +9,37 @@ list. Scenarios:
   40 bench          only with --bench (lab/run --bench): latencies of the
                     chain next to bare virsh, and attach-all scaling; prints
                     the figures BENCHMARKS.md records
+
+Standard library only.
 """
 
-import json
 import os
 import re
 import statistics
-import sys
 
-import __main__ as lab
-from __main__ import (AB, BR, GUESTS, KW, LONER, STORM, WORK, check, must, now,
-                      out, run, settle, virsh, wfile)
-
-RULE_MASK = '/etc/udev/rules.d/60-bbvirt.rules'
+from ..core import (AB, ALIAS, BR, GUESTS, KW, LONER, RULE_MASK, STORM, URI, VMCONF, WORK, Failure,
+                    check, must, now, out, run, scenario, settle, wfile)
+from ..helpers import status_json
 
 
-def status_json(L, want_rc):
-    r = L.bbvirt('status', '--json', ok=False)
-    check(r.rc == want_rc, 'bbvirt status exit %s, want %s: %s' % (r.rc, want_rc, r))
-    try:
-        st = json.loads(r.out)
-    except ValueError as e:
-        raise lab.Failure('bbvirt status --json is not JSON (%s): %s' % (e, r.out[:500]))
-    check(st.get('schema') == 1, 'status schema %r' % st.get('schema'))
-    check(st['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (st['healthy'], r.rc))
-    return st
-
-
-def live_bbvirt_hostdevs(L):
+def live_bbvirt_hostdevs(lab):
     """{(domain, serial): (bus, dev)} of every ua-bbvirt-* hostdev in the
     running guests' live XML (virsh dumpxml)."""
     found = {}
-    act = L.active()
+    act = lab.active()
     for dom in GUESTS:
         if dom not in act:
             continue
-        for h in L.hostdevs(dom):
-            if h.alias and h.alias.startswith(lab.ALIAS):
-                found[(dom, h.alias[len(lab.ALIAS):])] = (h.bus, h.dev)
+        for h in lab.hostdevs(dom):
+            if h.alias and h.alias.startswith(ALIAS):
+                found[(dom, h.alias[len(ALIAS):])] = (h.bus, h.dev)
     return found
 
 
-def status_matches_live(L, st):
+def status_matches_live(lab, st):
     """status's view of attachments (devices' attached_to plus stale entries)
     equals the live XML, entry for entry."""
-    live = live_bbvirt_hostdevs(L)
+    live = live_bbvirt_hostdevs(lab)
     seen = {}
     for d in st['devices']:
         for a in d['attached_to']:
@@ -70,20 +54,20 @@ def device(st, serial):
     for d in st['devices']:
         if d['serial'] == serial:
             return d
-    raise lab.Failure('status --json lists no device %s' % serial)
+    raise Failure('status --json lists no device %s' % serial)
 
 
-@lab.scenario(30, 'status/check')
-def sc_status(L):
-    L.reset()
-    r = L.bbvirt('check', ok=False)
+@scenario(30, 'status/check')
+def sc_status(lab):
+    lab.reset()
+    r = lab.bbvirt('check', ok=False)
     check(r.rc == 0, 'bbvirt check on the installed files: %s' % r)
-    k, a, b, n = L.plug(KW, AB, BR, LONER)
+    k, a, b, n = lab.plug(KW, AB, BR, LONER)
     expect = {'guestA': [k, a], 'guestB': [b]}
-    L.wait_state(expect, k.t_plug, 'routing')
-    L.hold(expect, 'routing', 1)
-    st = status_json(L, 0)
-    status_matches_live(L, st)
+    lab.wait_state(expect, k.t_plug, 'routing')
+    lab.hold(expect, 'routing', 1)
+    _, st = status_json(lab, 0)
+    status_matches_live(lab, st)
     for dev, dom in ((k, 'guestA'), (a, 'guestA'), (b, 'guestB')):
         d = device(st, dev.serial)
         check(d['state'] == 'attached' and d['assigned_to'] == dom,
@@ -97,39 +81,39 @@ def sc_status(L):
           'absent: %s, want %s' % (st['absent'], STORM))
     check(not st['stale'], 'stale: %s' % st['stale'])
     check([x['state'] for x in st['domains']] == ['running', 'running'], 'domains: %s' % st['domains'])
-    L.notes.append('healthy: %d devices, %d absent' % (len(st['devices']), len(st['absent'])))
+    lab.notes.append('healthy: %d devices, %d absent' % (len(st['devices']), len(st['absent'])))
 
     # A device in the wrong guest: LONER (nobody's) attached to guestB by hand
     # is stale there ("not_assigned"), and status says so with exit 1.
     t = now()
-    L.bbvirt('attach', LONER, '-D', 'guestB')
+    lab.bbvirt('attach', LONER, '-D', 'guestB')
     wrong = {'guestA': [k, a], 'guestB': [b, n]}
-    L.wait_state(wrong, t, '%s attached to guestB by hand' % LONER, 30)
-    st = status_json(L, 1)
-    status_matches_live(L, st)
+    lab.wait_state(wrong, t, '%s attached to guestB by hand' % LONER, 30)
+    _, st = status_json(lab, 1)
+    status_matches_live(lab, st)
     bad = [s for s in st['stale'] if s['serial'] == LONER]
     check(len(st['stale']) == 1 and bad and bad[0]['domain'] == 'guestB'
           and bad[0]['reason'] == 'not_assigned' and (bad[0]['bus'], bad[0]['dev']) == (n.bus, n.dev),
           'stale: %s' % st['stale'])
-    r = L.bbvirt('status', ok=False)
+    r = lab.bbvirt('status', ok=False)
     stale_part = r.out.split('Stale:', 1)[-1].split('Domains:', 1)[0]
     check(r.rc == 1 and LONER in stale_part and 'guestB' in stale_part,
           'status table does not show %s in the wrong guest: %s' % (LONER, r))
     # sync removes it; status is healthy again
     t = now()
-    L.bbvirt('sync')
-    L.wait_state(expect, t, 'sync removing %s from guestB' % LONER, 30)
-    st = status_json(L, 0)
-    status_matches_live(L, st)
-    L.notes.append('wrong guest: exit 1, sync repaired it')
+    lab.bbvirt('sync')
+    lab.wait_state(expect, t, 'sync removing %s from guestB' % LONER, 30)
+    _, st = status_json(lab, 0)
+    status_matches_live(lab, st)
+    lab.notes.append('wrong guest: exit 1, sync repaired it')
 
     # libvirtd down: status shows the host side, says so, exits 1
-    L.stop_libvirtd()
-    st = status_json(L, 1)
+    lab.stop_libvirtd()
+    _, st = status_json(lab, 1)
     check(st['libvirt']['reachable'] is False, 'libvirt: %s' % st['libvirt'])
     check(len(st['devices']) == 4, 'devices without libvirt: %s' % st['devices'])
-    L.start_libvirtd()
-    L.hold(expect, 'after libvirtd restart', 1)
+    lab.start_libvirtd()
+    lab.hold(expect, 'after libvirtd restart', 1)
 
 
 def stage_files(stage):
@@ -146,15 +130,15 @@ PKG_FILES = ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules',
              '/usr/share/fish/vendor_completions.d/bbvirt.fish')
 
 
-@lab.scenario(31, 'debian package')
-def sc_package(L):
-    deb = L.args.deb
+@scenario(31, 'debian package')
+def sc_package(lab):
+    deb = lab.args.deb
     check(deb and os.path.isfile(deb), 'no package (lab/run builds it with packaging/build-deb): %r' % deb)
-    L.reset(running=('guestA',))
-    conf_before = open(lab.VMCONF).read()
+    lab.reset(running=('guestA',))
+    conf_before = open(VMCONF).read()
     # Take away what `make install` put in place (the admin's vm.conf stays).
-    for f in stage_files(L.args.stage):
-        if f != lab.VMCONF and os.path.lexists(f):
+    for f in stage_files(lab.args.stage):
+        if f != VMCONF and os.path.lexists(f):
             os.unlink(f)
     must(['udevadm', 'control', '--reload'])
     # man-db's trigger re-indexes every man page: minutes under TCG on 9p.
@@ -163,48 +147,48 @@ def sc_package(L):
     # As an admin switching would: keep the existing vm.conf (--force-confold).
     t = now()
     r = must(['dpkg', '-i', '--force-confold', deb], timeout=180)
-    L.notes.append('dpkg -i %.1fs' % (now() - t))
+    lab.notes.append('dpkg -i %.1fs' % (now() - t))
     for f in PKG_FILES:
         check(os.path.exists(f), 'the package did not install %s' % f)
     check(os.access('/etc/libvirt/hooks/qemu.d/bbvirt', os.X_OK), 'hook not executable')
-    check(open(lab.VMCONF).read() == conf_before, 'dpkg changed the existing vm.conf')
+    check(open(VMCONF).read() == conf_before, 'dpkg changed the existing vm.conf')
     listed = must(['dpkg', '-L', 'bbvirt']).out.split()
     for f in PKG_FILES:
         check(f in listed, 'dpkg -L bbvirt lacks %s' % f)
     conff = must(['dpkg-query', '-W', '-f=${Conffiles}', 'bbvirt']).out
     for f in ('/etc/bit-babbler/vm.conf', '/etc/libvirt/hooks/qemu.d/bbvirt'):
         check(f in conff, '%s is not a conffile: %s' % (f, conff))
-    r = L.bbvirt('check', ok=False)
+    r = lab.bbvirt('check', ok=False)
     check(r.rc == 0, 'bbvirt check after dpkg -i: %s' % r)
     r = run(['man', '-l', '/usr/share/man/man1/bbvirt.1.gz'], timeout=60)
     check(r.rc == 0 and 'bbvirt' in r.out, 'man -l of the packaged man page: %s' % r)
 
     # The package's rule and hook at work: hotplug, unplug, coldplug.
-    k = L.plug(KW)
-    L.timing('pkg plug->attached', L.wait_state({'guestA': [k]}, k.t_plug, '%s attached (package rule)' % k))
-    t = L.unplug(KW)
-    L.timing('pkg unplug->detached', L.wait_state({}, t, '%s detached (package rule)' % KW))
-    k, a = L.plug(KW, AB)
-    L.wait_state({'guestA': [k, a]}, k.t_plug, 'both attached')
-    L.destroy('guestA')
-    t = L.start('guestA')
-    L.timing('pkg start->attached', L.wait_state({'guestA': [k, a]}, t, 'coldplug through the package hook'))
+    k = lab.plug(KW)
+    lab.timing('pkg plug->attached', lab.wait_state({'guestA': [k]}, k.t_plug, '%s attached (package rule)' % k))
+    t = lab.unplug(KW)
+    lab.timing('pkg unplug->detached', lab.wait_state({}, t, '%s detached (package rule)' % KW))
+    k, a = lab.plug(KW, AB)
+    lab.wait_state({'guestA': [k, a]}, k.t_plug, 'both attached')
+    lab.destroy('guestA')
+    t = lab.start('guestA')
+    lab.timing('pkg start->attached', lab.wait_state({'guestA': [k, a]}, t, 'coldplug through the package hook'))
 
     # Removed (conffiles stay): nothing runs bbvirt, and guests still start.
     must(['dpkg', '-r', 'bbvirt'], timeout=180)
     for f in ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules'):
         check(not os.path.exists(f), 'dpkg -r left %s' % f)
     check(os.path.exists('/etc/libvirt/hooks/qemu.d/bbvirt'), 'the hook conffile went with dpkg -r')
-    L.destroy('guestA')
-    L.start('guestA')
-    check(L.state('guestA') == 'paused', 'guestA did not start after dpkg -r: %s' % L.state('guestA'))
-    L.hold({}, 'package removed: nothing attached', 1)
+    lab.destroy('guestA')
+    lab.start('guestA')
+    check(lab.state('guestA') == 'paused', 'guestA did not start after dpkg -r: %s' % lab.state('guestA'))
+    lab.hold({}, 'package removed: nothing attached', 1)
 
     # Back to the `make install` tree for the scenarios after this one.
-    for e in sorted(os.listdir(L.args.stage)):
-        must(['cp', '-a', os.path.join(L.args.stage, e), '/'])
+    for e in sorted(os.listdir(lab.args.stage)):
+        must(['cp', '-a', os.path.join(lab.args.stage, e), '/'])
     must(['udevadm', 'control', '--reload'])
-    L.unplug_all()
+    lab.unplug_all()
 
 
 # ------------------------------------------------------------------ bench
@@ -253,39 +237,41 @@ def count_connects(trace):
     return n
 
 
-def sc_bench(L):
-    rounds = L.args.bench_rounds
+# Only when asked for (lab/run --bench): it takes minutes and asserts little.
+@scenario(40, 'bench', bench=True)
+def sc_bench(lab):
+    rounds = lab.args.bench_rounds
     # 16 devices need more than one xHCI controller's 15 ports.
-    L.reset(running=(), conf=bench_conf())
-    xml = must(['virsh', '-c', lab.URI, 'dumpxml', '--inactive', 'guestA']).out
+    lab.reset(running=(), conf=bench_conf())
+    xml = must(['virsh', '-c', URI, 'dumpxml', '--inactive', 'guestA']).out
     xml = xml.replace('</devices>', "<controller type='usb' index='1' model='qemu-xhci' ports='15'/>\n</devices>", 1)
     wfile(WORK + '/guestA-bench.xml', xml)
-    must(['virsh', '-c', lab.URI, 'define', WORK + '/guestA-bench.xml'])
-    L.reset(conf=bench_conf())
+    must(['virsh', '-c', URI, 'define', WORK + '/guestA-bench.xml'])
+    lab.reset(conf=bench_conf())
     rows = []
     lat = {'plug': [], 'unplug': [], 'virsh_attach': [], 'virsh_detach': [],
            'cli_attach': [], 'cli_detach': []}
     for i in range(rounds):
         out('bench: latency round %d/%d' % (i + 1, rounds))
         # the whole chain: plug -> kernel -> udev -> bbvirt -> libvirt -> QEMU
-        d = L.plug(KW)
-        lat['plug'].append(L.wait_state({'guestA': [d]}, d.t_plug, 'attached'))
-        t = L.unplug(KW)
-        lat['unplug'].append(L.wait_state({}, t, 'detached'))
+        d = lab.plug(KW)
+        lat['plug'].append(lab.wait_state({'guestA': [d]}, d.t_plug, 'attached'))
+        t = lab.unplug(KW)
+        lat['unplug'].append(lab.wait_state({}, t, 'detached'))
         # bbvirt by hand and bare virsh, on the same device, rule masked
         mask_rule(True)
-        d = L.plug(KW)
+        d = lab.plug(KW)
         settle()
         lat['cli_attach'].append(timed(['/usr/bin/bbvirt', 'attach', KW]))
-        L.wait_state({'guestA': [d]}, now(), 'attached by bbvirt attach', 10)
+        lab.wait_state({'guestA': [d]}, now(), 'attached by bbvirt attach', 10)
         lat['cli_detach'].append(timed(['/usr/bin/bbvirt', 'detach', KW]))
-        L.wait_state({}, now(), 'detached by bbvirt detach', 10)
+        lab.wait_state({}, now(), 'detached by bbvirt detach', 10)
         hd = hostdev_file(d)
-        lat['virsh_attach'].append(timed(['virsh', '-c', lab.URI, 'attach-device', 'guestA', hd, '--live']))
-        L.wait_state({'guestA': [d]}, now(), 'attached by virsh', 10)
-        lat['virsh_detach'].append(timed(['virsh', '-c', lab.URI, 'detach-device', 'guestA', hd, '--live']))
-        L.wait_state({}, now(), 'detached by virsh', 10)
-        L.unplug(KW)
+        lat['virsh_attach'].append(timed(['virsh', '-c', URI, 'attach-device', 'guestA', hd, '--live']))
+        lab.wait_state({'guestA': [d]}, now(), 'attached by virsh', 10)
+        lat['virsh_detach'].append(timed(['virsh', '-c', URI, 'detach-device', 'guestA', hd, '--live']))
+        lab.wait_state({}, now(), 'detached by virsh', 10)
+        lab.unplug(KW)
         mask_rule(False)
 
     va, vd = med(lat['virsh_attach']), med(lat['virsh_detach'])
@@ -299,19 +285,19 @@ def sc_bench(L):
     starts, bares = [], []
     for i in range(rounds):
         out('bench: guest start round %d/%d' % (i + 1, rounds))
-        L.reset(running=('guestB',), conf=bench_conf())
-        devs = L.plug(*STORM)
+        lab.reset(running=('guestB',), conf=bench_conf())
+        devs = lab.plug(*STORM)
         settle()
-        t = L.start('guestA')
-        starts.append(L.wait_state({'guestA': devs}, t, 'guestA start attaching 4'))
-        L.destroy('guestA')
+        t = lab.start('guestA')
+        starts.append(lab.wait_state({'guestA': devs}, t, 'guestA start attaching 4'))
+        lab.destroy('guestA')
         mask_rule(True)
-        bare = timed(['virsh', '-c', lab.URI, 'start', 'guestA', '--paused'])
+        bare = timed(['virsh', '-c', URI, 'start', 'guestA', '--paused'])
         for d in devs:
-            bare += timed(['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live'])
+            bare += timed(['virsh', '-c', URI, 'attach-device', 'guestA', hostdev_file(d), '--live'])
         bares.append(bare)
-        L.wait_state({'guestA': devs}, now(), 'attached by virsh', 10)
-        L.destroy('guestA')
+        lab.wait_state({'guestA': devs}, now(), 'attached by virsh', 10)
+        lab.destroy('guestA')
         mask_rule(False)
     rows.append(('guest start -> 4 attached (hook)', med(starts), 'virsh start + 4 x attach-device', med(bares)))
 
@@ -320,40 +306,40 @@ def sc_bench(L):
     scale = []
     for n in (1, 4, 16):
         out('bench: attach-all of %d' % n)
-        L.reset(conf=bench_conf())
+        lab.reset(conf=bench_conf())
         mask_rule(True)
-        devs = L.plug(*BENCH_SERIALS[:n])
+        devs = lab.plug(*BENCH_SERIALS[:n])
         if n == 1:
             devs = [devs]
         settle()
         wall = timed(['/usr/bin/bbvirt', 'attach-all', 'guestA'])
-        L.wait_state({'guestA': devs}, now(), 'attach-all of %d' % n, 30)
+        lab.wait_state({'guestA': devs}, now(), 'attach-all of %d' % n, 30)
         dwall = timed(['/usr/bin/bbvirt', 'detach-all', 'guestA'])
-        L.wait_state({}, now(), 'detach-all of %d' % n, 30)
+        lab.wait_state({}, now(), 'detach-all of %d' % n, 30)
         trace = '%s/strace-%d' % (WORK, n)
         timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace,
                '/usr/bin/bbvirt', 'attach-all', 'guestA'], timeout=300)
         conns = count_connects(trace)
-        L.wait_state({'guestA': devs}, now(), 'attach-all of %d (strace)' % n, 30)
+        lab.wait_state({'guestA': devs}, now(), 'attach-all of %d (strace)' % n, 30)
         timed(['/usr/bin/bbvirt', 'detach-all', 'guestA'])
-        L.wait_state({}, now(), 'detach-all of %d' % n, 30)
+        lab.wait_state({}, now(), 'detach-all of %d' % n, 30)
         # bare virsh, one attach-device per device (as the original bbvirt
         # did); strace on the first call counts what one call opens
         vw, per_call = 0.0, None
         for d in devs:
-            argv = ['virsh', '-c', lab.URI, 'attach-device', 'guestA', hostdev_file(d), '--live']
+            argv = ['virsh', '-c', URI, 'attach-device', 'guestA', hostdev_file(d), '--live']
             vw += timed(argv)
-        L.wait_state({'guestA': devs}, now(), '%d attached by virsh' % n, 30)
+        lab.wait_state({'guestA': devs}, now(), '%d attached by virsh' % n, 30)
         for j, d in enumerate(devs):
-            argv = ['virsh', '-c', lab.URI, 'detach-device', 'guestA', hostdev_file(d), '--live']
+            argv = ['virsh', '-c', URI, 'detach-device', 'guestA', hostdev_file(d), '--live']
             if j == 0:
                 timed(['strace', '-f', '-qq', '-e', 'trace=connect', '-o', trace] + argv)
                 per_call = count_connects(trace)
             else:
                 timed(argv)
-        L.wait_state({}, now(), 'detached by virsh', 30)
+        lab.wait_state({}, now(), 'detached by virsh', 30)
         vconns = per_call * n
-        L.unplug_all()
+        lab.unplug_all()
         mask_rule(False)
         scale.append((n, conns, wall, dwall, vconns, vw))
 
@@ -373,10 +359,5 @@ def sc_bench(L):
         out('BENCH | %d | %d | %.2f | %.2f | %d | %.2f | %.2f |' % (n, conns, wall, dwall, vconns, vw, wall / vw))
     for n, conns, *_ in scale:
         check(conns == 1, 'attach-all of %d devices opened %d libvirt connections' % (n, conns))
-    L.notes.append('%d rounds' % rounds)
+    lab.notes.append('%d rounds' % rounds)
 
-
-
-# Only when asked for (lab/run --bench): it takes minutes and asserts little.
-if '--bench' in sys.argv:
-    lab.scenario(40, 'bench')(sc_bench)

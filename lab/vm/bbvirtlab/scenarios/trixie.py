@@ -1,7 +1,6 @@
-"""The bbvirt lab, Debian 13 under systemd (issue 8): scenarios 50-56.
+"""Debian 13 under systemd (issue 8): scenarios 50-56, for the trixie platform.
 
-Imported by lab.py (running as __main__); registers for the trixie platform
-(lab/run --platform trixie). lab/run boots a copy of a Debian 13 root with
+lab/run --platform trixie boots a copy of a Debian 13 root with
 systemd as PID 1, bbvirt installed into it from its Debian package before the
 boot, and these units of lab/platform/trixie/:
   bbvirt-lab-gadgets.service  binds 4 emulated BitBabblers before udev's
@@ -24,8 +23,10 @@ Scenarios:
                     libvirtd, cores recorded; a few under valgrind memcheck
   55 settle, no bbvirt      (boot "nobbvirt": the rule masked)
   56 settle, hanging bbvirt (boot "hang": a bbvirt that waits on the socket)
-The core scenarios (1-5, 10, 11) run in the main boot as well. Figures for
-lab/run's comparison across boots are printed as `FIGURE name=value`.
+Core scenarios (scenarios/hotplug.py) run in the main boot as well: 5, 10
+and 11 by default, 1-4 when asked for (--only). ORDER is the order they all
+run in, MAIN the main boot's default. Figures for lab/run's comparison
+across boots are printed as `FIGURE name=value`.
 """
 
 import os
@@ -35,11 +36,11 @@ import struct
 import threading
 import time
 
-import __main__ as lab
-import hardening
+from ..core import (AB, BBVIRT, BR, KW, LONER, STORM, URI, WORK, act, check, find_dev, must, now, out,
+                    rfile, run, scenario, settle, virsh)
+from ..helpers import crash_recorder, crashes, qemu_pids, seed_of
 
 T = ('trixie',)
-KW, AB, BR, LONER, STORM = lab.KW, lab.AB, lab.BR, lab.LONER, lab.STORM
 ORDER = [50, 51, 1, 2, 3, 4, 5, 10, 11, 52, 54, 55, 56]
 # The main boot's default: 1-4 (hotplug, unplug, replug, coldplug) are the
 # steps of 52, judged by the same checks, so they run only when asked for
@@ -53,17 +54,17 @@ def versions():
     """kernel, systemd, libvirt, QEMU of this platform (for the README)."""
     v = [os.uname().release]
     for pkg in ('systemd', 'libvirt-daemon-system', 'qemu-system-x86', 'apparmor'):
-        r = lab.run(['dpkg-query', '-W', '-f=${Version}', pkg])
+        r = run(['dpkg-query', '-W', '-f=${Version}', pkg])
         v.append('%s %s' % (pkg, r.out.strip() or '?'))
     return ', '.join(v)
 
 
 def figure(name, value):
-    lab.out('FIGURE %s=%s' % (name, value))
+    out('FIGURE %s=%s' % (name, value))
 
 
 def unit(name, *props):
-    r = lab.run(['systemctl', 'show', name] + ['-p' + p for p in props], timeout=30)
+    r = run(['systemctl', 'show', name] + ['-p' + p for p in props], timeout=30)
     return dict(l.split('=', 1) for l in r.out.splitlines() if '=' in l)
 
 
@@ -127,7 +128,7 @@ def udev_bbvirt_runs():
     for d in os.listdir('/proc'):
         if d.isdigit():
             try:
-                if lab.rfile('/proc/%s/comm' % d).startswith('(udev-worker'):
+                if rfile('/proc/%s/comm' % d).startswith('(udev-worker'):
                     workers.add(int(d))
             except OSError:
                 pass
@@ -136,78 +137,78 @@ def udev_bbvirt_runs():
     return [p for p in procs if p.comm in ('bbvirt', 'bbvirt-event') and p.ppid in workers], procs
 
 
-def settle_figures(L, what, may_time_out=False):
+def settle_figures(lab, what, may_time_out=False):
     """The boot's bbvirt-lab-settle.service: (seconds in settle, props).
     may_time_out: settle giving up (its 120 s, exit 1) is an outcome too."""
     s = unit(SETTLE_UNIT, 'Result', 'ExecMainStartTimestampMonotonic', 'ExecMainExitTimestampMonotonic',
              'ActiveState', 'ExecMainStatus')
     ok = s.get('ActiveState') == 'active' and s.get('Result') == 'success'
     timed_out = s.get('Result') == 'exit-code' and s.get('ExecMainStatus') == '1'
-    lab.check(ok or (may_time_out and timed_out), '%s did not end well: %s' % (SETTLE_UNIT, s))
+    check(ok or (may_time_out and timed_out), '%s did not end well: %s' % (SETTLE_UNIT, s))
     if timed_out:
-        L.notes.append('udevadm settle gave up (exit 1): the queue never emptied')
+        lab.notes.append('udevadm settle gave up (exit 1): the queue never emptied')
     t0, t1 = mono(s, 'ExecMainStartTimestampMonotonic'), mono(s, 'ExecMainExitTimestampMonotonic')
-    lab.check(t0 > 0 and t1 >= t0, '%s timestamps: %s' % (SETTLE_UNIT, s))
+    check(t0 > 0 and t1 >= t0, '%s timestamps: %s' % (SETTLE_UNIT, s))
     dur = t1 - t0
     figure('settle', '%.1f' % dur)
-    L.timing('settle at boot (%s)' % what, dur)
-    L.notes.append('settle %.1f-%.1fs after boot' % (t0, t1))
+    lab.timing('settle at boot (%s)' % what, dur)
+    lab.notes.append('settle %.1f-%.1fs after boot' % (t0, t1))
     return dur, t0, t1
 
 
-def libvirtd_waited(L, t0, t1):
+def libvirtd_waited(lab, t0, t1):
     """libvirtd.socket listened while settle ran; libvirtd.service started
     only after it: the original's deadlock conditions were there."""
     sock = unit('libvirtd.socket', 'ActiveEnterTimestampMonotonic')
     svc = unit('libvirtd.service', 'ExecMainStartTimestampMonotonic', 'InactiveExitTimestampMonotonic')
     ts, tv = mono(sock, 'ActiveEnterTimestampMonotonic'), mono(svc, 'ExecMainStartTimestampMonotonic')
-    lab.check(0 < ts < t0, 'libvirtd.socket was not listening when settle started (%.1f, settle at %.1f)' % (ts, t0))
+    check(0 < ts < t0, 'libvirtd.socket was not listening when settle started (%.1f, settle at %.1f)' % (ts, t0))
     if tv:
-        lab.check(tv >= t1, 'libvirtd.service started at %.1fs, before settle ended (%.1fs)' % (tv, t1))
-    L.notes.append('libvirtd.socket up at %.1fs, libvirtd.service started at %s' % (
+        check(tv >= t1, 'libvirtd.service started at %.1fs, before settle ended (%.1fs)' % (tv, t1))
+    lab.notes.append('libvirtd.socket up at %.1fs, libvirtd.service started at %s' % (
         ts, ('%.1fs' % tv) if tv else 'not yet'))
 
 
 # ------------------------------------------------------------------ boot
 
-@lab.scenario(50, 'boot', platforms=T)
-def sc_boot(L):
-    J = L.syslog
+@scenario(50, 'boot', platforms=T)
+def sc_boot(lab):
+    J = lab.syslog
     J.sync()
-    failed = lab.run(['systemctl', '--failed', '--plain', '--no-legend']).out.strip()
-    lab.check(L.system_state == 'running', 'systemctl is-system-running: %s (failed units: %s)'
-              % (L.system_state, failed or 'none'))
-    target = lab.must(['systemctl', 'get-default']).out.strip()
+    failed = run(['systemctl', '--failed', '--plain', '--no-legend']).out.strip()
+    check(lab.system_state == 'running', 'systemctl is-system-running: %s (failed units: %s)'
+          % (lab.system_state, failed or 'none'))
+    target = must(['systemctl', 'get-default']).out.strip()
     tgt = unit(target, 'ActiveState', 'ActiveEnterTimestampMonotonic')
-    lab.check(tgt.get('ActiveState') == 'active', 'default target %s: %s' % (target, tgt))
+    check(tgt.get('ActiveState') == 'active', 'default target %s: %s' % (target, tgt))
     t_boot = mono(tgt, 'ActiveEnterTimestampMonotonic')
-    an = lab.run(['systemd-analyze']).out.strip().splitlines()
-    L.notes.append('systemd-analyze: %s' % (an[0] if an else '?'))
+    an = run(['systemd-analyze']).out.strip().splitlines()
+    lab.notes.append('systemd-analyze: %s' % (an[0] if an else '?'))
     figure('boot', '%.1f' % t_boot)
 
     # The devices bound at boot, and where they are now.
-    devs = {s: lab.find_dev(s) for s in (KW, AB, BR, LONER)}
-    lab.check(all(devs.values()), 'devices bound at boot missing: %s' % devs)
+    devs = {s: find_dev(s) for s in (KW, AB, BR, LONER)}
+    check(all(devs.values()), 'devices bound at boot missing: %s' % devs)
     k, a = devs[KW], devs[AB]
     expect = {'guestA': [k, a]}
-    L.wait_state(expect, lab.now(), 'guestA (autostarted) to hold %s and %s' % (k, a), 240)
-    lab.check('guestB' not in L.active(), 'guestB (not autostarted) is running')
-    L.hold(expect, 'after boot: guestA holds exactly its devices, %s stays on the host' % LONER, 3)
-    lab.check(lab.find_dev(LONER) is not None, '%s left the host' % LONER)
+    lab.wait_state(expect, now(), 'guestA (autostarted) to hold %s and %s' % (k, a), 240)
+    check('guestB' not in lab.active(), 'guestB (not autostarted) is running')
+    lab.hold(expect, 'after boot: guestA holds exactly its devices, %s stays on the host' % LONER, 3)
+    check(find_dev(LONER) is not None, '%s left the host' % LONER)
     J.sync()
 
     # bbvirt-sync.service: pulled in by libvirtd.service, ran after it.
     sy = unit('bbvirt-sync.service', 'LoadState', 'Result', 'ExecMainStatus', 'NRestarts',
               'ExecMainStartTimestampMonotonic', 'ExecMainExitTimestampMonotonic')
     lv = unit('libvirtd.service', 'ActiveEnterTimestampMonotonic', 'ExecMainStartTimestampMonotonic', 'MainPID')
-    lab.check(sy.get('LoadState') == 'loaded', 'bbvirt-sync.service is not installed: %s' % sy)
-    lab.check(mono(sy, 'ExecMainStartTimestampMonotonic') > 0, 'bbvirt-sync.service never ran: %s' % sy)
-    lab.check(sy.get('Result') == 'success' and sy.get('ExecMainStatus') == '0',
-              'bbvirt-sync.service: %s' % sy)
+    check(sy.get('LoadState') == 'loaded', 'bbvirt-sync.service is not installed: %s' % sy)
+    check(mono(sy, 'ExecMainStartTimestampMonotonic') > 0, 'bbvirt-sync.service never ran: %s' % sy)
+    check(sy.get('Result') == 'success' and sy.get('ExecMainStatus') == '0',
+          'bbvirt-sync.service: %s' % sy)
     t_lv = mono(lv, 'ActiveEnterTimestampMonotonic')
     t_sync0, t_sync1 = mono(sy, 'ExecMainStartTimestampMonotonic'), mono(sy, 'ExecMainExitTimestampMonotonic')
-    lab.check(os.path.exists(READY), '%s missing after bbvirt-sync.service ran' % READY)
-    L.notes.append('%s: %r (libvirtd pid %s)' % (READY, lab.rfile(READY), lv.get('MainPID')))
+    check(os.path.exists(READY), '%s missing after bbvirt-sync.service ran' % READY)
+    lab.notes.append('%s: %r (libvirtd pid %s)' % (READY, rfile(READY), lv.get('MainPID')))
 
     # When guestA got its devices (the journal: bbvirt's "attached" lines).
     first = {}
@@ -215,49 +216,49 @@ def sc_boot(L):
         mm = re.search(r"\]: attached (\S+) .*to '?guestA'?$", m)
         if mm and mm.group(1) in (KW, AB):
             first.setdefault(mm.group(1), t)
-    lab.check(len(first) == 2, 'the journal lacks bbvirt "attached ... to guestA" lines for %s and %s: %s'
-              % (KW, AB, first))
+    check(len(first) == 2, 'the journal lacks bbvirt "attached ... to guestA" lines for %s and %s: %s'
+          % (KW, AB, first))
     t_att = max(first.values())
     figure('attached', '%.1f' % t_att)
-    L.timing('boot->attached', t_att)
-    L.timing('libvirtd active->attached', t_att - t_lv)
-    L.notes.append('default target %s at %.1fs, libvirtd active at %.1fs, bbvirt-sync %.1f-%.1fs (restarts %s)'
-                   % (target, t_boot, t_lv, t_sync0, t_sync1, sy.get('NRestarts')))
+    lab.timing('boot->attached', t_att)
+    lab.timing('libvirtd active->attached', t_att - t_lv)
+    lab.notes.append('default target %s at %.1fs, libvirtd active at %.1fs, bbvirt-sync %.1f-%.1fs (restarts %s)'
+                     % (target, t_boot, t_lv, t_sync0, t_sync1, sy.get('NRestarts')))
 
     # No bbvirt error, no wait, no worker held.
     bad = [(t, m) for t, ident, pid, prio, m in J.entries if ident == 'bbvirt' and prio <= 3]
-    lab.check(not bad, 'bbvirt logged errors in this boot: %s' % ['%.1fs %s' % x for x in bad])
+    check(not bad, 'bbvirt logged errors in this boot: %s' % ['%.1fs %s' % x for x in bad])
     warn = [m for t, ident, pid, prio, m in J.entries if ident == 'bbvirt' and prio == 4]
     waited = [m for t, m in J.lines if re.search(r'timed out|waiting for the lock', m)]
-    lab.check(not waited, 'bbvirt waited: %s' % waited)
+    check(not waited, 'bbvirt waited: %s' % waited)
     notready = [m for t, m in J.lines if 'not ready' in m]
     runs, procs = udev_bbvirt_runs()
-    lab.check(runs, 'no bbvirt run by udev in the process accounting (%d records)' % len(procs))
+    check(runs, 'no bbvirt run by udev in the process accounting (%d records)' % len(procs))
     # virtme-ng's init triggers a second coldplug once the boot is over: the
     # boot's own runs are the ones before that
     trig = [t for t, ident, pid, prio, m in J.entries if 'triggering udev coldplug' in m]
-    t_trig = trig[0] if trig else lab.now()
+    t_trig = trig[0] if trig else now()
     boot_runs = [r for r in runs if r.start < t_trig - 1]
-    lab.check(len(boot_runs) >= 4, 'udev ran bbvirt %d times during the boot, want >= 4 (coldplug of 4 '
-              'devices): %s' % (len(boot_runs), boot_runs))
+    check(len(boot_runs) >= 4, 'udev ran bbvirt %d times during the boot, want >= 4 (coldplug of 4 '
+          'devices): %s' % (len(boot_runs), boot_runs))
     failed_runs = [r for r in runs if r.status != 0]
-    lab.check(not failed_runs, 'bbvirt runs by udev that failed: %s' % failed_runs)
+    check(not failed_runs, 'bbvirt runs by udev that failed: %s' % failed_runs)
     worst = max(r.secs for r in runs)
     figure('worker_max', '%.2f' % worst)
     bw = max(r.secs for r in boot_runs)
     med = sorted(r.secs for r in runs)[len(runs) // 2]
     sync = [p for p in procs if p.comm == 'bbvirt' and p.ppid == 1]
     if sync and sync[0].start < t_lv:   # bbvirt-lab-gadgets.service: bbvirt --version
-        L.notes.append('page-cache warm-up (bbvirt --version before coldplug): %r' % sync[0])
+        lab.notes.append('page-cache warm-up (bbvirt --version before coldplug): %r' % sync[0])
         sync = sync[1:]
-    L.notes.append('%d bbvirt runs by udev (%d in the boot\'s coldplug, longest %.2fs; all: longest %.2fs, '
-                   'median %.2fs; process accounting, 10 ms steps), %d "not ready" lines, %d warnings, 0 errors; '
-                   'bbvirt-sync run %s'
-                   % (len(runs), len(boot_runs), bw, worst, med, len(notready), len(warn),
-                      ', '.join('%.1fs' % p.secs for p in sync) or '?'))
+    lab.notes.append('%d bbvirt runs by udev (%d in the boot\'s coldplug, longest %.2fs; all: longest %.2fs, '
+                     'median %.2fs; process accounting, 10 ms steps), %d "not ready" lines, %d warnings, 0 errors; '
+                     'bbvirt-sync run %s'
+                     % (len(runs), len(boot_runs), bw, worst, med, len(notready), len(warn),
+                        ', '.join('%.1fs' % p.secs for p in sync) or '?'))
     if notready:
-        L.notes.append('e.g. "%s"' % notready[0].split(': ', 1)[-1][:160])
-    lab.act('bbvirt runs by udev: %s' % runs)
+        lab.notes.append('e.g. "%s"' % notready[0].split(': ', 1)[-1][:160])
+    act('bbvirt runs by udev: %s' % runs)
     # Runs before the daemon served (the ready file's time) must not have
     # waited on it. Starting any bbvirt process costs 4-12 s here (TCG, the
     # root over 9p: ~1 s of CPU and ~400 major faults to load libvirt.so and
@@ -267,81 +268,81 @@ def sc_boot(L):
     # 20 s deadline.
     t_ready = os.stat(READY).st_mtime + (time.monotonic() - time.time())
     before = [r for r in runs if r.start < t_ready - 1]
-    lab.check(before, 'no bbvirt run by udev before the daemon served (%.1fs)' % t_ready)
+    check(before, 'no bbvirt run by udev before the daemon served (%.1fs)' % t_ready)
     wb = max(r.secs for r in before)
     figure('worker_max_not_ready', '%.2f' % wb)
-    L.notes.append('before the daemon served (%.0fs): %d runs, %.1f-%.1fs wall, %.1f-%.1fs CPU'
-                   % (t_ready, len(before), min(r.secs for r in before), wb,
-                      min(r.cpu for r in before), max(r.cpu for r in before)))
+    lab.notes.append('before the daemon served (%.0fs): %d runs, %.1f-%.1fs wall, %.1f-%.1fs CPU'
+                     % (t_ready, len(before), min(r.secs for r in before), wb,
+                        min(r.cpu for r in before), max(r.cpu for r in before)))
     # Issue 8 asks ~1 s. This fails here until bbvirt answers "not ready"
     # without loading libvirt (the open part of issue 8).
-    lab.check(wb < 1.0, 'a bbvirt run by udev held its worker %.2fs before the daemon served: %s (all runs: %s)'
-              % (wb, [r for r in before if r.secs == wb], runs))
-    lab.check(worst < 30, 'a bbvirt run by udev held its worker %.2fs, past its 20 s deadline and its start (all runs: %s)' % (worst, runs))
+    check(wb < 1.0, 'a bbvirt run by udev held its worker %.2fs before the daemon served: %s (all runs: %s)'
+          % (wb, [r for r in before if r.secs == wb], runs))
+    check(worst < 30, 'a bbvirt run by udev held its worker %.2fs, past its 20 s deadline and its start (all runs: %s)' % (worst, runs))
 
 
-@lab.scenario(51, 'settle', platforms=T)
-def sc_settle(L):
-    dur, t0, t1 = settle_figures(L, 'with bbvirt')
-    libvirtd_waited(L, t0, t1)
+@scenario(51, 'settle', platforms=T)
+def sc_settle(lab):
+    dur, t0, t1 = settle_figures(lab, 'with bbvirt')
+    libvirtd_waited(lab, t0, t1)
     # bbvirt ran (for the coldplug events) while settle waited, and never
     # held it: how long settle takes compared with a boot without bbvirt is
     # lab/run's check 57 (settle itself waits for all of coldplug, which
     # under emulation takes tens of seconds whatever bbvirt does)
     runs, _ = udev_bbvirt_runs()
     during = [r for r in runs if t0 - 1 <= r.start <= t1 + 1]
-    lab.check(during, 'no bbvirt run by udev while settle waited (%.1f-%.1fs): %s' % (t0, t1, runs))
+    check(during, 'no bbvirt run by udev while settle waited (%.1f-%.1fs): %s' % (t0, t1, runs))
     worst = max(r.secs for r in during)
     # the bound and why it fails here for now: scenario 50
-    lab.check(worst < 1.0, 'a bbvirt run held udev %.2fs while settle waited: %s' % (worst, during))
-    L.notes.append('%d bbvirt runs by udev while settle waited, longest %.2fs' % (len(during), worst))
+    check(worst < 1.0, 'a bbvirt run held udev %.2fs while settle waited: %s' % (worst, during))
+    lab.notes.append('%d bbvirt runs by udev while settle waited, longest %.2fs' % (len(during), worst))
 
 
-@lab.scenario(55, 'settle, no bbvirt', platforms=T)
-def sc_settle_without(L):
-    lab.check(os.path.realpath('/etc/udev/rules.d/60-bbvirt.rules') == '/dev/null',
-              'boot "nobbvirt": the rule is not masked')
-    dur, t0, t1 = settle_figures(L, 'rule masked')
-    libvirtd_waited(L, t0, t1)
+@scenario(55, 'settle, no bbvirt', platforms=T)
+def sc_settle_without(lab):
+    check(os.path.realpath('/etc/udev/rules.d/60-bbvirt.rules') == '/dev/null',
+          'boot "nobbvirt": the rule is not masked')
+    dur, t0, t1 = settle_figures(lab, 'rule masked')
+    libvirtd_waited(lab, t0, t1)
     runs, _ = udev_bbvirt_runs()
-    lab.check(not runs, 'udev ran bbvirt with its rule masked: %s' % runs)
+    check(not runs, 'udev ran bbvirt with its rule masked: %s' % runs)
 
 
-@lab.scenario(56, 'settle, hanging bbvirt', platforms=T)
-def sc_settle_hang(L):
-    cmdline = lab.rfile('/proc/cmdline')
+@scenario(56, 'settle, hanging bbvirt', platforms=T)
+def sc_settle_hang(lab):
+    cmdline = rfile('/proc/cmdline')
     m = re.search(r'udev\.event_timeout=(\d+)', cmdline)
-    lab.check(m, 'boot "hang" without udev.event_timeout= on the kernel command line')
+    check(m, 'boot "hang" without udev.event_timeout= on the kernel command line')
     limit = int(m.group(1))
-    dur, t0, t1 = settle_figures(L, 'hanging bbvirt', may_time_out=True)
-    libvirtd_waited(L, t0, t1)
-    L.syslog.sync()
-    hung = [x for x in L.syslog.lines if 'lab hang-bbvirt' in x[1]]
-    lab.check(hung, 'the hanging bbvirt never connected to libvirt-sock')
-    killed = [x for x in L.syslog.entries if x[1] == 'systemd-udevd' and 'bbvirt' in x[4]
+    dur, t0, t1 = settle_figures(lab, 'hanging bbvirt', may_time_out=True)
+    libvirtd_waited(lab, t0, t1)
+    lab.syslog.sync()
+    hung = [x for x in lab.syslog.lines if 'lab hang-bbvirt' in x[1]]
+    check(hung, 'the hanging bbvirt never connected to libvirt-sock')
+    killed = [x for x in lab.syslog.entries if x[1] == 'systemd-udevd' and 'bbvirt' in x[4]
               and re.search(r'taking longer|timed out|killing', x[4])]
     runs, _ = udev_bbvirt_runs()
-    L.notes.append('%d runs connected and hung (%s); udevd: "%s"' % (
+    lab.notes.append('%d runs connected and hung (%s); udevd: "%s"' % (
         len(hung), ' '.join('%.0fs' % r.secs for r in runs), killed[-1][4][:120] if killed else '-'))
     # The scenario's point: this setup can fail. A bbvirt that waits on the
     # socket holds settle (and the boot) until udev kills it.
-    lab.check(dur >= 0.8 * limit, 'settle took only %.1fs with a hanging bbvirt (udev.event_timeout=%d): '
-              'the setup does not reproduce the deadlock' % (dur, limit))
+    check(dur >= 0.8 * limit, 'settle took only %.1fs with a hanging bbvirt (udev.event_timeout=%d): '
+          'the setup does not reproduce the deadlock' % (dur, limit))
 
 
 # -------------------------------------------------------------- apparmor
 
 def confinement(pid):
     try:
-        return lab.rfile('/proc/%d/attr/current' % pid)
+        return rfile('/proc/%d/attr/current' % pid)
     except OSError as e:
         return 'unreadable: %s' % e
 
 
 def denials(since):
     """AppArmor denials in the kernel log (journal, this boot) since `since`."""
-    r = lab.run(['journalctl', '-k', '-b', '-o', 'short-monotonic', '--no-pager', '--grep', 'apparmor="DENIED"'],
-                timeout=60)
+    r = run(['journalctl', '-k', '-b', '-o', 'short-monotonic', '--no-pager', '--grep', 'apparmor="DENIED"'],
+            timeout=60)
     res = []
     for line in r.out.splitlines():
         mm = re.match(r'\[\s*([\d.]+)\]', line)
@@ -350,55 +351,55 @@ def denials(since):
     return res
 
 
-def check_confined(L, dom):
-    pids = hardening.qemu_pids(dom)
-    lab.check(len(pids) == 1, 'QEMU of %s: pids %s' % (dom, pids))
-    uuid = lab.must(['virsh', '-c', lab.URI, 'domuuid', dom]).out.strip()
+def check_confined(lab, dom):
+    pids = qemu_pids(dom)
+    check(len(pids) == 1, 'QEMU of %s: pids %s' % (dom, pids))
+    uuid = must(['virsh', '-c', URI, 'domuuid', dom]).out.strip()
     want = 'libvirt-%s (enforce)' % uuid
     have = confinement(pids[0])
-    lab.check(have == want, 'QEMU of %s (pid %d) runs as %r, want %r' % (dom, pids[0], have, want))
+    check(have == want, 'QEMU of %s (pid %d) runs as %r, want %r' % (dom, pids[0], have, want))
     return have
 
 
-@lab.scenario(52, 'apparmor', platforms=T)
-def sc_apparmor(L):
-    t_since = lab.now()
-    lab.check(lab.rfile('/sys/module/apparmor/parameters/enabled') == 'Y', 'AppArmor is not enabled')
-    ld = confinement(L.libvirtd.pid)
-    lab.check(ld == 'libvirtd (enforce)', 'libvirtd runs as %r, want libvirtd (enforce)' % ld)
-    lab.check(unit('libvirtd.service', 'ActiveState')['ActiveState'] == 'active', 'libvirtd not active')
-    L.reset(running=('guestA',))
-    prof = check_confined(L, 'guestA')
+@scenario(52, 'apparmor', platforms=T)
+def sc_apparmor(lab):
+    t_since = now()
+    check(rfile('/sys/module/apparmor/parameters/enabled') == 'Y', 'AppArmor is not enabled')
+    ld = confinement(lab.libvirtd.pid)
+    check(ld == 'libvirtd (enforce)', 'libvirtd runs as %r, want libvirtd (enforce)' % ld)
+    check(unit('libvirtd.service', 'ActiveState')['ActiveState'] == 'active', 'libvirtd not active')
+    lab.reset(running=('guestA',))
+    prof = check_confined(lab, 'guestA')
     # hotplug, unplug, replug on another address
-    d1 = L.plug(KW)
-    L.timing('plug->attached', L.wait_state({'guestA': [d1]}, d1.t_plug, '%s attached (confined QEMU)' % d1))
-    ids = L.qemu_ids('guestA')
-    lab.check(ids == [d1.alias], "QEMU's info usb: %s, want [%s]" % (ids, d1.alias))
-    t = L.unplug(KW)
-    L.timing('unplug->detached', L.wait_state({}, t, '%s detached' % d1))
-    d2 = L.plug(KW)
-    lab.check((d2.bus, d2.dev) != (d1.bus, d1.dev), 'replug kept the address %s' % d1.busdev)
-    L.timing('replug->attached', L.wait_state({'guestA': [d2]}, d2.t_plug, '%s attached at its new address' % d2))
+    d1 = lab.plug(KW)
+    lab.timing('plug->attached', lab.wait_state({'guestA': [d1]}, d1.t_plug, '%s attached (confined QEMU)' % d1))
+    ids = lab.qemu_ids('guestA')
+    check(ids == [d1.alias], "QEMU's info usb: %s, want [%s]" % (ids, d1.alias))
+    t = lab.unplug(KW)
+    lab.timing('unplug->detached', lab.wait_state({}, t, '%s detached' % d1))
+    d2 = lab.plug(KW)
+    check((d2.bus, d2.dev) != (d1.bus, d1.dev), 'replug kept the address %s' % d1.busdev)
+    lab.timing('replug->attached', lab.wait_state({'guestA': [d2]}, d2.t_plug, '%s attached at its new address' % d2))
     # coldplug: a new QEMU, a new profile instance, devices through the hook
-    a = L.plug(AB)
-    L.wait_state({'guestA': [d2, a]}, a.t_plug, 'both attached')
-    L.destroy('guestA')
-    t = L.start('guestA')
-    L.timing('start->attached', L.wait_state({'guestA': [d2, a]}, t, 'coldplug through the hook'))
-    check_confined(L, 'guestA')
-    r = lab.virsh('qemu-monitor-command', 'guestA', '--hmp', 'info usb')
+    a = lab.plug(AB)
+    lab.wait_state({'guestA': [d2, a]}, a.t_plug, 'both attached')
+    lab.destroy('guestA')
+    t = lab.start('guestA')
+    lab.timing('start->attached', lab.wait_state({'guestA': [d2, a]}, t, 'coldplug through the hook'))
+    check_confined(lab, 'guestA')
+    r = virsh('qemu-monitor-command', 'guestA', '--hmp', 'info usb')
     usb = [l.strip() for l in r.out.splitlines() if l.strip()]
-    lab.check(len(usb) == 2 and all('ua-bbvirt-' in l for l in usb), "QEMU's info usb: %s" % usb)
-    L.hold({'guestA': [d2, a]}, 'after the coldplug', 2)
+    check(len(usb) == 2 and all('ua-bbvirt-' in l for l in usb), "QEMU's info usb: %s" % usb)
+    lab.hold({'guestA': [d2, a]}, 'after the coldplug', 2)
     # the QEMU process opened the device nodes
-    pid = hardening.qemu_pids('guestA')[0]
+    pid = qemu_pids('guestA')[0]
     nodes = sorted(os.readlink('/proc/%d/fd/%s' % (pid, fd)) for fd in os.listdir('/proc/%d/fd' % pid)
                    if os.readlink('/proc/%d/fd/%s' % (pid, fd)).startswith('/dev/bus/usb/'))
     want = sorted('/dev/bus/usb/%03d/%03d' % (d.bus, d.dev) for d in (d2, a))
-    lab.check(nodes == want, 'QEMU holds %s open, want %s' % (nodes, want))
+    check(nodes == want, 'QEMU holds %s open, want %s' % (nodes, want))
     den = denials(0)
-    lab.check(not den, 'AppArmor denials in this boot: %s' % den[:10])
-    L.notes.append('QEMU %s; opened %s; info usb: %s; 0 denials' % (prof, ' '.join(nodes), ' | '.join(usb)))
+    check(not den, 'AppArmor denials in this boot: %s' % den[:10])
+    lab.notes.append('QEMU %s; opened %s; info usb: %s; 0 denials' % (prof, ' '.join(nodes), ' | '.join(usb)))
     _ = t_since
 
 
@@ -407,31 +408,31 @@ def sc_apparmor(L):
 VALGRIND = ['valgrind', '--error-exitcode=99', '--quiet', '--trace-children=no']
 
 
-@lab.scenario(54, 'crash hunt', platforms=T)
-def sc_crash_hunt(L):
-    hardening.crash_recorder()
-    n_cores = len(hardening.crashes())
-    target = L.args.crash_runs
-    L.reset(running=('guestA',))
-    devs = L.plug(*STORM)
-    n = L.plug(LONER)
+@scenario(54, 'crash hunt', platforms=T)
+def sc_crash_hunt(lab):
+    crash_recorder()
+    n_cores = len(crashes())
+    target = lab.args.crash_runs
+    lab.reset(running=('guestA',))
+    devs = lab.plug(*STORM)
+    n = lab.plug(LONER)
     expect = {'guestA': devs}
     # The hunt needs this state, not a timing: udev's runs attach the
     # devices; a run that met its deadline meanwhile (a slow host) is made
     # good by a sync.
-    lab.settle()
-    if L.problems(expect, full=False):
-        L.bbvirt('sync', ok=False)
-    L.wait_state(expect, devs[0].t_plug, 'the 4 storm devices attached', 120)
-    seed = hardening.seed_of(L)
+    settle()
+    if lab.problems(expect, full=False):
+        lab.bbvirt('sync', ok=False)
+    lab.wait_state(expect, devs[0].t_plug, 'the 4 storm devices attached', 120)
+    seed = seed_of(lab)
     rng = random.Random(seed)
-    xml = lab.virsh('dumpxml', 'guestA').out
+    xml = virsh('dumpxml', 'guestA').out
     counts, rcs, bad = {}, {}, []
     lock = threading.Lock()
-    t0 = lab.now()
+    t0 = now()
 
     def one(kind, argv, stdin=None):
-        r = lab.run([lab.BBVIRT] + argv, timeout=120, input=stdin)
+        r = run([BBVIRT] + argv, timeout=120, input=stdin)
         with lock:
             counts[kind] = counts.get(kind, 0) + 1
             rcs[r.rc] = rcs.get(r.rc, 0) + 1
@@ -472,22 +473,22 @@ def sc_crash_hunt(L):
         done += size
         bursts += 1
         if bursts % 25 == 0:
-            lab.out('lab: crash hunt: %d runs, %.0fs' % (done, lab.now() - t0))
-    secs = lab.now() - t0
+            out('lab: crash hunt: %d runs, %.0fs' % (done, now() - t0))
+    secs = now() - t0
     # the state is still right: sync (a detach may have been last) and check
-    L.bbvirt('sync')
-    L.wait_state(expect, lab.now(), 'guestA holding the 4 devices after the hunt and a sync', 120)
-    L.hold(expect, 'after the crash hunt', 2)
-    lab.settle()
-    cores = hardening.crashes()[n_cores:]
+    lab.bbvirt('sync')
+    lab.wait_state(expect, now(), 'guestA holding the 4 devices after the hunt and a sync', 120)
+    lab.hold(expect, 'after the crash hunt', 2)
+    settle()
+    cores = crashes()[n_cores:]
     mine = [c for c in cores if c and c[0] == 'bbvirt']
-    L.notes.append('seed %d, %d runs in %d bursts (%.0fs, %.2fs/run): %s; exit codes %s; %d cores (%d bbvirt)'
-                   % (seed, done, bursts, secs, secs / done,
-                      ' '.join('%s %d' % kv for kv in sorted(counts.items())),
-                      ' '.join('%s:%d' % kv for kv in sorted(rcs.items(), key=str)), len(cores), len(mine)))
+    lab.notes.append('seed %d, %d runs in %d bursts (%.0fs, %.2fs/run): %s; exit codes %s; %d cores (%d bbvirt)'
+                     % (seed, done, bursts, secs, secs / done,
+                        ' '.join('%s %d' % kv for kv in sorted(counts.items())),
+                        ' '.join('%s:%d' % kv for kv in sorted(rcs.items(), key=str)), len(cores), len(mine)))
     figure('crash_runs', done)
-    lab.check(not mine, 'bbvirt died by a signal: %s' % mine)
-    lab.check(not bad, 'runs with an unexpected exit: %s' % bad[:5])
+    check(not mine, 'bbvirt died by a signal: %s' % mine)
+    check(not bad, 'runs with an unexpected exit: %s' % bad[:5])
 
     # valgrind memcheck on a few runs: the ones that talk to libvirt
     vg = []
@@ -495,11 +496,11 @@ def sc_crash_hunt(L):
     # the detach path is where the heap corruption was seen; each run costs
     # minutes under valgrind on TCG
     for argv in (['detach', d.serial], ['attach', d.busdev]):
-        log = '%s/valgrind-%s.log' % (lab.WORK, argv[0])
-        r = lab.run(VALGRIND + ['--log-file=' + log, lab.BBVIRT] + argv, timeout=600)
+        log = '%s/valgrind-%s.log' % (WORK, argv[0])
+        r = run(VALGRIND + ['--log-file=' + log, BBVIRT] + argv, timeout=600)
         text = open(log, errors='replace').read() if os.path.exists(log) else ''
         vg.append('%s: rc %s %.0fs' % (' '.join(argv), r.rc, r.secs))
-        lab.check(r.rc in (0, 1) and 'Invalid' not in text and 'uninitialised' not in text,
-                  'valgrind on bbvirt %s: rc %s\n%s\n%s' % (' '.join(argv), r.rc, text[-3000:], r.err[-1000:]))
-    L.wait_state(expect, lab.now(), 'guestA holding the 4 devices after the valgrind runs', 120)
-    L.notes.append('valgrind memcheck, 0 errors: %s' % '; '.join(vg))
+        check(r.rc in (0, 1) and 'Invalid' not in text and 'uninitialised' not in text,
+              'valgrind on bbvirt %s: rc %s\n%s\n%s' % (' '.join(argv), r.rc, text[-3000:], r.err[-1000:]))
+    lab.wait_state(expect, now(), 'guestA holding the 4 devices after the valgrind runs', 120)
+    lab.notes.append('valgrind memcheck, 0 errors: %s' % '; '.join(vg))

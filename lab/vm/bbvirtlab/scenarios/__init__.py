@@ -1,0 +1,22 @@
+"""The scenarios, one module a group. Importing this package registers them
+all (core.scenario), in the order they run in on bookworm:
+
+  hotplug.py     1-11   the core: hotplug, unplug, replug, coldplug, routing,
+                        manual commands, dry runs, live-only, daemon or guest
+                        down, storm, hostile serials (1-5, 10, 11 on trixie too)
+  hardening.py   12-19  faults and hostile input: a silent libvirt socket,
+                        parallel events, libvirtd killed, a lost remove event,
+                        a guest destroyed, an unplug mid-attach, hostile
+                        gadgets, the soak
+  admin.py       30, 31 status/check, the Debian package; 40, the benchmarks
+                        (only with --bench)
+  guestside.py   20     guests without a (fast) USB controller, a device held
+                        open on the host
+  trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
+                        crash hunt (the trixie platform only; ORDER, MAIN)
+
+A new scenario goes into the module of its group (or a new module imported
+here): see lab/README.md, "How to add a scenario".
+"""
+
+from . import hotplug, hardening, admin, guestside, trixie  # noqa: F401  (registration order)
