@@ -70,7 +70,7 @@ def status_json(lab, want_rc=None):
         j = json.loads(r.out)
     except ValueError as e:
         raise Failure('bbvirt status --json printed no JSON (%s): %s' % (e, r))
-    check(j.get('schema') == 1, 'status --json: schema %r, want 1' % j.get('schema'))
+    check(j.get('schema') == 2, 'status --json: schema %r, want 2' % j.get('schema'))
     if want_rc is not None:
         check(j['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (j['healthy'], r.rc))
     return r, j
