@@ -61,7 +61,7 @@ def bbvirt_lines(lab, since, pid=None):
 
 
 def status_json(lab, want_rc=None):
-    """`bbvirt status --json`: (Result, parsed JSON), the JSON of schema 1.
+    """`bbvirt status --json`: (Result, parsed JSON), the JSON of schema 2.
     want_rc: bbvirt must exit with it, and say healthy exactly when it is 0."""
     r = lab.bbvirt('status', '--json', ok=False)
     if want_rc is not None:
