@@ -394,11 +394,13 @@ class UdevMonitor(threading.Thread):
 # ------------------------------------------------------------------ devices
 
 class Dev:
-    """A USB device as the VM's kernel sees it."""
+    """A USB device as the VM's kernel sees it. `alias`: the hostdev alias
+    bbvirt gives it (default: a BitBabbler's, ua-bbvirt-<serial>)."""
 
-    def __init__(self, name, serial):
+    def __init__(self, name, serial, alias=None):
         self.name = name                    # sysfs name, "BUS-PORT": 3-1
         self.serial = serial
+        self._alias = alias
         p = os.path.join(USBDEVS, name)
         self.bus = int(rfile(p + '/busnum'))
         self.dev = int(rfile(p + '/devnum'))
@@ -410,7 +412,7 @@ class Dev:
 
     @property
     def alias(self):
-        return ALIAS + self.serial
+        return self._alias or ALIAS + self.serial
 
     def __repr__(self):
         return '%s@%s(%s)' % (self.serial, self.busdev, self.name)
@@ -431,14 +433,46 @@ def find_dev(serial):
     return None
 
 
+def find_usb(vendor, product, serial, udc):
+    """The device with this vendor:product (hex, as sysfs has them) and
+    serial (None: none) on the bus of `udc` (dummy_udc.K is dummy_hcd.K's
+    only port), or None. Twins with one serial are told apart by bus."""
+    bus = bus_of_udc(udc)
+    for name in os.listdir(USBDEVS):
+        if ':' in name or name.startswith('usb') or not name.startswith('%d-' % bus):
+            continue
+        p = os.path.join(USBDEVS, name)
+        try:
+            if (rfile(p + '/idVendor'), rfile(p + '/idProduct')) != (vendor, product):
+                continue
+            have = rfile(p + '/serial') if os.path.exists(p + '/serial') else None
+            if (have or None) == (serial or None):
+                return Dev(name, have)
+        except OSError:
+            continue
+    return None
+
+
+def bus_of_udc(udc):
+    """The USB bus number of the host controller paired with `udc`."""
+    k = udc.rsplit('.', 1)[1]
+    hcd = '/sys/devices/platform/dummy_hcd.%s' % k
+    for e in os.listdir(hcd):
+        if e.startswith('usb') and e[3:].isdigit():
+            return int(e[3:])
+    raise Failure('no USB bus under %s' % hcd)
+
+
 class Gadget:
-    """A configfs USB gadget that enumerates as a BitBabbler."""
+    """A configfs USB gadget: a BitBabbler by default, else any
+    vendor:product (hex strings, '10c4') with any serial, or none."""
 
     count = 0
 
-    def __init__(self, serial):
+    def __init__(self, serial, vendor='0403', product='7840'):
         Gadget.count += 1
         self.serial = serial
+        self.vendor, self.product = vendor, product
         self.path = '%s/bb%d' % (GADGETS, Gadget.count)
         self.udc = None
         self.last_udc = None
@@ -446,13 +480,15 @@ class Gadget:
         # Absolute paths only, and mkdir raises when it fails: no writing
         # plain files into some other directory by accident.
         os.mkdir(p)
-        wfile(p + '/idVendor', '0x0403')
-        wfile(p + '/idProduct', '0x7840')
+        wfile(p + '/idVendor', '0x' + vendor)
+        wfile(p + '/idProduct', '0x' + product)
         wfile(p + '/bcdDevice', '0x0100')
         os.mkdir(p + '/strings/0x409')
-        wfile(p + '/strings/0x409/serialnumber', serial)
+        if serial is not None:
+            wfile(p + '/strings/0x409/serialnumber', serial)
         wfile(p + '/strings/0x409/manufacturer', 'bbvirt lab')
-        wfile(p + '/strings/0x409/product', 'emulated BitBabbler')
+        wfile(p + '/strings/0x409/product',
+              'emulated BitBabbler' if (vendor, product) == ('0403', '7840') else 'emulated USB device')
         os.mkdir(p + '/configs/c.1')
         os.mkdir(p + '/functions/SourceSink.0')
         os.symlink(p + '/functions/SourceSink.0', p + '/configs/c.1/SourceSink.0')
@@ -654,6 +690,7 @@ class Lab:
             g = Gadget.__new__(Gadget)
             g.path = p
             g.serial = rfile(p + '/strings/0x409/serialnumber')
+            g.vendor, g.product = '0403', '7840'   # boot-gadgets makes BitBabblers
             g.udc = rfile(p + '/UDC') or None
             g.last_udc = g.udc
             self.gadgets[g.serial] = g
@@ -757,8 +794,38 @@ class Lab:
 
     def unplug_all(self):
         for s, g in self.gadgets.items():
-            if g.udc:
+            if g.udc and (g.vendor, g.product) == ('0403', '7840'):
                 self.unplug(s)
+            elif g.udc:
+                self.unplug_usb(s)
+
+    # ---- devices of any kind (DOMAIN_USB_), keyed by a name of the lab's
+    def usb_gadget(self, key, vendor, product, serial):
+        if key not in self.gadgets:
+            self.gadgets[key] = Gadget(serial, vendor, product)
+        return self.gadgets[key]
+
+    def plug_usb(self, key, udc=None):
+        """Plug the gadget `key` (made by usb_gadget) and wait for the kernel
+        to enumerate it on its bus: the Dev (without its alias)."""
+        g = self.gadgets[key]
+        t = self.bind(key, udc)
+        d, _ = wait_for(lambda: find_usb(g.vendor, g.product, g.serial, g.udc), 30,
+                        'USB device %s (%s:%s) to enumerate' % (key, g.vendor, g.product))
+        d.t_plug = t
+        return d
+
+    def unplug_usb(self, key):
+        g = self.gadgets[key]
+        check(g.udc is not None, '%s is not plugged' % key)
+        t = now()
+        udc = g.udc
+        wfile(g.path + '/UDC', '\n')
+        act('unplugged %r from %s' % (key, udc))
+        g.udc = None
+        wait_for(lambda: find_usb(g.vendor, g.product, g.serial, udc) is None, 30,
+                 'USB device %s to go away' % key)
+        return t
 
     # ---- libvirt / QEMU truth
     def active(self):
