@@ -42,7 +42,7 @@ DEVICES = {
 }
 
 
-@scenario(21, 'any usb')
+@scenario(21, 'any usb', demo=True)
 def sc_any_usb(lab):
     lab.reset()
     for key, (v, p, serial) in DEVICES.items():
@@ -59,6 +59,11 @@ def sc_any_usb(lab):
         '                    "id=1050:0407 serial=12345678" )\n'
         % (port['zigbee-a'], port['zigbee-b']))
     lab.write_conf(conf)
+    lab.step('Not only BitBabblers: vm.conf gives USB devices of any kind by DOMAIN_USB_ '
+             'elements:\n' + '\n'.join('     ' + l for l in conf.splitlines() if 'DOMAIN_USB' in l or '"id=' in l))
+    lab.say('Plug two CP210x sticks that share the serial "0001" (ports %s and %s), a Z-Wave '
+            'stick without a serial, a security key and a receiver that no element names.'
+            % (port['zigbee-a'], port['zigbee-b']))
     where = {'zigbee-a': ('guestA', 0), 'zwave': ('guestA', 1),
              'zigbee-b': ('guestB', 0), 'key': ('guestB', 1)}
 
@@ -78,8 +83,11 @@ def sc_any_usb(lab):
     secs = lab.wait_state(want, t0, 'every device in its guest')
     lab.timing('plug->all attached', secs)
     lab.hold(want, 'after hotplug (the receiver on the host)')
+    lab.show(since=t0)
 
     # unplug one twin: its entry goes, the other twin stays
+    lab.step('Unplug the stick at %s, then plug it back: it leaves guestA and comes back, '
+             'at a new address, exactly once; its twin stays in guestB.' % port['zigbee-a'])
     t = lab.unplug_usb('zigbee-a')
     want['guestA'] = [devs['zwave']]
     lab.timing('unplug->detached', lab.wait_state(want, t, 'zigbee-a detached'))
@@ -92,6 +100,7 @@ def sc_any_usb(lab):
     want['guestA'] = [d, devs['zwave']]
     lab.timing('replug->attached', lab.wait_state(want, d.t_plug, 'zigbee-a back in guestA'))
     lab.hold(want, 'after replug (exactly once, at %s)' % d.busdev)
+    lab.show(since=d.t_plug)
     lab.notes.append('zigbee-a %s -> %s' % (old.busdev, d.busdev))
 
     # coldplug: guestB restarted with its devices plugged in: the hook
