@@ -78,6 +78,9 @@ impl CommandError {
                 .chain([chain(self)])
                 .collect(),
             CommandError::Install(e) => e.messages(),
+            CommandError::Config(crate::config::ConfigError::Several(all)) => {
+                all.iter().map(|e| chain(e)).collect()
+            }
             _ => vec![chain(self)],
         }
     }

@@ -29,6 +29,9 @@ pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
                 )],
             );
         }
+        Err(ConfigError::Several(all)) => {
+            return (None, all.iter().map(config_error_finding).collect());
+        }
         Err(e) => return (None, vec![config_error_finding(&e)]),
     };
     let mut found = vec![Finding::ok(match &loaded.via {
@@ -83,6 +86,11 @@ pub fn config_error_finding(e: &ConfigError) -> Finding {
             crate::log::chain(e),
             format!("make `bash {}` run cleanly", p(path)),
         ),
+        // One finding each (check_config_file); here, the first.
+        ConfigError::Several(all) => match all.first() {
+            Some(first) => config_error_finding(first),
+            None => Finding::error(e.to_string(), "correct vm.conf (see bbvirt(1))"),
+        },
     }
 }
 

@@ -224,6 +224,10 @@ pub enum ConfigError {
     /// bash ran, but what it reported back is unusable.
     #[error("evaluating {path} with bash: {msg}")]
     BashOutput { path: PathBuf, msg: String },
+    /// Several settings are wrong (every malformed `DOMAIN_USB_` element,
+    /// not only the first): each error, one a line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 /// Why [`parse_native`] did not produce a [`Config`].
@@ -509,6 +513,7 @@ enum DomainVar {
 /// Domains from variables, in the order the variables are given.
 fn domains_from_vars(path: &Path, vars: &[RawVar]) -> Result<Vec<DomainConf>, ConfigError> {
     let mut domains: Vec<DomainConf> = Vec::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
     for var in vars {
         let Some((kind, id)) = domain_var(&var.name) else {
             continue;
@@ -532,16 +537,24 @@ fn domains_from_vars(path: &Path, vars: &[RawVar]) -> Result<Vec<DomainConf>, Co
             DomainVar::Rng => d.serials = var.values.clone(),
             DomainVar::Uri => d.uri = nonempty,
             DomainVar::Name => d.name = nonempty,
-            DomainVar::Usb => d.usb = usb_elements(path, var)?,
+            DomainVar::Usb => match usb_elements(path, var) {
+                Ok(usb) => d.usb = usb,
+                Err(e) => errors.extend(e),
+            },
         }
     }
-    Ok(domains)
+    match errors.len() {
+        0 => Ok(domains),
+        1 => Err(errors.remove(0)),
+        _ => Err(ConfigError::Several(errors)),
+    }
 }
 
-/// The elements of a `DOMAIN_USB_` array as selectors; a malformed one is
-/// an error at its line (native parse), else named by its index.
-fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, ConfigError> {
-    var.values
+/// The elements of a `DOMAIN_USB_` array as selectors; each malformed one
+/// is an error at its line (native parse), else named by its index.
+fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, Vec<ConfigError>> {
+    let (ok, errors): (Vec<_>, Vec<_>) = var
+        .values
         .iter()
         .enumerate()
         .map(|(i, text)| {
@@ -565,7 +578,12 @@ fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, ConfigError>
                 }
             })
         })
-        .collect()
+        .partition(Result::is_ok);
+    if errors.is_empty() {
+        Ok(ok.into_iter().filter_map(Result::ok).collect())
+    } else {
+        Err(errors.into_iter().filter_map(Result::err).collect())
+    }
 }
 
 mod bash;
@@ -663,6 +681,23 @@ mod tests {
             e.to_string()
                 .starts_with("/t/vm.conf:1: DOMAIN_USB_a[0] \"id=zz:1\": "),
             "{e}"
+        );
+        // Every malformed element, not only the first.
+        let e = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_USB_a=( \"id=zz:1\"\n \"id=10c4:ea60\"\n \"port=x\" )\nDOMAIN_USB_b=( \"nope\" )\n",
+        )
+        .unwrap_err();
+        let NativeError::Invalid(ConfigError::Several(all)) = &e else {
+            panic!("{e:?}");
+        };
+        let lines: Vec<String> = all
+            .iter()
+            .map(|e| e.to_string()[..16].to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            ["/t/vm.conf:1: DO", "/t/vm.conf:3: DO", "/t/vm.conf:4: DO"]
         );
     }
 

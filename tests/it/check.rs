@@ -1011,3 +1011,30 @@ fn check_names_overlapping_elements_and_an_element_with_several_devices() {
         ]
     );
 }
+
+#[test]
+fn check_reports_every_malformed_element_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        "DOMAIN_USB_a=( \"id=zz:1\"\n               \"id=10c4:ea60\"\n               \"serial=0001\" )\n",
+    );
+    let (cfg, found) = check_config_file(&conf);
+    assert!(cfg.is_none());
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "error: {}:1: DOMAIN_USB_a[0] \"id=zz:1\": ",
+            conf.display()
+        )),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with(&format!(
+            "error: {}:3: DOMAIN_USB_a[2] \"serial=0001\": needs id= or port=",
+            conf.display()
+        )),
+        "{errs:?}"
+    );
+}
