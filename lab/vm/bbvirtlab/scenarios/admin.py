@@ -274,6 +274,43 @@ def sc_bench(lab):
         lab.unplug(KW)
         mask_rule(False)
 
+    # plug -> attached split into its parts, from the kernel's uevent (udev
+    # monitor) and bbvirt's own log lines at -vvv (the rule's words with
+    # -vvv added, in an override rule; the only change to the chain)
+    parts = {'kernel': [], 'udev_start': [], 'bbvirt': [], 'libvirt': [], 'after': []}
+    installed = '/usr/lib/udev/rules.d/60-bbvirt.rules'
+    with open(installed) as f:
+        rule = f.read()
+    check(' --syslog"' in rule, '%s has no --syslog RUN line' % installed)
+    for i in range(rounds):
+        out('bench: chain split round %d/%d' % (i + 1, rounds))
+        wfile(RULE_MASK, rule.replace(' --syslog"', ' --syslog -vvv"'))
+        must(['udevadm', 'control', '--reload'])
+        d = lab.plug(KW)
+        lab.wait_state({'guestA': [d]}, d.t_plug, 'attached (split round)')
+        settle()
+        t_k = lab.udev.find('KERNEL', 'add', d.name, d.t_plug)
+        lines = [(t, m) for t, m in lab.syslog.lines if t >= d.t_plug and 'bbvirt' in m]
+
+        def at(text):
+            hit = [t for t, m in lines if text in m]
+            check(hit, 'bbvirt logged no line with %r: %s' % (text, [m for _, m in lines]))
+            return hit[0]
+        t_first = at(' is %s (' % KW)     # "001:004 is KWIF4Q (001:004, 1-1)"
+        t_xml = at('hostdev XML for')
+        t_att = at('attached %s' % KW)
+        t_u = lab.udev.find('UDEV', 'add', d.name, d.t_plug)
+        check(t_k is not None and t_u is not None, 'udev monitor missed the add of %s' % d.name)
+        parts['kernel'].append(t_k - d.t_plug)
+        parts['udev_start'].append(t_first - t_k)
+        parts['bbvirt'].append(t_xml - t_first)
+        parts['libvirt'].append(t_att - t_xml)
+        parts['after'].append(max(0.0, t_u - t_att))
+        t = lab.unplug(KW)
+        lab.wait_state({}, t, 'detached (split round)')
+        os.unlink(RULE_MASK)
+        must(['udevadm', 'control', '--reload'])
+
     va, vd = med(lat['virsh_attach']), med(lat['virsh_detach'])
     rows.append(('plug -> attached (udev, bbvirt)', med(lat['plug']), 'virsh attach-device', va))
     rows.append(('unplug -> detached (udev, bbvirt)', med(lat['unplug']), 'virsh detach-device', vd))
@@ -349,6 +386,18 @@ def sc_bench(lab):
     out('BENCH |---|---|---|---|---|')
     for what, secs, base, bsecs in rows:
         out('BENCH | %s | %.2f | %s | %.2f | %.2f |' % (what, secs, base, bsecs, secs / bsecs))
+    out('BENCH')
+    out('BENCH plug -> attached, split (median of %d rounds; times from the lab\'s clock: the '
+        'gadget bind, the kernel uevent seen by udevadm monitor, bbvirt\'s -vvv log lines, '
+        'udev\'s own event after RUN)' % rounds)
+    out('BENCH | part | from | to | s |')
+    out('BENCH |---|---|---|---|')
+    for key, a, b in [('kernel', 'bind (plug)', 'kernel uevent'),
+                      ('udev_start', 'kernel uevent', "bbvirt's first line (config and sysfs read)"),
+                      ('bbvirt', "bbvirt's first line", 'hostdev XML built (lock, connect, live XML read)'),
+                      ('libvirt', 'hostdev XML built', 'attach call returned ("attached")'),
+                      ('after', '"attached"', "udev's event (bbvirt exits, udev done)")]:
+        out('BENCH | %s | %s | %s | %.2f |' % (key, a, b, med(parts[key])))
     out('BENCH')
     out('BENCH attach-all scaling (connections: connect() calls to the libvirt socket, counted by '
         'strace in a separate run; virsh: one attach-device per device, wall times summed, '
