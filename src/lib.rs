@@ -1,5 +1,6 @@
-//! bbvirt: pass BitBabbler USB random number generators through to libvirt
-//! guests, by serial number, across hotplug, unplug and guest restarts.
+//! bbvirt: pass USB devices through to libvirt guests across hotplug, unplug
+//! and guest restarts: BitBabbler random number generators by serial number
+//! (`DOMAIN_RNG_`), any USB device by id, serial or port (`DOMAIN_USB_`).
 //!
 //! # Where things are
 //!
@@ -9,15 +10,19 @@
 //!   command's result ([`exit::CommandError`]) to the documented exit status.
 //! - [`config`]: `/etc/bit-babbler/vm.conf`, parsed natively or through
 //!   bash; it answers which guest gets a serial ([`config::Config::wins`],
-//!   [`config::Config::serials_of`]).
+//!   [`config::Config::serials_of`]) and which guest's element gets any other
+//!   device ([`config::Config::element_routes`]).
 //! - [`context`]: what the commands that look at guests share: config,
 //!   sysfs, hypervisor, options; which guest and URI a name or serial leads
 //!   to ([`context::Target`]); one connection per URI and the host lock.
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
 //! - [`status`], [`check`], [`install`], [`completions`]: for the admin;
 //!   [`hook`]: the libvirt qemu hook (never calls libvirt).
-//! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`);
-//!   [`sysfs`]: finding BitBabblers under `/sys/bus/usb/devices`.
+//! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`)
+//!   and USB ids; [`sysfs`]: the USB devices under `/sys/bus/usb/devices`,
+//!   BitBabblers apart.
+//! - [`event`]: the udev rule's front (`bbvirt-event`): answers the events
+//!   that need nothing without loading libvirt, runs `bbvirt` for the rest.
 //! - [`hostdev`]: the `<hostdev>` XML bbvirt writes and reads back;
 //!   [`reconcile`]: which bbvirt hostdevs are stale, whether a device is
 //!   attached.
@@ -27,24 +32,29 @@
 //! - [`holders`]: which host processes hold a USB device node open;
 //!   [`controllers`]: whether a guest's USB controllers can take a device.
 //! - [`selector`]: `DOMAIN_USB_` elements (`id=`, `serial=`, `port=`) and
-//!   who wins a device; [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's
-//!   own seedd's devices.
+//!   who wins a device (most specific, then file order, one device each);
+//!   [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's own seedd's
+//!   devices.
 //! - [`log`]: verbosity levels, stderr and syslog; [`text`]: escaping
 //!   untrusted text for a line or a shell word; [`child`]: child processes
 //!   under a deadline.
 //!
 //! # The path of a udev `attach BUS:DEV`
 //!
-//! udev's rule runs `bbvirt attach 3:12` when a BitBabbler appears. Four
-//! modules carry the call from `main` to libvirt:
+//! udev's rule runs `bbvirt-event /usr/bin/bbvirt attach 3:12 --syslog` when a
+//! USB device appears. [`event`] (in the `bbvirt-event` binary) asks the same
+//! routing code as below whether the device goes anywhere and the daemon
+//! serves; if so it `exec`s `bbvirt attach 3:12 --syslog`. Four modules then
+//! carry the call from `main` to libvirt:
 //!
 //! 1. `main` (the binary): parses the command line ([`cli::Cli::parse_args`]),
 //!    starts the deadline, loads vm.conf ([`config::Config::load`]) and
 //!    builds the [`context::Context`]; `run_action` calls
 //!    [`context::Context::attach`].
-//! 2. [`actions`]: `attach` parses `3:12` ([`device::DeviceId`]), finds the
-//!    device in sysfs ([`sysfs::Sysfs::find`]), takes its serial, and asks
-//!    the context for the guest that gets it.
+//! 2. [`actions`]: `attach` ([`context::Context::route_attach`]) finds the
+//!    device `3:12` ([`device::DeviceId`]) in a sysfs scan
+//!    ([`sysfs::Sysfs::scan`]); a BitBabbler's serial, else the
+//!    `DOMAIN_USB_` elements, name its guest and bbvirt's alias for it.
 //! 3. [`context`]: [`context::Context::target_for_serial`] names the guest
 //!    and URI; back in `actions`, `attach_to` asks [`context::Connections`]
 //!    for the connection (readiness gate, then the host lock, then one

@@ -207,7 +207,7 @@ pub fn front_for(bindir: &str) -> Option<String> {
 }
 
 /// A dist template with its placeholders filled in: `@EVENT@` is the
-/// front and a space, or nothing ([`front_for`]).
+/// front and a space, or nothing (`front_for`).
 pub fn render(template: &str, bindir: &str) -> String {
     let event = front_for(bindir)
         .map(|f| format!("{f} "))
