@@ -924,3 +924,22 @@ fn other_serials_name_one_device_among_all_and_twins_are_an_error() {
         hv.calls()
     );
 }
+
+#[test]
+fn detach_all_takes_bbvirts_usb_entries_too_and_nothing_else() {
+    let (cfg, tree) = (usb_config(), usb_tree());
+    let hv = running(&["g1", "g2"]).with_hostdev(None, "g1", "ua-admin-thing", 1, 7);
+    for dev in ["1:4", "1:6"] {
+        run(&cfg, &tree, &hv, Opts::default(), |e| e.attach(&id(dev))).unwrap();
+    }
+    assert_eq!(hv.hostdevs(None, "g1").len(), 3);
+    let out = run(&cfg, &tree, &hv, Opts::default(), |e| {
+        e.detach_all(Some("g1"))
+    });
+    assert_eq!(out.unwrap(), Outcome::Done);
+    assert_eq!(
+        hv.hostdevs(None, "g1"),
+        vec![("ua-admin-thing".into(), 1, 7)],
+        "the admin's own hostdev stays"
+    );
+}
