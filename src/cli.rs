@@ -27,7 +27,7 @@ Exit status:
   3  the config file is unreadable, invalid or unsafe
   4  the named device is not present (or its serial names several), or not at the bus/device a hint gives";
 
-/// Pass BitBabbler USB RNGs through to libvirt guests, by serial number.
+/// Pass USB devices through to libvirt guests: BitBabbler RNGs by serial (DOMAIN_RNG_), any device by id, serial or port (DOMAIN_USB_).
 #[derive(Debug, Parser)]
 #[command(
     name = "bbvirt",
@@ -160,14 +160,14 @@ impl Cli {
 pub enum Action {
     /// Attach a device to its guest (live only)
     Attach {
-        /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
+        /// Serial number (or serial=SERIAL), BUS:DEV or BUS-PORT[.PORT...]
         device: DeviceId,
         #[command(flatten)]
         opts: Opts,
     },
     /// Detach a device from its guest (live only)
     Detach {
-        /// Serial number, BUS:DEV or BUS-PORT[.PORT...]
+        /// Serial number (or serial=SERIAL), BUS:DEV or BUS-PORT[.PORT...]
         device: DeviceId,
         #[command(flatten)]
         opts: Opts,
