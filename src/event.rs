@@ -66,10 +66,8 @@ impl Removed {
     /// a USB device's.
     pub fn from_event(product: &str, devpath: &str) -> Option<Removed> {
         let mut parts = product.split('/');
-        let hex = |p: Option<&str>| {
-            p.filter(|h| (1..=4).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|h| u16::from_str_radix(h, 16).ok())
-        };
+        // 1-4 hex digits, as sysfs's idVendor/idProduct are read.
+        let hex = |p: Option<&str>| crate::sysfs::parse_hex_id_attr(p?.as_bytes());
         let id = UsbId {
             vendor: hex(parts.next())?,
             product: hex(parts.next())?,

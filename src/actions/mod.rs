@@ -267,8 +267,16 @@ impl Context<'_> {
         let dev = self
             .find_present(&scan, id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        let by_element = self.element_route(&scan, dev);
         if !dev.is_bitbabbler() {
-            return Ok(self.route_by_element(&scan, dev));
+            let Some(route) = by_element else {
+                note!(
+                    "{} matches no DOMAIN_USB_ element: leaving it with the host",
+                    describe_usb(dev)
+                );
+                return Ok(AttachRoute::Stays);
+            };
+            return Ok(self.route_by_element(dev, route));
         }
         let Some(serial) = dev.serial.as_deref().filter(|s| is_valid_serial(s)) else {
             let err = ActionError::UnusableSerial {
@@ -278,8 +286,8 @@ impl Context<'_> {
             if self.opts.domain.is_some() {
                 return Err(err);
             }
-            if self.element_route(&scan, dev).is_some() {
-                return Ok(self.route_by_element(&scan, dev));
+            if let Some(route) = by_element {
+                return Ok(self.route_by_element(dev, route));
             }
             // udev runs bbvirt for every BitBabbler: such a device stays with
             // the host, and nothing it claims can route it anywhere.
@@ -287,8 +295,8 @@ impl Context<'_> {
             return Ok(AttachRoute::Stays);
         };
         let Some(target) = self.target_for_serial(serial) else {
-            if self.element_route(&scan, dev).is_some() {
-                return Ok(self.route_by_element(&scan, dev));
+            if let Some(route) = by_element {
+                return Ok(self.route_by_element(dev, route));
             }
             note!("{serial} is not assigned to any domain: leaving it with the host");
             return Ok(AttachRoute::Stays);
@@ -347,16 +355,9 @@ impl Context<'_> {
             .and_then(|(_, route)| route)
     }
 
-    /// The route of a device that only a `DOMAIN_USB_` element can give a
-    /// guest; logs why it stays when none does.
-    fn route_by_element(&self, scan: &Scan, dev: &UsbDevice) -> AttachRoute {
-        let Some((d, e)) = self.element_route(scan, dev) else {
-            note!(
-                "{} matches no DOMAIN_USB_ element: leaving it with the host",
-                describe_usb(dev)
-            );
-            return AttachRoute::Stays;
-        };
+    /// The route of a device that element `e` of guest `d` gets
+    /// ([`Context::element_route`]).
+    fn route_by_element(&self, dev: &UsbDevice, (d, e): (usize, usize)) -> AttachRoute {
         let conf = &self.config.domains[d];
         let target = self.target_for_conf(conf);
         debug!(

@@ -94,15 +94,21 @@ pub fn config_error_finding(e: &ConfigError) -> Finding {
     }
 }
 
+/// `FILE:LINE` for messages, or `FILE` when the line is not known (bash
+/// evaluated the file).
+fn file_at(config: &Config, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", config.path.display()),
+        None => config.path.display().to_string(),
+    }
+}
+
 /// Checks a loaded config: serial syntax, serials given to two guests, a
 /// serial listed twice, guests with no serial, `DOMAIN_NAME_` clashes.
 /// Findings name the line the native parser found the setting on (only the
 /// file when bash evaluated it).
 pub fn check_config(config: &Config) -> Vec<Finding> {
-    let at = |line: Option<usize>| match line {
-        Some(l) => format!("{}:{l}", config.path.display()),
-        None => config.path.display().to_string(),
-    };
+    let at = |line: Option<usize>| file_at(config, line);
     let mut found = Vec::new();
     for d in &config.domains {
         found.extend(serial_findings(config, d, &at));
@@ -235,10 +241,7 @@ fn element_overlap_findings(config: &Config, at: &dyn Fn(Option<usize>) -> Strin
 /// `DOMAIN_USB_` elements that match several of the present devices `usb`
 /// (sysfs order): each takes only the first in port order.
 pub fn present_element_findings(config: &Config, usb: &[UsbDevice]) -> Vec<Finding> {
-    let at = |line: Option<usize>| match line {
-        Some(l) => format!("{}:{l}", config.path.display()),
-        None => config.path.display().to_string(),
-    };
+    let at = |line: Option<usize>| file_at(config, line);
     let shared: Vec<&UsbDevice> = config
         .element_routes(usb)
         .into_iter()

@@ -73,12 +73,6 @@ fn is_this_binary(root: &Path, referenced: &str, bbvirt: &Path) -> bool {
     }
 }
 
-/// A regular file with an execute bit (following links).
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Whether `prog` is bbvirt's udev front (`bbvirt-event PROGRAM WORDS...`,
 /// see [`crate::event`]).
 fn is_front(prog: &str) -> bool {
@@ -235,7 +229,10 @@ fn check_rule(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
         .filter(|p| is_front(p))
         .collect();
     fronts.dedup();
-    for front in fronts.iter().filter(|f| !is_executable(&under(root, f))) {
+    for front in fronts
+        .iter()
+        .filter(|f| !crate::install::is_executable(&under(root, f)))
+    {
         found.push(Finding::error(
             format!("udev rule {shown} runs {front}, which is missing or not executable"),
             "reinstall bbvirt (its package, `make install` or `bbvirt install`)",

@@ -159,17 +159,7 @@ fn timeout_from_vars(path: &Path, vars: &[RawVar]) -> Result<Option<u64>, Config
                 "{TIMEOUT_VAR}={:?} is not a whole number of seconds from 1 to 3600",
                 var.first
             );
-            Err(match var.line {
-                Some(line) => ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    line,
-                    msg,
-                },
-                None => ConfigError::Value {
-                    path: path.to_path_buf(),
-                    msg,
-                },
-            })
+            Err(ConfigError::at(path, var.line, msg))
         }
     }
 }
@@ -228,6 +218,19 @@ pub enum ConfigError {
     /// not only the first): each error, one a line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// A wrong setting in `path`: at its line when the native parser knows
+    /// it ([`ConfigError::Syntax`]), else named in `msg` alone (bash mode,
+    /// [`ConfigError::Value`]).
+    fn at(path: &Path, line: Option<usize>, msg: String) -> ConfigError {
+        let path = path.to_path_buf();
+        match line {
+            Some(line) => ConfigError::Syntax { path, line, msg },
+            None => ConfigError::Value { path, msg },
+        }
+    }
 }
 
 /// Why [`parse_native`] did not produce a [`Config`].
@@ -565,17 +568,7 @@ fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, Vec<ConfigEr
                     var.name,
                     crate::text::escape_controls(text)
                 );
-                match line {
-                    Some(line) => ConfigError::Syntax {
-                        path: path.to_path_buf(),
-                        line,
-                        msg,
-                    },
-                    None => ConfigError::Value {
-                        path: path.to_path_buf(),
-                        msg,
-                    },
-                }
+                ConfigError::at(path, line, msg)
             })
         })
         .partition(Result::is_ok);

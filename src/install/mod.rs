@@ -39,8 +39,8 @@ pub mod paths;
 mod plan;
 
 pub use plan::{
-    Kind, MARKER, Plan, Step, content, hook_active, is_marked, plan, plan_uninstall, render,
-    with_marker,
+    Kind, MARKER, Plan, Step, content, hook_active, is_executable, is_marked, plan, plan_uninstall,
+    render, with_marker,
 };
 
 use paths::{ADMIN_RULE_DIR, ORIGINAL_RULE_NAME, PACKAGE_RULE_DIRS};

@@ -194,7 +194,6 @@ pub fn with_marker(text: &str) -> String {
 /// (where `make install` and the package put it); None when neither is an
 /// executable file: the rule then runs bbvirt itself, as before the front.
 pub fn front_for(bindir: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
     let dir = Path::new(bindir);
     [
         Some(dir.join("bbvirt-event")),
@@ -202,7 +201,7 @@ pub fn front_for(bindir: &str) -> Option<String> {
     ]
     .into_iter()
     .flatten()
-    .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    .find(|p| is_executable(p))
     .and_then(|p| p.to_str().map(str::to_string))
 }
 
@@ -380,19 +379,22 @@ fn plan_uninstall_one(kind: Kind, path: PathBuf) -> Step {
     }
 }
 
+/// A regular file with an execute bit (following links): what udev and
+/// libvirt can run.
+pub fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Whether libvirt under `root` has a qemu hook to run: an executable
 /// `hooks/qemu`, or an executable file in `hooks/qemu.d` (what libvirt
 /// checks when it starts; it caches the answer until a restart or reload).
 pub fn hook_active(root: &Path) -> bool {
     let hooks = root.join(HOOKS_DIR);
-    let executable = |p: &Path| {
-        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if executable(&hooks.join("qemu")) {
+    if is_executable(&hooks.join("qemu")) {
         return true;
     }
     match fs::read_dir(hooks.join("qemu.d")) {
-        Ok(entries) => entries.flatten().any(|e| executable(&e.path())),
+        Ok(entries) => entries.flatten().any(|e| is_executable(&e.path())),
         Err(_) => false,
     }
 }
