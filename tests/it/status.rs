@@ -805,3 +805,57 @@ fn usb_devices_show_their_element_alias_and_state() {
         "{table}"
     );
 }
+
+#[test]
+fn any_usb_device_held_open_on_the_host_is_named() {
+    // Issue 11's holders for devices other than BitBabblers: g1's serial
+    // adapter (a DOMAIN_USB_ element's) is held by gpsd on the host while
+    // attached to running g1; the host's own keyboard, held by Xorg, is
+    // nobody else's business.
+    let cfg = bbvirt::config::parse_native(
+        Path::new("/etc/bit-babbler/vm.conf"),
+        "DOMAIN_USB_g1=( \"id=10c4:ea60\" )\n",
+    )
+    .unwrap();
+    let tree = FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-7", "046d", "c52b", Some("KEYB"), 1, 7);
+    let proc_root = tempfile::tempdir().unwrap();
+    let p = proc_root.path();
+    holder(
+        p,
+        901,
+        "gpsd",
+        b"/usr/sbin/gpsd\0",
+        &["/dev/bus/usb/001/004"],
+    );
+    holder(
+        p,
+        902,
+        "Xorg",
+        b"/usr/lib/xorg/Xorg\0",
+        &["/dev/bus/usb/001/007"],
+    );
+    let hv = running(&["g1"]).with_hostdev(None, "g1", "ua-bbusb-10c4ea60-g1-e0-0001", 1, 4);
+    let r = report_in(&cfg, &tree.sysfs(), &hv, Opts::default(), p);
+    assert!(!r.healthy, "gpsd holds a running guest's device");
+    let v = json_of(&r);
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{v:#}");
+    assert_eq!(devices[0]["id"], "10c4:ea60");
+    assert_eq!(devices[0]["state"], "attached");
+    assert_eq!(
+        devices[0]["held_by"],
+        json!([{"pid": 901, "name": "gpsd", "guest": null}])
+    );
+    assert_eq!(devices[0]["held_on_host"], true);
+    let table = render_table(&r);
+    assert!(table.contains("gpsd (pid 901)"), "{table}");
+    assert!(
+        table.ends_with(
+            "Status: NOT HEALTHY: 1 device of a running guest held open on the host (see HELD BY)\n"
+        ),
+        "{table}"
+    );
+}
