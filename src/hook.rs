@@ -37,7 +37,7 @@ pub fn devices_for<'a>(
 }
 
 /// The present devices of any kind that the `DOMAIN_USB_` elements of the
-/// libvirt domain `domain` get ([`Config::element_routes`]), among `usb`.
+/// libvirt domain `domain` get ([`Config::element_devices`]), among `usb`.
 pub fn usb_devices_for<'a>(
     config: &Config,
     domain: &str,
@@ -51,9 +51,8 @@ pub fn usb_devices_for<'a>(
         return Vec::new();
     };
     config
-        .element_routes(usb)
+        .element_devices(index, usb)
         .into_iter()
-        .filter(|(_, route)| route.is_some_and(|(d, _)| d == index))
         .map(|(dev, _)| dev)
         .collect()
 }
@@ -95,7 +94,7 @@ pub fn run(args: &[String], config: Option<&Config>, sysfs: &Sysfs) {
                 "hook: {domain} {operation}: asked udev to re-announce {} ({:03}:{:03})",
                 match &dev.serial {
                     Some(s) if dev.is_bitbabbler() => s.clone(),
-                    _ => format!("{} at {}", dev.id, dev.name),
+                    _ => dev.describe(),
                 },
                 dev.busnum,
                 dev.devnum

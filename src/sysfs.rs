@@ -150,6 +150,18 @@ impl UsbDevice {
         self.id.vendor == BITBABBLER_VENDOR && self.id.product == BITBABBLER_PRODUCT
     }
 
+    /// This device in messages, whatever its kind: `VVVV:PPPP "SERIAL" at
+    /// BUS-PORT` (the serial escaped: it is whatever bytes the device sent;
+    /// no serial, no quotes). Attach, sync and the hook all name a device
+    /// other than a routed BitBabbler this way.
+    pub fn describe(&self) -> String {
+        let serial = match &self.serial {
+            Some(s) => format!(" \"{}\"", s.escape_debug()),
+            None => String::new(),
+        };
+        format!("{}{serial} at {}", self.id, self.name)
+    }
+
     /// What a `DOMAIN_USB_` element looks at ([`crate::selector`]).
     pub fn candidate(&self) -> crate::selector::Candidate<'_> {
         crate::selector::Candidate {

@@ -138,7 +138,10 @@ pub enum AttachRoute {
     },
 }
 
-fn describe(dev: &UsbDevice) -> String {
+/// A device in the lines that say what was done to it: `SERIAL (BBB:DDD,
+/// BUS-PORT)`, or `no serial (...)` (the lab and admins grep the attached
+/// lines for the serial first; [`UsbDevice::describe`] is the routing form).
+fn with_address(dev: &UsbDevice) -> String {
     format!(
         "{} ({:03}:{:03}, {})",
         dev.serial.as_deref().unwrap_or("no serial").escape_debug(),
@@ -146,16 +149,6 @@ fn describe(dev: &UsbDevice) -> String {
         dev.devnum,
         dev.name
     )
-}
-
-/// A device of any kind for messages: `VVVV:PPPP "SERIAL" at BUS-PORT`
-/// (the serial escaped: it is whatever bytes the device sent).
-fn describe_usb(dev: &UsbDevice) -> String {
-    let serial = match &dev.serial {
-        Some(s) => format!(" \"{}\"", s.escape_debug()),
-        None => String::new(),
-    };
-    format!("{}{serial} at {}", dev.id, dev.name)
 }
 
 /// Whether libvirt refused because its driver has no device attach at all
@@ -272,7 +265,7 @@ impl Context<'_> {
             let Some(route) = by_element else {
                 note!(
                     "{} matches no DOMAIN_USB_ element: leaving it with the host",
-                    describe_usb(dev)
+                    dev.describe()
                 );
                 return Ok(AttachRoute::Stays);
             };
@@ -339,7 +332,7 @@ impl Context<'_> {
             _ => crate::sysfs::find_in(&scan.usb, id),
         };
         if let Some(dev) = dev {
-            debug!("{id} is {}", describe(dev));
+            debug!("{id} is {}", with_address(dev));
             self.check_hints(dev, &id.to_string())?;
         }
         Ok(dev)
@@ -362,13 +355,13 @@ impl Context<'_> {
         let target = self.target_for_conf(conf);
         debug!(
             "{} matches DOMAIN_USB_{}[{e}]: domain '{}'",
-            describe_usb(dev),
+            dev.describe(),
             conf.id,
             target.name
         );
         AttachRoute::To {
             device: Box::new(dev.clone()),
-            what: describe_usb(dev),
+            what: dev.describe(),
             alias: crate::hostdev::usb_alias(dev.id, &conf.id, e, dev.serial.as_deref()),
             target,
         }
@@ -419,11 +412,11 @@ impl Context<'_> {
             }
             Placement::Missing => {}
         }
-        detail!("hostdev XML for {}:\n{xml}", describe(dev));
+        detail!("hostdev XML for {}:\n{xml}", with_address(dev));
         crate::log::step(&format!("attaching {serial} to '{}'", target.name));
         match conn.attach_live(&target.name, &xml) {
             Ok(()) => {
-                info!("attached {} to '{}'", describe(dev), target.name);
+                info!("attached {} to '{}'", with_address(dev), target.name);
                 Ok(Outcome::Done)
             }
             Err(e) if e.is_nothing_to_do() => {
@@ -445,7 +438,7 @@ impl Context<'_> {
     /// `virsh [-c URI] VERB DOMAIN <xml> --live`, and the XML at `-vv`.
     fn plan(&self, target: &Target, verb: &str, dev: &UsbDevice, xml: &str) {
         crate::log::dry_run(&target.virsh(&[verb, &shell_quote(&target.name), "<xml>", "--live"]));
-        detail!("hostdev XML for {}:\n{xml}", describe(dev));
+        detail!("hostdev XML for {}:\n{xml}", with_address(dev));
     }
 
     /// The USB hostdevs of a running domain; None (noted) when the domain is

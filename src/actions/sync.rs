@@ -135,7 +135,7 @@ impl Context<'_> {
             steps.record(self.attach_to(conns, dev, serial, &alias, &target));
         }
         for (alias, dev) in &by_element {
-            let what = format!("{} at {}", dev.id, dev.name);
+            let what = dev.describe();
             if placement(&live, alias, dev) == Placement::Attached {
                 note!("{what} is already attached to '{}'", target.name);
                 continue;
@@ -145,7 +145,7 @@ impl Context<'_> {
     }
 
     /// The present devices guest `d`'s `DOMAIN_USB_` elements get, with
-    /// bbvirt's alias for each ([`crate::config::Config::element_routes`]).
+    /// bbvirt's alias for each ([`crate::config::Config::element_devices`]).
     fn element_devices<'p>(
         &self,
         d: &DomainConf,
@@ -155,14 +155,9 @@ impl Context<'_> {
             return Vec::new();
         };
         self.config
-            .element_routes(usb)
+            .element_devices(index, usb)
             .into_iter()
-            .filter_map(|(dev, route)| match route {
-                Some((i, e)) if i == index => {
-                    Some((usb_alias(dev.id, &d.id, e, dev.serial.as_deref()), dev))
-                }
-                _ => None,
-            })
+            .map(|(dev, e)| (usb_alias(dev.id, &d.id, e, dev.serial.as_deref()), dev))
             .collect()
     }
 

@@ -386,6 +386,27 @@ impl Config {
         shared.into_iter().zip(routes.route).collect()
     }
 
+    /// The present devices that guest `guest` (an index into `domains`)
+    /// gets by its `DOMAIN_USB_` elements, each with the element's index:
+    /// [`Config::element_routes`] for one guest. The hook and `sync` ask
+    /// this.
+    pub fn element_devices<'p>(
+        &self,
+        guest: usize,
+        usb: &'p [crate::sysfs::UsbDevice],
+    ) -> Vec<(&'p crate::sysfs::UsbDevice, usize)> {
+        if self.domains.get(guest).is_none_or(|d| d.usb.is_empty()) {
+            return Vec::new();
+        }
+        self.element_routes(usb)
+            .into_iter()
+            .filter_map(|(dev, route)| match route {
+                Some((d, e)) if d == guest => Some((dev, e)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The domain with config id or libvirt name `name`.
     pub fn find_domain(&self, name: &str) -> Option<&DomainConf> {
         self.domains
