@@ -418,18 +418,30 @@ class Dev:
         return '%s@%s(%s)' % (self.serial, self.busdev, self.name)
 
 
-def find_dev(serial):
+BITBABBLER = ('0403', '7840')
+
+
+def usb_devices():
+    """The one walk of /sys/bus/usb/devices: every USB device (no root hub,
+    no interface) as (name, (idVendor, idProduct), serial or None), those
+    that vanish while being read left out."""
     for name in os.listdir(USBDEVS):
         if ':' in name or name.startswith('usb'):
             continue
         p = os.path.join(USBDEVS, name)
         try:
-            if (rfile(p + '/idVendor'), rfile(p + '/idProduct')) != ('0403', '7840'):
-                continue
-            if rfile(p + '/serial') == serial:
-                return Dev(name, serial)
+            ids = (rfile(p + '/idVendor'), rfile(p + '/idProduct'))
+            serial = rfile(p + '/serial') if os.path.exists(p + '/serial') else None
         except OSError:
             continue
+        yield name, ids, serial
+
+
+def find_dev(serial):
+    """The BitBabbler with this serial, or None."""
+    for name, ids, have in usb_devices():
+        if ids == BITBABBLER and have == serial:
+            return Dev(name, serial)
     return None
 
 
@@ -438,18 +450,17 @@ def find_usb(vendor, product, serial, udc):
     serial (None: none) on the bus of `udc` (dummy_udc.K is dummy_hcd.K's
     only port), or None. Twins with one serial are told apart by bus."""
     bus = bus_of_udc(udc)
-    for name in os.listdir(USBDEVS):
-        if ':' in name or name.startswith('usb') or not name.startswith('%d-' % bus):
-            continue
-        p = os.path.join(USBDEVS, name)
-        try:
-            if (rfile(p + '/idVendor'), rfile(p + '/idProduct')) != (vendor, product):
-                continue
-            have = rfile(p + '/serial') if os.path.exists(p + '/serial') else None
-            if (have or None) == (serial or None):
-                return Dev(name, have)
-        except OSError:
-            continue
+    for name, ids, have in usb_devices():
+        if name.startswith('%d-' % bus) and ids == (vendor, product) and (have or None) == (serial or None):
+            return Dev(name, have)
+    return None
+
+
+def find_nameless():
+    """A BitBabbler without a (readable) serial: none, or an empty one."""
+    for name, ids, have in usb_devices():
+        if ids == BITBABBLER and not have:
+            return Dev(name, '')
     return None
 
 

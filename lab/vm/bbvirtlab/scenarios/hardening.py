@@ -33,8 +33,8 @@ import socket
 import threading
 import time
 
-from ..core import (AB, BASE_CONF, BBVIRT, BR, GUESTS, KW, RULE_MASK, STORM, USBDEVS, Dev, Failure,
-                    act, check, find_dev, must, now, out, rfile, run, scenario, settle, virsh,
+from ..core import (AB, BASE_CONF, BBVIRT, BR, GUESTS, KW, RULE_MASK, STORM, Failure, act, check,
+                    find_dev, find_nameless, must, now, out, run, scenario, settle, virsh,
                     virsh_api, wait_for, wfile)
 from ..helpers import (bbvirt_lines, check_healthy, crash_recorder, crashes, qemu_pids, seed_of,
                        status_json)
@@ -492,20 +492,7 @@ DOMAIN_RNG_guestB=( %s '\u00c4\u00d6\u00dc123' )
 
 def find_hostile(serial):
     """Like lab.find_dev, also for a device without a (readable) serial."""
-    if serial:
-        return find_dev(serial)
-    for name in os.listdir(USBDEVS):
-        if ':' in name or name.startswith('usb'):
-            continue
-        p = os.path.join(USBDEVS, name)
-        try:
-            if (rfile(p + '/idVendor'), rfile(p + '/idProduct')) != ('0403', '7840'):
-                continue
-            if not os.path.exists(p + '/serial') or rfile(p + '/serial') == '':
-                return Dev(name, '')
-        except OSError:
-            continue
-    return None
+    return find_dev(serial) if serial else find_nameless()
 
 
 @hscenario(18, 'hostile gadgets')
