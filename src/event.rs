@@ -11,17 +11,25 @@
 //! and `/proc` (no libvirt: a test reads its ELF `NEEDED` entries).
 //!
 //! Decision: the rule runs `bbvirt-event /usr/bin/bbvirt attach BUS:DEV
-//! --syslog`. `bbvirt-event` parses the words after the program exactly as
-//! `bbvirt` does ([`crate::cli::Cli::parse_args`]) and answers with the
-//! same code `bbvirt` runs ([`crate::context::Context::route_attach`], the
-//! gate's [`crate::context::Connections::ask_gate`]), logging the same
-//! lines. When that says there is nothing to do it exits 0; in every other
-//! case (libvirt is needed, the words do not parse, vm.conf has an error,
-//! a dry run) it `exec`s the program with the words unchanged, and that
-//! `bbvirt` does and reports everything as before. So the front can only
-//! ever skip a run whose outcome was "nothing to do", never change one.
+//! --syslog`. `bbvirt-event` reads only those words (and `-C FILE` before
+//! them), into what `bbvirt`'s own parser gives for them ([`rule_words`]),
+//! and answers with the same code `bbvirt` runs
+//! ([`crate::context::Context::route_attach`], the gate's
+//! [`crate::context::Connections::ask_gate`]), logging the same lines. When
+//! that says there is nothing to do it exits 0; in every other case
+//! (libvirt is needed, other words, vm.conf has an error) it `exec`s the
+//! program with the words unchanged, and that `bbvirt` does and reports
+//! everything as before. So the front can only ever skip a run whose
+//! outcome was "nothing to do", never change one.
+//!
+//! Why not clap: at boot, on the lab's Debian 13 (emulated, the root over
+//! 9p), each run reads the front's binary pages again, and a run took 2-4
+//! times as long as `true` beside it in the same udev worker. Without clap
+//! (and with the release profile's LTO) the binary is half the size.
 
-use crate::cli::{Action, Cli, Opts};
+#[cfg(doc)]
+use crate::cli::Cli;
+use crate::cli::{Action, Opts};
 use crate::config::Config;
 use crate::context::Context;
 use crate::daemon::{HostPaths, Readiness};
@@ -37,19 +45,6 @@ pub enum Verdict {
     Done,
     /// Run `bbvirt` with the same words.
     Run,
-}
-
-/// The command line after the program, parsed as `bbvirt` parses it; None
-/// for anything the front leaves to `bbvirt` unread (it does not parse, or
-/// is not an `attach`/`detach`, or is a dry run).
-pub fn parse(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
-    if let Some(parsed) = rule_words(words) {
-        return Some(parsed);
-    }
-    let argv = std::iter::once(std::ffi::OsString::from("bbvirt")).chain(words.iter().cloned());
-    let (action, opts) = Cli::parse_args(argv).ok()?;
-    let wanted = matches!(action, Action::Attach { .. } | Action::Detach { .. });
-    (wanted && !opts.dry_run).then_some((action, opts))
 }
 
 /// What a udev remove event carries about the device that left (its sysfs
@@ -87,23 +82,39 @@ impl Removed {
     }
 }
 
-/// The words the rule writes, `attach|detach BUS:DEV --syslog` (with
-/// `-C FILE` before them: a config elsewhere, for tests and benchmarks),
-/// read without building clap's whole command line (over a third of the
-/// front's work, measured with callgrind): the same [`Action`] and
-/// [`Opts`] that [`Cli::parse_args`] gives for them (a test compares the
-/// two). None for any other words.
-fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
-    let (config, words) = match words {
-        [c, file, rest @ ..] if c == "-C" => (Some(file.to_str()?.to_string()), rest),
-        _ => (None, words),
-    };
-    let [action, device, syslog] = words else {
-        return None;
-    };
-    if syslog.to_str()? != "--syslog" {
-        return None;
+/// The words the rule writes, `attach|detach BUS:DEV --syslog` (and the
+/// same with `-C FILE` or `-v`s before them, or without `--syslog`: for
+/// tests, benchmarks and a look by hand):
+/// the same [`Action`] and [`Opts`] that [`Cli::parse_args`] gives for them
+/// (a test compares the two). None for any other words: the front then
+/// runs `bbvirt` at once. Read by hand, not with clap: clap was over a
+/// third of the front's instructions (callgrind), and leaving it out of
+/// the front's binary halves the pages each run reads (see the module doc).
+pub fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
+    let mut opts = Opts::default();
+    let mut words = words;
+    // Before the action: `-C FILE` once, `-v`, `-vv`... (counted).
+    loop {
+        match words {
+            [c, file, rest @ ..] if c == "-C" && opts.config.is_none() => {
+                opts.config = Some(file.to_str()?.to_string());
+                words = rest;
+            }
+            [v, rest @ ..] if verbose_count(v).is_some() => {
+                opts.verbose = opts.verbose.checked_add(verbose_count(v)?)?;
+                words = rest;
+            }
+            _ => break,
+        }
     }
+    let (action, device) = match words {
+        [action, device] => (action, device),
+        [action, device, syslog] if syslog == "--syslog" => {
+            opts.syslog = true;
+            (action, device)
+        }
+        _ => return None,
+    };
     let device = device.to_str()?;
     // Only the kernel's BUSNUM:DEVNUM form (never a serial: a word the
     // rule does not write goes the long way).
@@ -111,11 +122,6 @@ fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
         return None;
     }
     let device = device.parse().ok()?;
-    let opts = Opts {
-        syslog: true,
-        config,
-        ..Opts::default()
-    };
     let action = match action.to_str()? {
         "attach" => Action::Attach {
             device,
@@ -128,6 +134,12 @@ fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
         _ => return None,
     };
     Some((action, opts))
+}
+
+/// How many `v`s a `-v`, `-vv`, ... word holds; None for any other word.
+fn verbose_count(word: &std::ffi::OsStr) -> Option<u8> {
+    let vs = word.to_str()?.strip_prefix('-')?;
+    (!vs.is_empty() && vs.len() < 8 && vs.bytes().all(|b| b == b'v')).then_some(vs.len() as u8)
 }
 
 /// The verdict for a parsed `attach`/`detach` on this host: vm.conf, sysfs

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         eprintln!("usage: bbvirt-event /PATH/TO/bbvirt ACTION DEVICE [OPTIONS]");
         return ExitCode::from(2);
     };
-    if let Some((action, opts)) = event::parse(words) {
+    if let Some((action, opts)) = event::rule_words(words) {
         log::init(opts.verbosity(), opts.syslog);
         if event::decide_on_host(&action, &opts) == Verdict::Done {
             return ExitCode::SUCCESS;

@@ -811,7 +811,7 @@ fn a_device_no_element_matches_stays_with_the_host_untouched() {
     };
     let verdict = |line: &str| {
         let words: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
-        let (action, _) = bbvirt::event::parse(&words).unwrap();
+        let (action, _) = bbvirt::event::rule_words(&words).unwrap();
         bbvirt::event::decide(&action, &ctx, None)
     };
     assert_eq!(verdict("attach 1:7"), bbvirt::event::Verdict::Done);

@@ -16,10 +16,16 @@ fn words(line: &str) -> Vec<std::ffi::OsString> {
     line.split_whitespace().map(Into::into).collect()
 }
 
+/// `line` as `bbvirt` reads it (the front decides on what that gives).
+fn parsed(line: &str) -> (Action, Opts) {
+    let argv = std::iter::once("bbvirt").chain(line.split_whitespace());
+    bbvirt::cli::Cli::parse_args(argv).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
 /// The verdict on `line` (bbvirt's words) with `cfg`, the shared fixture
 /// tree and, when given, the readiness gate of a run by udev.
 fn verdict(cfg: &Config, gate: Option<&HostPaths>, line: &str) -> Verdict {
-    let (action, opts) = event::parse(&words(line)).expect("an attach or detach");
+    let (action, opts) = parsed(line);
     let tree = tree();
     let sysfs = tree.sysfs();
     let gate = gate.map(|p| Readiness::detect(p.clone(), true).expect("gate applies"));
@@ -36,24 +42,32 @@ fn verdict(cfg: &Config, gate: Option<&HostPaths>, line: &str) -> Verdict {
 }
 
 #[test]
-fn only_attach_and_detach_without_dry_run_are_read() {
+fn the_front_reads_only_the_rules_words() {
     assert!(matches!(
-        event::parse(&words("attach 1:4 --syslog")),
+        event::rule_words(&words("attach 1:4 --syslog")),
         Some((Action::Attach { .. }, Opts { syslog: true, .. }))
     ));
     assert!(matches!(
-        event::parse(&words("-v detach 1:4")),
-        Some((Action::Detach { .. }, _))
+        event::rule_words(&words("-C /x.conf -v detach 1:4")),
+        Some((Action::Detach { .. }, Opts { verbose: 1, .. }))
     ));
+    // Anything else goes to bbvirt unread: other actions, a dry run, a
+    // serial, options after the device, -C twice.
     for line in [
         "attach 1:4 -n",
+        "-n attach 1:4",
+        "attach KWIF4Q --syslog",
+        "attach 1:4 --syslog -v",
+        "attach 1:4 -D g1",
+        "-C /a -C /b attach 1:4",
+        "-vx attach 1:4",
         "sync",
         "status",
         "attach",
         "attach 1:4 --bogus",
         "",
     ] {
-        assert!(event::parse(&words(line)).is_none(), "{line:?}");
+        assert!(event::rule_words(&words(line)).is_none(), "{line:?}");
     }
 }
 
@@ -129,8 +143,11 @@ fn the_binary_execs_bbvirt_with_the_same_words_or_exits_0() {
     let out = front(&["/bin/echo", "attach", "1:4", "-C", c, "--syslog"]);
     let (stdout, _) = expect_exit(&out, 0);
     assert_eq!(stdout, format!("attach 1:4 -C {c} --syslog\n"));
+    let out = front(&["/bin/echo", "-C", c, "attach", "1:4", "--syslog"]);
+    let (stdout, _) = expect_exit(&out, 0);
+    assert_eq!(stdout, format!("-C {c} attach 1:4 --syslog\n"));
     // The unassigned UNASS1 (3:10): nothing runs.
-    let out = front(&["/bin/echo", "attach", "3:10", "-C", c, "-v"]);
+    let out = front(&["/bin/echo", "-C", c, "-v", "attach", "3:10"]);
     let (stdout, stderr) = expect_exit(&out, 0);
     assert_eq!(stdout, "");
     assert!(
@@ -143,8 +160,12 @@ fn the_binary_execs_bbvirt_with_the_same_words_or_exits_0() {
     std::fs::write(conf.path().join("bad.conf"), "DOMAIN_RNG_g1=( KWIF4Q\n").unwrap();
     let bad = conf.path().join("bad.conf");
     let bad = bad.to_str().unwrap();
-    let out = front(&["/bin/echo", "attach", "3:10", "-C", bad]);
-    assert_eq!(expect_exit(&out, 0).0, format!("attach 3:10 -C {bad}\n"));
+    let out = front(&["/bin/echo", "-C", bad, "attach", "3:10"]);
+    assert_eq!(expect_exit(&out, 0).0, format!("-C {bad} attach 3:10\n"));
+    // The same unassigned device named as bbvirt reads it but not as the
+    // rule writes it: bbvirt decides (it would say "nothing to do").
+    let out = front(&["/bin/echo", "attach", "3:10", "-C", c]);
+    assert_eq!(expect_exit(&out, 0).0, format!("attach 3:10 -C {c}\n"));
 }
 
 #[test]
@@ -221,7 +242,7 @@ fn removes_that_no_element_could_have_matched_need_no_bbvirt() {
     let tree = tree();
     let sysfs = tree.sysfs();
     let verdict = |line: &str, product: &str, devpath: &str| {
-        let (action, opts) = event::parse(&words(line)).unwrap();
+        let (action, opts) = parsed(line);
         let ctx = Context {
             config: &cfg,
             sysfs: &sysfs,
@@ -267,8 +288,12 @@ fn the_rules_words_read_fast_as_clap_reads_them() {
         "attach 1:4 --sys",
         "-C /etc/x.conf attach 1:4 --syslog",
         "-C /etc/x.conf detach 1:4",
+        "-v attach 1:4",
+        "-vv -C /etc/x.conf -v detach 2:3 --syslog",
+        "-vvvv attach 1:4 --syslog",
+        "attach 1:4",
     ] {
-        let fast = event::parse(&words(line));
+        let fast = event::rule_words(&words(line));
         let argv = std::iter::once("bbvirt").chain(line.split(' '));
         let clap = bbvirt::cli::Cli::parse_args(argv).ok();
         assert_eq!(fast, clap, "{line}");
