@@ -437,11 +437,20 @@ def usb_devices():
         yield name, ids, serial
 
 
+def present(name, serial):
+    """Dev(name, serial), or None when the device vanished meanwhile (an
+    unplug under way: its busnum is gone)."""
+    try:
+        return Dev(name, serial)
+    except OSError:
+        return None
+
+
 def find_dev(serial):
     """The BitBabbler with this serial, or None."""
     for name, ids, have in usb_devices():
         if ids == BITBABBLER and have == serial:
-            return Dev(name, serial)
+            return present(name, serial)
     return None
 
 
@@ -452,7 +461,7 @@ def find_usb(vendor, product, serial, udc):
     bus = bus_of_udc(udc)
     for name, ids, have in usb_devices():
         if name.startswith('%d-' % bus) and ids == (vendor, product) and (have or None) == (serial or None):
-            return Dev(name, have)
+            return present(name, have)
     return None
 
 
@@ -460,7 +469,7 @@ def find_nameless():
     """A BitBabbler without a (readable) serial: none, or an empty one."""
     for name, ids, have in usb_devices():
         if ids == BITBABBLER and not have:
-            return Dev(name, '')
+            return present(name, '')
     return None
 
 
