@@ -1033,6 +1033,10 @@ class Lab:
             settle()
             act_doms = self.active()
             for dom in GUESTS:
+                # a saved state left by a failed scenario (issue 15's) would
+                # be restored by every later start
+                if dom not in act_doms and os.path.exists('/var/lib/libvirt/qemu/save/%s.save' % dom):
+                    run(['virsh', '-c', URI, 'managedsave-remove', dom])
                 up = dom in act_doms
                 if up and (dom not in running or self.hostdevs(dom)):
                     self.destroy(dom)

@@ -103,9 +103,11 @@ def really_holds(lab, dom, d, since, host=None):
         p = info_usb(lab, dom, host).get(d.alias)
         return p == PRODUCT or (False, 'info usb: %s has product %r' % (d.alias, p))
     wait_for(product, 30, "QEMU's info usb to name %s's product" % d.alias, interval=0.5)
+    qemu = [p for p in busy_holders(d) if 'qemu' in p[1]]
+    check(qemu, 'no QEMU holds %s\'s node: %s' % (d, busy_holders(d)))
     mon = usbmon()
     n, _ = wait_for(lambda: mon.urbs(d.bus, d.dev, since), 30, 'URBs to %s' % d.busdev, interval=0.5)
-    return '%s in QEMU: product %r, %d URBs' % (d.serial, PRODUCT, n)
+    return '%s in QEMU (pid %d): product %r, %d URBs' % (d.serial, qemu[0][0], PRODUCT, n)
 
 
 def busy_holders(d):
@@ -175,6 +177,7 @@ SAVE = WORK + '/guestA.save'
 def attached_running(lab, serial):
     """guestA running (not paused: QEMU opens its usb-host devices then) with
     `serial` attached by bbvirt's udev rule. The Dev."""
+    usbmon()
     lab.reset(running=('guestA',))
     resume('guestA')
     d = lab.plug(serial)
@@ -290,6 +293,7 @@ OLD_HOSTDEV = """<hostdev mode='subsystem' type='usb'>
 def sc_old_image(lab):
     """A guest saved by a host with the bbvirt of before: its hostdev has a
     bare address (no vendor/product, no startupPolicy)."""
+    usbmon()
     lab.reset(running=('guestA',))
     resume('guestA')
     # the old bbvirt's hostdev, attached by hand; the rule is masked meanwhile
@@ -417,6 +421,7 @@ def migrate(lab, dom, src, dst_uri):
 
 @scenario(26, 'migration')
 def sc_migration(lab):
+    usbmon()
     lab.reset(running=('guestA',))
     resume('guestA')
     HOST_B.start(CONF_B)
