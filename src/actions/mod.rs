@@ -404,6 +404,15 @@ impl Context<'_> {
                 note!("{serial} is already attached to '{}'", target.name);
                 return Ok(Outcome::NothingToDo);
             }
+            Placement::StaleAt(hd) if hd.is_parked() => {
+                note!(
+                    "'{}' holds an empty entry for {serial} (parked when it was restored or \
+                     migrated in): replacing it",
+                    target.name
+                );
+                let alias = hd.alias.clone().unwrap_or_default();
+                self.detach_alias(conn, target, &alias)?;
+            }
             Placement::StaleAt(hd) => {
                 warn!(
                     "'{}' holds a stale entry for {serial} at {}: replacing it (a remove event was missed)",

@@ -124,10 +124,19 @@ impl Context<'_> {
             .into_iter()
             .chain(stale_usb_entries(&live, &by_element));
         for stale in stale {
-            warn!(
-                "'{}' holds a stale entry for {} ({}): removing it",
-                target.name, stale.serial, stale.reason
-            );
+            if stale.dev == Some(crate::hostdev::PARKED_DEVICE) {
+                note!(
+                    "'{}' holds an empty entry for {} (parked when it was restored or migrated \
+                     in): removing it",
+                    target.name,
+                    stale.serial
+                );
+            } else {
+                warn!(
+                    "'{}' holds a stale entry for {} ({}): removing it",
+                    target.name, stale.serial, stale.reason
+                );
+            }
             let result = self
                 .connect(conns, &target)
                 .map_err(|source| ActionError::Virt {

@@ -682,7 +682,7 @@ class Lab:
         check(rfile(VMCONF) + '\n' == BASE_CONF, '%s is not the lab\'s (lab/run writes lab.py --print-conf)' % VMCONF)
         self.daemon = 'libvirtd'
         self.libvirtd = SystemdDaemon('libvirtd')
-        if a.boot == 'main':
+        if a.boot in ('main', 'resume'):
             r = run(['systemctl', 'is-system-running', '--wait'], timeout=900)
             self.system_state = r.out.strip()
             self.t_libvirtd = now()

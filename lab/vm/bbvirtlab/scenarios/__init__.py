@@ -17,9 +17,12 @@ all (core.scenario), in the order they run in on bookworm:
                         device never follows its old address
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
+  reboot.py      59, 60 a host reboot with libvirt-guests suspending and
+                        resuming the guests (trixie: the main boot, then
+                        the boot "resume" of the same root)
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, reboot  # noqa: F401  (registration order)
