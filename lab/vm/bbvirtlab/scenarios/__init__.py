@@ -15,9 +15,10 @@ all (core.scenario), in the order they run in on bookworm:
   anyusb.py      21     any USB device by DOMAIN_USB_ (id, serial, port)
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
+  journal.py     58     Debian 13: each bbvirt line once in the journal
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, trixie  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, trixie, journal  # noqa: F401  (registration order)
