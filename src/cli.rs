@@ -80,7 +80,8 @@ pub struct Opts {
     #[arg(short = 'd', long, value_name = "N", value_parser = parse_usb_number)]
     pub devnum: Option<u32>,
 
-    /// Log to syslog (ident bbvirt) as well as to stderr
+    /// Log to syslog (ident bbvirt) as well as to stderr (only to syslog
+    /// when stderr is the journal)
     #[arg(long)]
     pub syslog: bool,
 

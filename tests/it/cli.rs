@@ -456,3 +456,47 @@ fn documented_exit_statuses_are_the_codes() {
         .collect();
     assert_eq!(sorted(in_man), defined, "bbvirt(1):\n{section}");
 }
+
+#[test]
+fn stderr_that_is_the_journal_is_left_to_syslog() {
+    // Under systemd, a unit's stderr is a journal stream that JOURNAL_STREAM
+    // names (DEVICE:INODE) and syslog reaches the journal too: with
+    // --syslog, a line goes to syslog only. Here fd 2 is a file, named or
+    // not by the variable.
+    use std::os::unix::fs::MetadataExt;
+    let s = setup(CONF);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, syslog: bool, journal_stream: Option<&str>| {
+        let path = dir.path().join(name);
+        let file = fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let id = format!("{}:{}", meta.dev(), meta.ino());
+        let mut args = vec!["-C", s.conf.as_str(), "attach", "UNASS1", "-v"];
+        if syslog {
+            args.push("--syslog");
+        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bbvirt"));
+        cmd.args(&args)
+            .env("BBVIRT_SYSFS_ROOT", s.tree.root())
+            .env("BBVIRT_RUN_DIR", s.tree.root().join("run"))
+            .env_remove("JOURNAL_STREAM")
+            .stderr(file);
+        if let Some(js) = journal_stream {
+            cmd.env("JOURNAL_STREAM", js.replace("ID", &id));
+        }
+        let status = cmd.status().unwrap();
+        assert_eq!(status.code(), Some(exit::OK), "{name}");
+        fs::read_to_string(&path).unwrap()
+    };
+    let line = "bbvirt: UNASS1 is not assigned to any domain";
+    assert_eq!(run("unit", true, Some("ID")), "", "stderr is the journal");
+    for (name, syslog, js) in [
+        ("unit-without-syslog", false, Some("ID")),
+        ("terminal", true, None),
+        ("inherited", true, Some("1:1")),
+        ("malformed", true, Some("ID:")),
+    ] {
+        let err = run(name, syslog, js);
+        assert!(err.contains(line), "{name}: {err}");
+    }
+}
