@@ -500,3 +500,71 @@ fn stderr_that_is_the_journal_is_left_to_syslog() {
         assert!(err.contains(line), "{name}: {err}");
     }
 }
+
+#[test]
+fn empty_or_blank_values_are_usage_errors_naming_the_option() {
+    // `attach KWIF4Q -n -D ''` once planned an attach to a guest named "".
+    let s = setup(CONF);
+    let (out, _) = expect_exit(&s.run(&["attach", "KWIF4Q", "-n"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g1 <xml> --live\n");
+    for blank in ["", " ", "\t", " \n "] {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["attach", "KWIF4Q", "-n", "-D", blank],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["-D", blank, "attach", "KWIF4Q", "-n"],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["detach", "KWIF4Q", "-n", "--domain", blank],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["attach", "KWIF4Q", "-n", "-c", blank],
+                "'--connect <URI>'",
+            ),
+            (&["sync", "-n", "--connect", blank], "'--connect <URI>'"),
+            (&["status", "-C", blank], "'--config <FILE>'"),
+            (&["attach", "KWIF4Q", "-b", blank], "'--busnum <N>'"),
+            (&["attach", "KWIF4Q", "-d", blank], "'--devnum <N>'"),
+            (&["attach-all", "--timeout", blank], "'--timeout <SECS>'"),
+            (
+                &["check", "--seedd-config", blank],
+                "'--seedd-config <FILE>'",
+            ),
+            (&["install", "--root", blank, "-n"], "'--root <DIR>'"),
+            (&["uninstall", "--root", blank, "-n"], "'--root <DIR>'"),
+            (&["attach-all", blank, "-n"], "'[DOMAIN]'"),
+            (&["sync", blank, "-n"], "'[DOMAIN]'"),
+            (&["detach-all", blank, "-n"], "'[DOMAIN]'"),
+        ];
+        for (args, option) in cases {
+            let (out, err) = expect_exit(&s.run(args), exit::USAGE);
+            assert_eq!(out, "", "{args:?}: nothing planned");
+            assert!(
+                err.contains(&format!("invalid value '{blank}' for {option}")),
+                "{args:?}: {err}"
+            );
+            let why = if blank.is_empty() {
+                "the value is empty"
+            } else {
+                "the value is only whitespace"
+            };
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+        // The --opt=value form, and the config's own option before -C's.
+        let (_, err) = expect_exit(
+            &bbvirt(s.tree.root(), &[&format!("--config={blank}"), "status"]),
+            exit::USAGE,
+        );
+        assert!(err.contains("'--config <FILE>'"), "{err}");
+    }
+    // A value with spaces in it is a value (a guest may be named so).
+    let (out, _) = expect_exit(
+        &s.run(&["attach", "KWIF4Q", "-n", "-D", " my guest "]),
+        exit::OK,
+    );
+    assert_eq!(out, "virsh attach-device ' my guest ' <xml> --live\n");
+}
