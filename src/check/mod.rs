@@ -25,6 +25,14 @@
 //! Exit status: 0 when there is no error (warnings allowed), 1 otherwise
 //! ([`verdict`]). Config problems are findings, not exit 3.
 //!
+//! Everything that can be checked is, in one run. vm.conf is read leniently
+//! ([`crate::config::load_lenient`]): a wrong setting (a malformed
+//! `DOMAIN_USB_` element, a bad `BBVIRT_TIMEOUT`) is an error and is left
+//! out, and the rest of the file goes through every check; a file that
+//! cannot be used at all (unsafe, a syntax error, bash failing) skips the
+//! checks that need it. Either way one warning names what the errors kept
+//! from being checked.
+//!
 //! The filesystem root of the installation checks is `/`, or the directory in
 //! the environment variable [`ROOT_ENV`] (for tests). The config path is used
 //! as given, whatever the root.
