@@ -10,11 +10,13 @@ use clap::{ArgAction, Parser, Subcommand};
 use crate::device::{DeviceId, InvalidDeviceId};
 
 const AFTER_HELP: &str = "\
-DEVICE is a serial number (e.g. KWIF4Q), a logical address BUS:DEV (e.g. 3:12)
-or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
+DEVICE is a serial number (e.g. KWIF4Q, or serial=SERIAL), a logical address
+BUS:DEV (e.g. 3:12) or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
 
-Without --domain, a device goes to the guest whose DOMAIN_RNG_<id> list in the
-config holds its serial; unassigned devices stay with the host.
+Where a device goes (vm.conf): a BitBabbler to the guest whose DOMAIN_RNG_<id>
+list holds its serial (or to the guest --domain names); any USB device to the
+guest whose DOMAIN_USB_<id> element selects it by id=, serial= and port=.
+Devices that no list or element gives to a guest stay with the host.
 
 Exit status:
   0  done, or nothing to do (device not assigned, guest not running or not
@@ -69,7 +71,8 @@ pub struct Opts {
     #[arg(short = 'c', long, value_name = "URI", value_parser = non_empty::<String>)]
     pub connect: Option<String>,
 
-    /// Guest to use instead of the configured one (config id or libvirt name)
+    /// Guest to use instead of the configured one (config id or libvirt
+    /// name); attach sends a BitBabbler there, not a DOMAIN_USB_ device
     #[arg(short = 'D', long, value_name = "NAME", value_parser = non_empty::<String>)]
     pub domain: Option<String>,
 
@@ -199,7 +202,8 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Show every BitBabbler, where it is assigned and attached, and stale entries
+    /// Show every BitBabbler and every device a DOMAIN_USB_ element selects:
+    /// where each is assigned and attached; stale entries
     Status {
         /// Machine-readable output (schema in bbvirt(1))
         #[arg(long)]

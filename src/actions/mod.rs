@@ -4,8 +4,9 @@
 //!
 //! Every decision is taken from the truth, not from memory: the device's
 //! presence and address come from sysfs, the guest's devices from its live
-//! XML. bbvirt only ever touches hostdevs that carry its own
-//! `ua-bbvirt-<serial>` alias.
+//! XML. bbvirt only ever touches hostdevs that carry one of its own
+//! aliases: `ua-bbvirt-<serial>` (a BitBabbler by `DOMAIN_RNG_`) or
+//! `ua-bbusb-...` (a device a `DOMAIN_USB_` element routes).
 
 use std::time::{Duration, Instant};
 

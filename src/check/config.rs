@@ -21,7 +21,7 @@ pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
                 None,
                 vec![Finding::warning(
                     format!(
-                        "{} does not exist: no BitBabbler is assigned to a guest",
+                        "{} does not exist: no device is assigned to a guest",
                         path.display()
                     ),
                     "create it if guests should get some (`bbvirt install` puts a commented \
@@ -155,7 +155,8 @@ fn file_at(config: &Config, line: Option<usize>) -> String {
 }
 
 /// Checks a loaded config: serial syntax, serials given to two guests, a
-/// serial listed twice, guests with no serial, `DOMAIN_NAME_` clashes.
+/// serial listed twice, guests with no device, `DOMAIN_USB_` elements that
+/// can match the same device, `DOMAIN_NAME_` clashes.
 /// Findings name the line the native parser found the setting on (only the
 /// file when bash evaluated it).
 pub fn check_config(config: &Config) -> Vec<Finding> {
@@ -187,8 +188,8 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
     found
 }
 
-/// A guest with no serial, serials that are not BitBabbler serials, a
-/// serial listed twice.
+/// A guest with no device (no serial, no element), serials that are not
+/// BitBabbler serials, a serial listed twice.
 fn serial_findings(
     config: &Config,
     d: &DomainConf,
@@ -199,16 +200,19 @@ fn serial_findings(
     if d.serials.is_empty() && d.usb.is_empty() && !left_out {
         found.push(Finding::warning(
             format!(
-                "{}: guest {} has no serial in DOMAIN_RNG_{}: nothing is passed to '{}'",
+                "{}: guest {} has no device (no serial in DOMAIN_RNG_{}, no element in \
+                 DOMAIN_USB_{}): nothing is passed to '{}'",
                 at(config.domain_line(d)),
+                d.id,
                 d.id,
                 d.id,
                 d.libvirt_name()
             ),
             format!(
-                "list its serials in DOMAIN_RNG_{}=( ... ), or remove its DOMAIN_*_{} \
-                 lines (is the id misspelt?)",
-                d.id, d.id
+                "list its BitBabblers' serials in DOMAIN_RNG_{}=( ... ) or its other devices \
+                 in DOMAIN_USB_{}=( ... ), or remove its DOMAIN_*_{} lines (is the id \
+                 misspelt?)",
+                d.id, d.id, d.id
             ),
         ));
     }
@@ -382,8 +386,8 @@ fn name_clash_findings(config: &Config, at: &dyn Fn(Option<usize>) -> String) ->
                             .unwrap_or_default()
                     ),
                     format!(
-                        "give each its own DOMAIN_NAME_, or merge DOMAIN_RNG_{} into \
-                         DOMAIN_RNG_{first}",
+                        "give each its own DOMAIN_NAME_, or merge guest {}'s DOMAIN_RNG_ and \
+                         DOMAIN_USB_ lists into guest {first}'s",
                         d.id
                     ),
                 ));

@@ -5,11 +5,14 @@
 //! What is checked:
 //! - vm.conf: that it exists (missing is a warning: nothing is assigned), is
 //!   safe to use (owner, mode), parses (`FILE:LINE` errors), lists only
-//!   BitBabbler serials (6-7 of `A-Z0-9`), gives no serial to two guests, and
-//!   has no `DOMAIN_NAME_` clash (two ids naming the same libvirt domain, or a
+//!   BitBabbler serials (6-7 of `A-Z0-9`) in `DOMAIN_RNG_`, gives no serial to
+//!   two guests, has well-formed `DOMAIN_USB_` elements (two that can match
+//!   the same device are a warning), gives each guest a device, and has no
+//!   `DOMAIN_NAME_` clash (two ids naming the same libvirt domain, or a
 //!   libvirt name that is also another guest's id);
 //! - sysfs: BitBabblers that bbvirt leaves alone (garbage attributes, a
-//!   serial shared by several devices) are warnings;
+//!   serial shared by several devices) are warnings, and so is a
+//!   `DOMAIN_USB_` element that matches several present devices;
 //! - seedd.conf (`--seedd-config`): a `[Device:ID]` section naming a guest's
 //!   device is an error, none at all while guests have devices a warning
 //!   ([`seedd`]);

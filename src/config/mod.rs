@@ -1,4 +1,5 @@
-//! vm.conf: which BitBabbler serials belong to which libvirt guest.
+//! vm.conf: which devices belong to which libvirt guest (BitBabblers by
+//! serial, any USB device by `DOMAIN_USB_` elements).
 //!
 //! The file (by default [`DEFAULT_CONFIG`]) is, per the bit-babbler manual, a
 //! bash fragment that the original `bbvirt` script simply sourced.  Per guest,
@@ -15,8 +16,8 @@
 //!
 //! # How the file is read
 //!
-//! 1. **Permissions first.**  The file decides which guest gets a hardware
-//!    RNG, and in bash mode it is executed, so before using it at all we
+//! 1. **Permissions first.**  The file decides which guest gets which
+//!    device, and in bash mode it is executed, so before using it at all we
 //!    refuse a file that someone other than root (or, when not running as
 //!    root, the invoking user) could have written: see [`check_permissions`].
 //! 2. **Native parse.**  Almost every real vm.conf is a list of plain

@@ -490,7 +490,10 @@ fn serial_twice_and_empty_guest_are_warnings() {
     let w = warnings(&found);
     assert_eq!(w.len(), 2, "{w:#?}");
     assert!(
-        w[1].contains(":2: guest typo has no serial in DOMAIN_RNG_typo"),
+        w[1].contains(
+            ":2: guest typo has no device (no serial in DOMAIN_RNG_typo, no element in \
+             DOMAIN_USB_typo)"
+        ),
         "{}",
         w[1]
     );
@@ -515,11 +518,13 @@ fn name_clashes() {
         [
             format!(
                 "error: {p}:3: guests a and b both name libvirt domain 'a': give each its own \
-                 DOMAIN_NAME_, or merge DOMAIN_RNG_b into DOMAIN_RNG_a"
+                 DOMAIN_NAME_, or merge guest b's DOMAIN_RNG_ and DOMAIN_USB_ lists into \
+                 guest a's"
             ),
             format!(
                 "error: {p}:5: guests a and c both name libvirt domain 'a': give each its own \
-                 DOMAIN_NAME_, or merge DOMAIN_RNG_c into DOMAIN_RNG_a"
+                 DOMAIN_NAME_, or merge guest c's DOMAIN_RNG_ and DOMAIN_USB_ lists into \
+                 guest a's"
             ),
         ]
     );
@@ -614,7 +619,7 @@ fn missing_config_is_a_warning() {
     assert_eq!(w.len(), 1);
     assert!(
         w[0].starts_with(&format!(
-            "warning: {} does not exist: no BitBabbler is assigned to a guest: create it",
+            "warning: {} does not exist: no device is assigned to a guest: create it",
             path.display()
         )),
         "{}",
@@ -978,7 +983,8 @@ fn guests_without_a_usable_usb_controller() {
         warnings(&found),
         [format!(
             "warning: guest uhci: domain 'uhci' has only a USB 1.1 controller (piix3-uhci, \
-             definition): a BitBabbler runs far below its rate there: {fix} uhci`, then restart \
+             definition): its devices run at 12 Mb/s at most there (a BitBabbler far below its \
+             rate): {fix} uhci`, then restart \
              the guest"
         )]
     );
@@ -1009,7 +1015,7 @@ fn check_names_overlapping_elements_and_an_element_with_several_devices() {
     );
     assert!(errors(&found).is_empty(), "{:?}", lines(&found));
     // A USB-only guest is not "a guest with no serial".
-    assert!(!lines(&found).iter().any(|l| l.contains("has no serial")));
+    assert!(!lines(&found).iter().any(|l| l.contains("has no device")));
 
     let tree = crate::util::fixture::FixtureTree::new()
         .root_hub(1)

@@ -568,3 +568,29 @@ fn empty_or_blank_values_are_usage_errors_naming_the_option() {
     );
     assert_eq!(out, "virsh attach-device ' my guest ' <xml> --live\n");
 }
+
+#[test]
+fn help_says_where_any_usb_device_goes() {
+    // Each paragraph of --help that speaks of BitBabblers speaks of
+    // DOMAIN_USB_ too: bbvirt passes any USB device.
+    let s = setup(CONF);
+    let (out, _) = expect_exit(&s.run(&["--help"]), exit::OK);
+    for para in out.split("\n\n").filter(|p| p.contains("BitBabbler")) {
+        assert!(para.contains("DOMAIN_USB_"), "{para}");
+    }
+    assert!(
+        out.contains("any USB device to the\nguest whose DOMAIN_USB_<id> element selects it"),
+        "{out}"
+    );
+    // As it says: --domain sends a BitBabbler elsewhere, not a device that
+    // an element gives to its guest, nor one that nothing gives a guest.
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q )\nDOMAIN_USB_g2=( \"id=05e3:0608\" )\n");
+    let (out, _) = expect_exit(&s.run(&["attach", "KWIF4Q", "-n", "-D", "g2"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    let (out, _) = expect_exit(&s.run(&["attach", "3-1", "-n", "-D", "g1"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q )\n");
+    let (out, err) = expect_exit(&s.run(&["attach", "3-1", "-n", "-D", "g1"]), exit::OK);
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("matches no DOMAIN_USB_ element"), "{err}");
+}
