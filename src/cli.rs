@@ -273,7 +273,8 @@ impl Action {
 /// The check every value on the command line goes through first: an empty
 /// or blank value is a usage error that names the option (clap's "invalid
 /// value '' for '--domain <NAME>'"), never a guest, file or URI named "".
-fn non_empty<T: From<String>>(s: &str) -> Result<T, String> {
+/// The udev front ([`crate::event::rule_words`]) asks it too.
+pub fn non_empty<T: From<String>>(s: &str) -> Result<T, String> {
     if s.trim().is_empty() {
         Err(if s.is_empty() {
             "the value is empty".to_string()
