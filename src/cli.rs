@@ -191,6 +191,10 @@ pub enum Action {
         /// Config id or libvirt name
         #[arg(id = "DOMAIN", value_name = "DOMAIN", value_parser = non_empty::<String>)]
         domain: Option<String>,
+        /// First wait (up to 10 min) until libvirt has finished restoring, migrating in
+        /// or reverting DOMAIN (its libvirt name); bbvirt's libvirt hook starts this
+        #[arg(long, requires = "DOMAIN")]
+        after_job: bool,
         #[command(flatten)]
         opts: Opts,
     },

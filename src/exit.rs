@@ -38,6 +38,10 @@ pub enum CommandError {
     /// `check` found errors; its findings show them.
     #[error("{errors} error(s) found")]
     ErrorsFound { errors: usize },
+    /// The hook refused a guest's start (`prepare`: it would take a device
+    /// that is not the guest's own); its log lines say why.
+    #[error("the guest's start was refused")]
+    HookRefused,
     /// The output could not be written.
     #[error("writing the {what}")]
     Output {
@@ -61,6 +65,7 @@ impl CommandError {
             | CommandError::Install(_)
             | CommandError::Unhealthy
             | CommandError::ErrorsFound { .. }
+            | CommandError::HookRefused
             | CommandError::Output { .. } => FAILED,
         }
     }
@@ -71,7 +76,9 @@ impl CommandError {
     pub fn messages(&self) -> Vec<String> {
         let chain = |e: &dyn std::error::Error| crate::log::chain(e);
         match self {
-            CommandError::Unhealthy | CommandError::ErrorsFound { .. } => Vec::new(),
+            CommandError::Unhealthy
+            | CommandError::ErrorsFound { .. }
+            | CommandError::HookRefused => Vec::new(),
             CommandError::Action(ActionError::Partial { errors, .. }) => errors
                 .iter()
                 .map(|e| chain(e))

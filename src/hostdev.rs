@@ -1,13 +1,37 @@
 //! The `<hostdev>` XML that bbvirt gives libvirt, and reading hostdevs back
-//! from a domain's live XML.
+//! from a domain's XML (live, saved, migrating).
 //!
-//! Every hostdev bbvirt attaches carries the user alias `ua-bbvirt-<serial>`.
-//! That tag is how bbvirt recognises its own entries later: to detach a device
-//! after it has left sysfs (udev's remove event), to tell "already attached"
-//! from "stale entry at an old address", and to never touch a hostdev an admin
-//! configured by hand.
+//! Every hostdev bbvirt attaches carries the user alias `ua-bbvirt-<serial>`
+//! (or `ua-bbusb-...`, [`usb_alias`]). That tag is how bbvirt recognises its
+//! own entries later: to detach a device after it has left sysfs (udev's
+//! remove event), to tell "already attached" from "stale entry at an old
+//! address", to rewrite them in a saved guest's XML ([`crate::saved`]), and
+//! to never touch a hostdev an admin configured by hand.
+//!
+//! # What a hostdev says ([`source_xml`])
+//!
+//! `<source startupPolicy='optional'>` with the device's `<vendor>`,
+//! `<product>` and `<address bus device>`. The address picks the device; the
+//! rest is for the moments bbvirt is not asked, when libvirt opens the
+//! device again from a saved state (a restore without bbvirt's hook, a
+//! snapshot revert, which has no XML hook): libvirt then takes only a
+//! device of that vendor:product at that address (`virUSBDeviceFind`), and
+//! `optional` makes a device that is not there be dropped (`missing='yes'`)
+//! instead of failing the whole restore. A twin of the same vendor:product
+//! at the old address would still match: bbvirt's hook rewrites the
+//! address on restore and migration, and refuses a start that would take a
+//! twin ([`crate::saved`]).
+//!
+//! A **parked** hostdev ([`parked_source_xml`]) has device number 0, which
+//! no USB device has (numbers start at 1, the root hub): libvirt finds
+//! nothing there and, `optional`, drops it. bbvirt parks a hostdev of a
+//! saved state whose device this host does not give the guest (absent,
+//! assigned elsewhere, held by another process): the guest's device count
+//! must not change on restore or migration (libvirt checks it), so the
+//! entry stays, empty, until bbvirt's follow-up removes it once the guest
+//! runs.
 
-use crate::device::is_valid_serial;
+use crate::device::{UsbId, is_valid_serial};
 
 /// The prefix of every alias bbvirt puts on a hostdev.
 pub const ALIAS_PREFIX: &str = "ua-bbvirt-";
@@ -92,19 +116,63 @@ pub fn escape_attr(s: &str) -> String {
     out
 }
 
-/// The hostdev XML for the USB device at `bus`:`dev` tagged with `alias`.
-pub fn hostdev_xml(bus: u32, dev: u32, alias: &str) -> String {
+/// The device number of a parked hostdev: no USB device has it.
+pub const PARKED_DEVICE: u32 = 0;
+
+/// The `<source>` element that names the USB device `id` at `bus`:`dev`
+/// (see the module doc), its lines after the first indented by `indent`
+/// (the column of `<source`). The one place that says how bbvirt names a
+/// device to libvirt: attach and the saved-state rewrite both use it.
+pub fn source_xml(id: UsbId, bus: u32, dev: u32, indent: &str) -> String {
+    source_element(Some(id), bus, dev, indent)
+}
+
+/// The `<source>` of a parked hostdev on `bus` (see the module doc), with
+/// the device's vendor:product when known.
+pub fn parked_source_xml(id: Option<UsbId>, bus: u32, indent: &str) -> String {
+    source_element(id, bus.max(1), PARKED_DEVICE, indent)
+}
+
+fn source_element(id: Option<UsbId>, bus: u32, dev: u32, indent: &str) -> String {
+    let ids = id.map_or_else(String::new, |id| {
+        format!(
+            "{indent}  <vendor id='0x{:04x}'/>\n{indent}  <product id='0x{:04x}'/>\n",
+            id.vendor, id.product
+        )
+    });
     format!(
-        "<hostdev mode='subsystem' type='usb'>\n  \
-         <source>\n    <address type='usb' bus='{bus}' device='{dev}'/>\n  </source>\n  \
-         <alias name='{}'/>\n\
-         </hostdev>\n",
+        "<source startupPolicy='optional'>\n{ids}{indent}  <address bus='{bus}' device='{dev}'/>\n{indent}</source>"
+    )
+}
+
+/// The hostdev XML for the USB device `id` at `bus`:`dev` tagged with
+/// `alias`.
+pub fn hostdev_xml(id: UsbId, bus: u32, dev: u32, alias: &str) -> String {
+    format!(
+        "<hostdev mode='subsystem' type='usb'>\n  {}\n  <alias name='{}'/>\n</hostdev>\n",
+        source_xml(id, bus, dev, "  "),
         escape_attr(alias)
     )
 }
 
+/// The vendor:product a bbvirt alias stands for: a BitBabbler's for
+/// `ua-bbvirt-`, the `VVVVPPPP` of a `ua-bbusb-` alias; None for others.
+pub fn alias_id(alias: &str) -> Option<UsbId> {
+    if alias.starts_with(ALIAS_PREFIX) {
+        return Some(crate::sysfs::BITBABBLER_ID);
+    }
+    let hex = alias.strip_prefix(USB_ALIAS_PREFIX)?.get(..8)?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(UsbId {
+        vendor: u16::from_str_radix(&hex[..4], 16).ok()?,
+        product: u16::from_str_radix(&hex[4..], 16).ok()?,
+    })
+}
+
 /// A USB hostdev found in a domain's XML.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsbHostdev {
     /// The device alias (`<alias name=.../>`), if any.
     pub alias: Option<String>,
@@ -115,6 +183,15 @@ pub struct UsbHostdev {
     /// guest hub), from the hostdev's own `<address type='usb' bus port>`
     /// that libvirt fills in on attach; None when the XML has none.
     pub guest_port: Option<String>,
+    /// `<source><vendor id/><product id/>`, when given.
+    pub id: Option<UsbId>,
+    /// `<source startupPolicy='optional'>` (or `requisite`, which is the
+    /// same outside a cold boot): libvirt drops the device when it cannot
+    /// find it instead of failing.
+    pub optional: bool,
+    /// Where the `<source>` element is in the XML text (byte range), for
+    /// rewriting it in place ([`crate::saved`]).
+    pub source_range: Option<std::ops::Range<usize>>,
 }
 
 impl UsbHostdev {
@@ -134,6 +211,11 @@ impl UsbHostdev {
 
     pub fn is_at(&self, bus: u32, dev: u32) -> bool {
         self.bus == Some(bus) && self.device == Some(dev)
+    }
+
+    /// Whether this is a parked hostdev (see the module doc).
+    pub fn is_parked(&self) -> bool {
+        self.device == Some(PARKED_DEVICE)
     }
 }
 
@@ -167,10 +249,14 @@ pub fn usb_hostdevs(domain_xml: &str) -> Result<Vec<UsbHostdev>, XmlError> {
             .find(|n| n.has_tag_name("alias"))
             .and_then(|a| a.attribute("name"))
             .map(str::to_string);
-        let addr = hd
-            .children()
-            .find(|n| n.has_tag_name("source"))
-            .and_then(|s| s.children().find(|n| n.has_tag_name("address")));
+        let source = hd.children().find(|n| n.has_tag_name("source"));
+        let addr = source.and_then(|s| s.children().find(|n| n.has_tag_name("address")));
+        let id_of = |tag: &str| {
+            source
+                .and_then(|s| s.children().find(|n| n.has_tag_name(tag)))
+                .and_then(|n| num_attr(n, "id"))
+                .and_then(|v| u16::try_from(v).ok())
+        };
         let guest_port = hd
             .children()
             .find(|n| n.has_tag_name("address") && n.attribute("type") == Some("usb"))
@@ -180,6 +266,13 @@ pub fn usb_hostdevs(domain_xml: &str) -> Result<Vec<UsbHostdev>, XmlError> {
             bus: addr.and_then(|a| num_attr(a, "bus")),
             device: addr.and_then(|a| num_attr(a, "device")),
             guest_port,
+            id: id_of("vendor")
+                .zip(id_of("product"))
+                .map(|(vendor, product)| UsbId { vendor, product }),
+            optional: source
+                .and_then(|s| s.attribute("startupPolicy"))
+                .is_some_and(|p| p == "optional" || p == "requisite"),
+            source_range: source.map(|s| s.range()),
         });
     }
     Ok(out)
@@ -266,23 +359,35 @@ mod tests {
     #[test]
     fn reads_usb_hostdevs_only() {
         let hds = usb_hostdevs(LIVE).unwrap();
+        let keys: Vec<_> = hds
+            .iter()
+            .map(|h| {
+                (
+                    h.alias.as_deref(),
+                    h.bus,
+                    h.device,
+                    h.guest_port.as_deref(),
+                    h.id,
+                )
+            })
+            .collect();
         assert_eq!(
-            hds,
+            keys,
             vec![
-                UsbHostdev {
-                    alias: Some("ua-bbvirt-ABC1234".into()),
-                    bus: Some(1),
-                    device: Some(2),
-                    guest_port: Some("0-1".into()),
-                },
-                UsbHostdev {
-                    alias: Some("hostdev1".into()),
-                    bus: Some(3),
-                    device: Some(7),
-                    guest_port: Some("0-2".into()),
-                },
+                (
+                    Some("ua-bbvirt-ABC1234"),
+                    Some(1),
+                    Some(2),
+                    Some("0-1"),
+                    Some(crate::sysfs::BITBABBLER_ID)
+                ),
+                (Some("hostdev1"), Some(3), Some(7), Some("0-2"), None),
             ]
         );
+        // The source range is the <source> element, for rewriting in place.
+        let r = hds[0].source_range.clone().unwrap();
+        assert!(LIVE[r.clone()].starts_with("<source>") && LIVE[r].ends_with("</source>"));
+        assert!(!hds[0].optional);
         assert_eq!(hds[0].bbvirt_serial(), Some("ABC1234"));
         assert_eq!(hds[1].bbvirt_serial(), None);
         assert!(hds[0].is_at(1, 2));
@@ -315,19 +420,50 @@ mod tests {
 
     #[test]
     fn built_xml_parses_back() {
-        let xml = hostdev_xml(3, 12, &alias_for("KWIF4Q"));
+        let bb = crate::sysfs::BITBABBLER_ID;
+        let xml = hostdev_xml(bb, 3, 12, &alias_for("KWIF4Q"));
         let wrapped = format!("<domain><devices>{xml}</devices></domain>");
+        let hds = usb_hostdevs(&wrapped).unwrap();
+        assert_eq!(hds.len(), 1);
+        let h = &hds[0];
         assert_eq!(
-            usb_hostdevs(&wrapped).unwrap(),
-            vec![UsbHostdev {
-                alias: Some("ua-bbvirt-KWIF4Q".into()),
-                bus: Some(3),
-                device: Some(12),
-                guest_port: None,
-            }]
+            (h.alias.as_deref(), h.bus, h.device, h.id, h.optional),
+            (Some("ua-bbvirt-KWIF4Q"), Some(3), Some(12), Some(bb), true)
         );
-        assert!(xml.contains("<address type='usb' bus='3' device='12'/>"));
+        assert!(!h.is_parked());
+        assert!(xml.contains("<source startupPolicy='optional'>"));
+        assert!(xml.contains("<vendor id='0x0403'/>") && xml.contains("<product id='0x7840'/>"));
+        assert!(xml.contains("<address bus='3' device='12'/>"));
         assert!(xml.contains("<alias name='ua-bbvirt-KWIF4Q'/>"));
+        // parked: device 0 on the bus (never 0: libvirt would search by
+        // vendor:product alone then)
+        let parked = format!(
+            "<domain><devices><hostdev mode='subsystem' type='usb'>{}<alias name='a'/>\
+             </hostdev></devices></domain>",
+            parked_source_xml(Some(bb), 0, "")
+        );
+        let p = &usb_hostdevs(&parked).unwrap()[0];
+        assert_eq!((p.bus, p.device, p.optional), (Some(1), Some(0), true));
+        assert!(p.is_parked());
+    }
+
+    #[test]
+    fn aliases_tell_their_usb_id() {
+        let cp210x = UsbId {
+            vendor: 0x10c4,
+            product: 0xea60,
+        };
+        assert_eq!(
+            alias_id("ua-bbvirt-KWIF4Q"),
+            Some(crate::sysfs::BITBABBLER_ID)
+        );
+        assert_eq!(
+            alias_id(&usb_alias(cp210x, "ha", 0, Some("0001"))),
+            Some(cp210x)
+        );
+        assert_eq!(alias_id("ua-bbusb-xyz"), None);
+        assert_eq!(alias_id("hostdev0"), None);
+        assert_eq!(alias_id("ua-bbusb-10c4ea6"), None);
     }
 
     #[test]
@@ -337,7 +473,7 @@ mod tests {
             "a&apos;b&quot;c&lt;d&gt;e&amp;f&#10;g"
         );
         // Whatever reaches the alias attribute cannot break out of it.
-        let xml = hostdev_xml(1, 2, "x'/><evil a='");
+        let xml = hostdev_xml(crate::sysfs::BITBABBLER_ID, 1, 2, "x'/><evil a='");
         let wrapped = format!("<domain><devices>{xml}</devices></domain>");
         let hds = usb_hostdevs(&wrapped).unwrap();
         assert_eq!(hds[0].alias.as_deref(), Some("x'/><evil a='"));

@@ -18,6 +18,9 @@
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
 //! - [`status`], [`check`], [`install`], [`completions`]: for the admin;
 //!   [`hook`]: the libvirt qemu hook (never calls libvirt).
+//! - [`saved`]: what bbvirt's hostdevs in a saved guest's XML (restore,
+//!   migration, snapshot) become on this host; [`follow_up`]: the
+//!   background `sync --after-job` the hook starts once libvirt is done.
 //! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`)
 //!   and USB ids; [`sysfs`]: the USB devices under `/sys/bus/usb/devices`,
 //!   BitBabblers apart.
@@ -80,6 +83,7 @@ pub mod daemon;
 pub mod device;
 pub mod event;
 pub mod exit;
+pub mod follow_up;
 pub mod holders;
 pub mod hook;
 pub mod hostdev;
@@ -88,6 +92,7 @@ pub mod libvirt;
 pub mod lock;
 pub mod log;
 pub mod reconcile;
+pub mod saved;
 pub mod seedd;
 pub mod selector;
 pub mod status;

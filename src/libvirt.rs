@@ -1,4 +1,4 @@
-//! The hypervisor boundary: a narrow trait with the four things bbvirt asks of
+//! The hypervisor boundary: a narrow trait with the few things bbvirt asks of
 //! libvirt, and its implementation on the official bindings (crate `virt`).
 //!
 //! Errors are classified by libvirt's error *code* and the domain's state,
@@ -44,6 +44,16 @@ impl VirtError {
     }
 }
 
+/// Whether libvirt is busy with a guest ([`Connection::job_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// No job: a device can be attached or detached now.
+    Idle,
+    /// libvirt is starting, restoring, reverting or migrating the guest in
+    /// (an asynchronous job): an attach now would wait for it.
+    Busy,
+}
+
 /// The URI for messages: `uri`, or "the default URI" for libvirt's default
 /// (None). The one place that label is made.
 pub fn uri_label(uri: Option<&str>) -> &str {
@@ -74,6 +84,15 @@ pub trait Connection {
     fn detach_alias_live(&self, domain: &str, alias: &str) -> Result<(), VirtError>;
     /// Names of the running domains.
     fn running_domains(&self) -> Result<Vec<String>, VirtError>;
+    /// Whether libvirt has a job on the running domain: `virDomainGetJobInfo`,
+    /// which answers at once during an incoming migration (an error that
+    /// means busy), and otherwise waits for a start, restore or revert to
+    /// end (at most libvirt's 30 s; a timeout means busy too).
+    fn job_state(&self, domain: &str) -> Result<JobState, VirtError>;
+    /// The domain XML of the domain's managed save image
+    /// (`virDomainManagedSaveGetXMLDesc`, secure info left out); None when
+    /// it has none.
+    fn managed_save_xml(&self, domain: &str) -> Result<Option<String>, VirtError>;
     /// The URI libvirt says this connection is to (`virConnectGetURI`):
     /// two URIs (`qemu:///system` and the default) may reach one daemon.
     /// None when unknown.
@@ -233,9 +252,56 @@ impl Connection for LibvirtConnection {
         Ok(doms.iter().filter_map(|d| d.name().ok()).collect())
     }
 
+    fn job_state(&self, domain: &str) -> Result<JobState, VirtError> {
+        let dom = self.lookup(domain)?;
+        if !dom.is_active().unwrap_or(true) {
+            return Err(VirtError::NotRunning(domain.to_string()));
+        }
+        match dom.job_info() {
+            Ok(info) if info.r#type == virt::sys::VIR_DOMAIN_JOB_NONE as i32 => Ok(JobState::Idle),
+            Ok(_) => Ok(JobState::Busy),
+            Err(e) if job_busy(code_of(&e)) => Ok(JobState::Busy),
+            Err(e) => Err(classify(
+                domain,
+                code_of(&e),
+                e.message(),
+                dom.is_active().ok(),
+            )),
+        }
+    }
+
+    fn managed_save_xml(&self, domain: &str) -> Result<Option<String>, VirtError> {
+        let dom = self.lookup(domain)?;
+        let err = |e: virt::error::Error| classify(domain, code_of(&e), e.message(), None);
+        if !dom.has_managed_save(0).map_err(err)? {
+            return Ok(None);
+        }
+        // virt 0.5 does not wrap virDomainManagedSaveGetXMLDesc (libvirt >= 3.7).
+        // SAFETY: the domain pointer is valid while `dom` lives; libvirt
+        // returns a malloc'ed string (or NULL) that we free after copying.
+        unsafe {
+            let p = virt::sys::virDomainManagedSaveGetXMLDesc(dom.as_ptr(), 0);
+            if p.is_null() {
+                return Err(err(virt::error::Error::last_error()));
+            }
+            let xml = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+            libc::free(p.cast());
+            Ok(Some(xml))
+        }
+    }
+
     fn canonical_uri(&self) -> Option<String> {
         self.conn.uri().ok()
     }
+}
+
+/// Whether a job query's error code means "busy": an incoming migration
+/// (`VIR_ERR_OPERATION_UNSUPPORTED`: "statistics are available only on the
+/// source host") or a job that did not end within libvirt's wait
+/// (`VIR_ERR_OPERATION_TIMEOUT`: "cannot acquire state change lock").
+pub fn job_busy(code: i32) -> bool {
+    code == virt::sys::VIR_ERR_OPERATION_UNSUPPORTED as i32
+        || code == virt::sys::VIR_ERR_OPERATION_TIMEOUT as i32
 }
 
 #[cfg(test)]

@@ -21,8 +21,13 @@ use bbvirt::{error, hook, log};
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The deadline in seconds from the start: `--timeout`, else vm.conf's
-/// `BBVIRT_TIMEOUT` once the config is read, else 20 s.
+/// `BBVIRT_TIMEOUT` once the config is read, else 20 s; plus
+/// [`WAIT_SECS`].
 static DEADLINE_SECS: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds a run may wait before its work starts (the hook's follow-up:
+/// [`bbvirt::follow_up::WAIT`]), added to its deadline.
+static WAIT_SECS: AtomicU64 = AtomicU64::new(0);
 
 fn main() -> ExitCode {
     ExitCode::from(run().clamp(0, 255) as u8)
@@ -52,10 +57,17 @@ fn run() -> i32 {
     let is_hook = matches!(action, Action::Hook { .. });
     // The hook runs under libvirtd, whose stderr nobody reads: always syslog.
     log::init(opts.verbosity(), opts.syslog || is_hook);
+    // The hook's follow-up waits for libvirt's job first, then syncs.
+    if let Action::Sync {
+        after_job: true, ..
+    } = action
+    {
+        WAIT_SECS.store(bbvirt::follow_up::WAIT.as_secs(), Ordering::SeqCst);
+    }
     let limit = if is_hook {
         HOOK_TIMEOUT
     } else {
-        opts.timeout()
+        opts.timeout() + Duration::from_secs(WAIT_SECS.load(Ordering::SeqCst))
     };
     DEADLINE_SECS.store(limit.as_secs(), Ordering::SeqCst);
     let start = Instant::now();
@@ -127,7 +139,7 @@ fn load_config(opts: &Opts, is_hook: bool) -> Result<Config, ConfigError> {
     log::step(&format!("reading {}", path.display()));
     let c = Config::load_or_empty(&path)?;
     if let (false, None, Some(secs)) = (is_hook, opts.timeout, c.timeout) {
-        DEADLINE_SECS.store(secs, Ordering::SeqCst);
+        DEADLINE_SECS.store(secs + WAIT_SECS.load(Ordering::SeqCst), Ordering::SeqCst);
     }
     Ok(c)
 }
@@ -164,12 +176,32 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
         Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),
         Action::Hook { args } => {
-            // The hook always exits 0: a config problem is logged only.
-            let config = load_config(opts, true)
-                .inspect_err(|e| error!("{}", log::chain(e)))
-                .ok();
-            hook::run(args, config.as_ref(), &sysfs);
-            return Ok(());
+            // A config problem never stops a guest: it is logged, and the
+            // hook goes on without (or parks devices, see bbvirt::hook).
+            let loaded = load_config(opts, true).map_err(|e| log::chain(&e));
+            let follow_ups = bbvirt::follow_up::Detached {
+                run_dir: bbvirt::lock::run_dir(),
+                exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/bbvirt")),
+                config: opts.config.clone(),
+            };
+            let proc_root = bbvirt::holders::proc_root();
+            let env = hook::HookEnv {
+                config: loaded.as_ref().map_err(Clone::clone),
+                sysfs: &sysfs,
+                proc_root: &proc_root,
+                follow_ups: &follow_ups,
+            };
+            let code = hook::run(
+                args,
+                &env,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            );
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(CommandError::HookRefused)
+            };
         }
         _ => {}
     }
@@ -189,6 +221,11 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
     let result: Result<Outcome, ActionError> = match action {
         Action::Attach { device, .. } => ctx.attach(device),
         Action::Detach { device, .. } => ctx.detach(device),
+        Action::Sync {
+            domain: Some(name),
+            after_job: true,
+            ..
+        } => ctx.follow_up(name),
         Action::AttachAll { domain, .. } | Action::Sync { domain, .. } => {
             ctx.sync(domain.as_deref())
         }

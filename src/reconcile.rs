@@ -136,7 +136,7 @@ mod tests {
             alias: Some(alias.into()),
             bus: Some(bus),
             device: Some(dev),
-            guest_port: None,
+            ..UsbHostdev::default()
         }
     }
 

@@ -78,7 +78,7 @@ impl Context<'_> {
             target.name
         );
         for (dev, serial) in planned {
-            let xml = hostdev_xml(dev.busnum, dev.devnum, &alias_for(&serial));
+            let xml = hostdev_xml(dev.id, dev.busnum, dev.devnum, &alias_for(&serial));
             self.plan(target, "detach-device", &dev, &xml);
         }
         true

@@ -20,7 +20,10 @@ use crate::text::shell_quote;
 use crate::{debug, detail, info, note, warn};
 
 mod detach;
+mod follow_up;
 mod sync;
+
+pub use follow_up::{Bounds, NOT_RUNNING};
 
 /// How long a detach may take to show in the live XML.
 const DETACH_WAIT: Duration = Duration::from_secs(10);
@@ -378,7 +381,7 @@ impl Context<'_> {
         alias: &str,
         target: &Target,
     ) -> Result<Outcome, ActionError> {
-        let xml = hostdev_xml(dev.busnum, dev.devnum, alias);
+        let xml = hostdev_xml(dev.id, dev.busnum, dev.devnum, alias);
         if self.opts.dry_run {
             self.plan(target, "attach-device", dev, &xml);
             return Ok(Outcome::Done);

@@ -5,7 +5,7 @@
 use crate::config::DomainConf;
 use crate::context::{Connections, Context, Target};
 use crate::device::is_valid_serial;
-use crate::hostdev::{UsbHostdev, alias_for, usb_alias};
+use crate::hostdev::UsbHostdev;
 use crate::reconcile::{Placement, placement, stale_entries, stale_usb_entries};
 use crate::sysfs::{Scan, UsbDevice, with_serial};
 use crate::{note, warn};
@@ -22,9 +22,9 @@ impl Context<'_> {
         }
     }
 
-    /// The present devices a configured guest should have: the serials it
-    /// gets ([`crate::config::Config::serials_of`]) that are plugged in, and
-    /// those serials. Problems with the list are logged.
+    /// The present devices a configured guest should have by its serials
+    /// ([`crate::config::Config::serials_of`]), and those serials (plugged
+    /// in or not). Problems with the list are logged.
     fn wanted_devices<'p>(
         &self,
         d: &DomainConf,
@@ -97,12 +97,26 @@ impl Context<'_> {
 
     /// Syncs one configured guest: removes its stale entries, then attaches
     /// its missing devices. Each change is a step of `steps`.
-    fn sync_one(&self, conns: &mut Connections, steps: &mut Steps, d: &DomainConf, scan: &Scan) {
+    pub(super) fn sync_one(
+        &self,
+        conns: &mut Connections,
+        steps: &mut Steps,
+        d: &DomainConf,
+        scan: &Scan,
+    ) {
         let present = &scan.devices;
         let target = self.target_for_conf(d);
-        let (devices, serials) = self.wanted_devices(d, present);
+        let (_, serials) = self.wanted_devices(d, present);
         let wanted: Vec<&str> = serials.iter().map(String::as_str).collect();
-        let by_element = self.element_devices(d, &scan.usb);
+        let devices = match self.config.domains.iter().position(|c| c.id == d.id) {
+            Some(i) => self.config.guest_devices(i, scan),
+            None => Vec::new(),
+        };
+        let by_element: Vec<(String, &UsbDevice)> = devices
+            .iter()
+            .filter(|(alias, _)| alias.starts_with(crate::hostdev::USB_ALIAS_PREFIX))
+            .cloned()
+            .collect();
         let Some(live) = self.live_for_sync(conns, steps, &target) else {
             return;
         };
@@ -125,40 +139,19 @@ impl Context<'_> {
                 .and_then(|conn| self.detach_alias(conn, &target, &stale.alias));
             steps.record(result);
         }
-        for dev in devices {
-            let serial = dev.serial.as_deref().unwrap_or_default();
-            let alias = alias_for(serial);
-            if placement(&live, &alias, dev) == Placement::Attached {
-                note!("{serial} is already attached to '{}'", target.name);
-                continue;
-            }
-            steps.record(self.attach_to(conns, dev, serial, &alias, &target));
-        }
-        for (alias, dev) in &by_element {
-            let what = dev.describe();
+        for (alias, dev) in &devices {
+            // A BitBabbler routed by its serial is named by it; any other
+            // device as UsbDevice::describe says.
+            let what = match alias.strip_prefix(crate::hostdev::ALIAS_PREFIX) {
+                Some(serial) => serial.to_string(),
+                None => dev.describe(),
+            };
             if placement(&live, alias, dev) == Placement::Attached {
                 note!("{what} is already attached to '{}'", target.name);
                 continue;
             }
             steps.record(self.attach_to(conns, dev, &what, alias, &target));
         }
-    }
-
-    /// The present devices guest `d`'s `DOMAIN_USB_` elements get, with
-    /// bbvirt's alias for each ([`crate::config::Config::element_devices`]).
-    fn element_devices<'p>(
-        &self,
-        d: &DomainConf,
-        usb: &'p [UsbDevice],
-    ) -> Vec<(String, &'p UsbDevice)> {
-        let Some(index) = self.config.domains.iter().position(|c| c.id == d.id) else {
-            return Vec::new();
-        };
-        self.config
-            .element_devices(index, usb)
-            .into_iter()
-            .map(|(dev, e)| (usb_alias(dev.id, &d.id, e, dev.serial.as_deref()), dev))
-            .collect()
     }
 
     /// The guest's USB hostdevs; None when there is nothing to do there

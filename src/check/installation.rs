@@ -263,6 +263,14 @@ fn check_rule(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
     found
 }
 
+/// Whether bbvirt's qemu hook is installed under `root` (present,
+/// executable, running a bbvirt): what check reports as no error about it.
+pub fn hook_in_place(root: &Path) -> bool {
+    check_hook(root, None)
+        .iter()
+        .all(|f| f.severity != super::Severity::Error)
+}
+
 fn check_hook(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
     use std::os::unix::fs::PermissionsExt;
     let shown = format!("/{HOOK_PATH}");

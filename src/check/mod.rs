@@ -51,16 +51,25 @@ use crate::sysfs::{Scan, Sysfs, SysfsError};
 mod config;
 mod installation;
 mod libvirt;
+mod saved;
 mod seedd;
 
 pub use config::{check_config, check_config_file, config_error_finding, present_element_findings};
-pub use installation::{check_installation, hook_bbvirt_paths, rule_run_programs};
+pub use installation::{check_installation, hook_bbvirt_paths, hook_in_place, rule_run_programs};
 pub use libvirt::{MIN_LIBVIRT_VERSION, check_domains, check_libvirt_version};
+pub use saved::check_saved;
 pub use seedd::check_seedd;
 
 /// Environment variable naming the root directory the installation checks
 /// look under instead of `/`.
 pub const ROOT_ENV: &str = "BBVIRT_ROOT";
+
+/// Where installed files are looked for: `/`, or [`ROOT_ENV`].
+pub fn install_root() -> PathBuf {
+    std::env::var_os(ROOT_ENV)
+        .filter(|r| !r.is_empty())
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,10 +190,19 @@ pub fn run(
     let present = scan.as_ref().map_or(&[][..], |s| s.devices.as_slice());
     emit(check_seedd(seedd_config, cfg.as_ref(), present));
 
+    if let (Some(cfg), Ok(scan)) = (&cfg, &scan) {
+        crate::log::step("looking for managed save images");
+        emit(check_saved(
+            cfg,
+            opts.connect.as_deref(),
+            hv,
+            scan,
+            &install_root(),
+        ));
+    }
+
     crate::log::step("checking the installation");
-    let root = std::env::var_os(ROOT_ENV)
-        .filter(|r| !r.is_empty())
-        .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let root = install_root();
     match std::env::current_exe() {
         Ok(exe) => emit(check_installation(&root, &exe)),
         Err(e) => {

@@ -477,6 +477,45 @@ impl Config {
             .collect()
     }
 
+    /// Every present device guest `guest` (an index into `domains`) gets,
+    /// with bbvirt's hostdev alias for it: the BitBabblers of its serials
+    /// ([`Config::serials_of`], alias `ua-bbvirt-SERIAL`), then the devices
+    /// its `DOMAIN_USB_` elements get ([`Config::element_devices`], alias
+    /// [`crate::hostdev::usb_alias`]). The one answer to "which devices does
+    /// this guest hold": sync, the hook and the saved-state rewrite ask it.
+    pub fn guest_devices<'p>(
+        &self,
+        guest: usize,
+        scan: &'p crate::sysfs::Scan,
+    ) -> Vec<(String, &'p crate::sysfs::UsbDevice)> {
+        let Some(d) = self.domains.get(guest) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, &crate::sysfs::UsbDevice)> = self
+            .serials_of(d)
+            .filter_map(|s| crate::sysfs::with_serial(&scan.devices, s))
+            .map(|dev| {
+                let serial = dev.serial.as_deref().unwrap_or_default();
+                (crate::hostdev::alias_for(serial), dev)
+            })
+            .collect();
+        for (dev, e) in self.element_devices(guest, &scan.usb) {
+            if !out.iter().any(|(_, o)| o.name == dev.name) {
+                out.push((
+                    crate::hostdev::usb_alias(dev.id, &d.id, e, dev.serial.as_deref()),
+                    dev,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The index in `domains` of the guest libvirt calls `name` (its
+    /// libvirt name, never a config id that maps to another name).
+    pub fn guest_named(&self, name: &str) -> Option<usize> {
+        self.domains.iter().position(|d| d.libvirt_name() == name)
+    }
+
     /// The domain with config id or libvirt name `name`.
     pub fn find_domain(&self, name: &str) -> Option<&DomainConf> {
         self.domains

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::config::DomainConf;
 use crate::context::{Connections, Context};
-use crate::device::is_valid_serial;
+use crate::device::{DeviceId, is_valid_serial};
 use crate::holders::{Holders, device_node};
 use crate::hostdev::{UsbHostdev, alias_for, usb_alias, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError, uri_label};
@@ -16,7 +16,8 @@ use crate::sysfs::{Scan, UsbDevice, with_serial};
 
 use super::{
     Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, HeldBy,
-    LibvirtStatus, Report, SCHEMA, StaleEntry, StaleKind, SysfsStatus,
+    LibvirtStatus, ManagedSave, Report, SCHEMA, SavedHostdev, SavedVerdict, StaleEntry, StaleKind,
+    SysfsStatus,
 };
 
 /// One domain whose live XML was looked at (or tried).
@@ -30,6 +31,8 @@ struct LiveDomain {
     /// Its USB controllers' models by index (from the same XML), for where
     /// its hostdevs sit in the guest.
     controller_models: BTreeMap<String, String>,
+    /// A shut-off domain's managed save image's XML, if it has one.
+    managed_save: Option<String>,
     error: Option<String>,
 }
 
@@ -52,6 +55,7 @@ fn scan_domain(
 ) -> LiveDomain {
     crate::log::step(&format!("reading the live XML of '{name}'"));
     let mut controller_models = BTreeMap::new();
+    let mut managed_save = None;
     let (state, hostdevs, error) = match conn.live_xml(name) {
         Ok(xml) => match usb_hostdevs(&xml) {
             Ok(h) => {
@@ -64,7 +68,11 @@ fn scan_domain(
                 Some(format!("reading the live XML: {}", crate::log::chain(&e))),
             ),
         },
-        Err(VirtError::NotRunning(_)) => (DomainState::ShutOff, None, None),
+        Err(VirtError::NotRunning(_)) => {
+            crate::log::step(&format!("looking for a managed save image of '{name}'"));
+            managed_save = conn.managed_save_xml(name).ok().flatten();
+            (DomainState::ShutOff, None, None)
+        }
         Err(VirtError::NoDomain(_)) => (DomainState::Undefined, None, None),
         Err(e) => (DomainState::Unknown, None, Some(e.to_string())),
     };
@@ -75,15 +83,17 @@ fn scan_domain(
         state,
         hostdevs,
         controller_models,
+        managed_save,
         error,
     }
 }
 
 /// Looks at sysfs, `/proc` under `proc_root` (who holds the device nodes,
-/// [`crate::holders`]) and libvirt, and builds the report. Reads only; logs
-/// nothing but `-vvvv` steps (the sysfs warnings are kept in the report);
-/// never panics.
-pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
+/// [`crate::holders`]), libvirt, and whether bbvirt's hook is installed
+/// under `install_root` ([`crate::check::hook_in_place`]), and builds the
+/// report. Reads only; logs nothing but `-vvvv` steps (the sysfs warnings
+/// are kept in the report); never panics.
+pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
     crate::log::step("listing the USB devices in sysfs");
     let (scan, sysfs_error) = match ctx.sysfs.scan() {
         Ok(scan) => (scan, None),
@@ -105,7 +115,8 @@ pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
         .map(|(p, route)| device_status(ctx, p, route.as_ref(), &seen.domains, &holders))
         .collect();
     let absent = absent_of(ctx, present, &routes);
-    let domains = configured_domains(ctx, &seen.domains);
+    let hook_in_place = crate::check::hook_in_place(install_root);
+    let domains = configured_domains(ctx, &seen.domains, &scan, hook_in_place);
     let libvirt = LibvirtStatus {
         reachable: seen.reachable,
         error: (!seen.errors.is_empty()).then(|| seen.errors.join("; ")),
@@ -119,7 +130,11 @@ pub fn collect(ctx: &Context, proc_root: &Path) -> Report {
         && devices
             .iter()
             .all(|d| !matches!(d.state, DeviceState::Missing | DeviceState::Unknown))
-        && devices.iter().all(|d| !d.held_on_host);
+        && devices.iter().all(|d| !d.held_on_host)
+        && domains
+            .iter()
+            .filter_map(|d| d.managed_save.as_ref())
+            .all(|m| m.restores_cleanly || m.rewritten_by_hook);
     Report {
         schema: SCHEMA,
         healthy,
@@ -246,6 +261,7 @@ fn look_at_configured(
                             state: DomainState::Unknown,
                             hostdevs: None,
                             controller_models: BTreeMap::new(),
+                            managed_save: None,
                             error: Some(msg.clone()),
                         });
                     }
@@ -440,23 +456,72 @@ fn absent_of(
     absent
 }
 
-/// Every configured domain with the state it was seen in.
-fn configured_domains(ctx: &Context, seen: &[LiveDomain]) -> Vec<DomainStatus> {
+/// Every configured domain with the state it was seen in, and its managed
+/// save image judged ([`crate::saved::judge`]) when it has one.
+fn configured_domains(
+    ctx: &Context,
+    seen: &[LiveDomain],
+    scan: &Scan,
+    hook_in_place: bool,
+) -> Vec<DomainStatus> {
     ctx.config
         .domains
         .iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
             let uri = uri_of(ctx, d);
             let s = seen.iter().find(|s| s.is(&uri, d.libvirt_name()));
+            let managed_save = s
+                .and_then(|s| s.managed_save.as_deref())
+                .map(|xml| managed_save_status(ctx, i, d, xml, scan, hook_in_place));
             DomainStatus {
                 id: d.id.clone(),
                 name: d.libvirt_name().to_string(),
                 uri,
                 state: s.map_or(DomainState::Unknown, |s| s.state),
                 error: s.and_then(|s| s.error.clone()),
+                managed_save,
             }
         })
         .collect()
+}
+
+fn managed_save_status(
+    ctx: &Context,
+    index: usize,
+    d: &DomainConf,
+    xml: &str,
+    scan: &Scan,
+    hook_in_place: bool,
+) -> ManagedSave {
+    let assigned = ctx.config.guest_devices(index, scan);
+    let judged = crate::saved::judge(xml, &assigned, &scan.usb).unwrap_or_default();
+    let image = crate::saved::SavedImage { judged };
+    let restores_cleanly = image.restores_cleanly();
+    ManagedSave {
+        restores_cleanly,
+        rewritten_by_hook: hook_in_place,
+        fix: (!restores_cleanly).then(|| image.fix(d.libvirt_name(), hook_in_place)),
+        hostdevs: image
+            .judged
+            .iter()
+            .map(|j| SavedHostdev {
+                alias: j.alias.clone(),
+                bus: j.bus,
+                dev: j.dev,
+                verdict: match j.verdict {
+                    crate::saved::Verdict::Own => SavedVerdict::Own,
+                    crate::saved::Verdict::Dropped => SavedVerdict::Dropped,
+                    crate::saved::Verdict::Fails => SavedVerdict::Fails,
+                    crate::saved::Verdict::Wrong { .. } => SavedVerdict::WrongDevice,
+                },
+                now_at: j
+                    .now_at
+                    .map(|(b, d)| DeviceId::Address { bus: b, dev: d }.to_string()),
+                what: j.describe(),
+            })
+            .collect(),
+    }
 }
 
 fn device_status(

@@ -43,6 +43,10 @@
 //!   answered with an error, or a domain's live XML could not be read (a
 //!   health check that cannot look cannot confirm); sysfs could not be read.
 //!
+//! - a shut-off guest's managed save image whose bbvirt hostdevs would not
+//!   restore cleanly as they are ([`crate::saved::judge`]), while bbvirt's
+//!   hook, which rewrites them on start, is not installed.
+//!
 //! Not problems: an unplugged configured serial (`absent`), a guest that is
 //! shut off or not defined, a device assigned to no guest, a device whose
 //! serial bbvirt cannot use. A vm.conf that cannot be read exits 3 before
@@ -112,7 +116,22 @@
 //!     "name": string,                 // libvirt name (DOMAIN_NAME_<id>, else id)
 //!     "uri": string | null,           // the URI used; null: libvirt's default
 //!     "state": "running" | "shut_off" | "undefined" | "unknown",
-//!     "error": string | null          // why the state is unknown or the XML unreadable
+//!     "error": string | null,         // why the state is unknown or the XML unreadable
+//!     "managed_save": null | {        // a shut-off guest's managed save image (schema 2, added)
+//!       "restores_cleanly": bool,     // as it is, each bbvirt hostdev takes its own device
+//!                                     // (or none, when its device is not here)
+//!       "rewritten_by_hook": bool,    // bbvirt's hook is installed: it rewrites them on start
+//!       "fix": string | null,         // what to do when it does not restore cleanly
+//!       "hostdevs": [{                // bbvirt's hostdevs in it
+//!         "alias": string, "bus": int | null, "dev": int | null,  // as saved
+//!         "verdict": "own" | "dropped" | "fails" | "wrong_device",
+//!           // own: libvirt takes the guest's own device there; dropped: nothing
+//!           // there it would take, startupPolicy optional (or parked); fails: nothing
+//!           // there, the start fails; wrong_device: another device sits there
+//!         "now_at": "BUS:DEV" | null, // where the guest's device is now
+//!         "what": string              // the same in words
+//!       }]
+//!     }
 //!   }],
 //!   "libvirt": {
 //!     "reachable": bool,              // false when a connection could not be opened
@@ -243,6 +262,38 @@ pub struct DomainStatus {
     pub uri: Option<String>,
     pub state: DomainState,
     pub error: Option<String>,
+    pub managed_save: Option<ManagedSave>,
+}
+
+/// A shut-off guest's managed save image and bbvirt's hostdevs in it
+/// ([`crate::saved`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedSave {
+    pub restores_cleanly: bool,
+    pub rewritten_by_hook: bool,
+    pub fix: Option<String>,
+    pub hostdevs: Vec<SavedHostdev>,
+}
+
+/// One of bbvirt's hostdevs in a managed save image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavedHostdev {
+    pub alias: String,
+    pub bus: Option<u32>,
+    pub dev: Option<u32>,
+    pub verdict: SavedVerdict,
+    pub now_at: Option<String>,
+    pub what: String,
+}
+
+/// What libvirt would do with a saved hostdev as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedVerdict {
+    Own,
+    Dropped,
+    Fails,
+    WrongDevice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -283,7 +334,11 @@ pub fn render_json(report: &Report) -> String {
 /// Prints the status; [`CommandError::Unhealthy`] when it is not healthy
 /// (see the module documentation).
 pub fn run(ctx: &Context, json: bool) -> Result<(), CommandError> {
-    let report = collect(ctx, &crate::holders::proc_root());
+    let report = collect(
+        ctx,
+        &crate::holders::proc_root(),
+        &crate::check::install_root(),
+    );
     for w in &report.sysfs_warnings {
         crate::warn!("{w}");
     }

@@ -62,6 +62,10 @@ pub fn render_table(report: &Report) -> String {
         out.push('\n');
         part(&mut out, report);
     }
+    if report.domains.iter().any(|d| d.managed_save.is_some()) {
+        out.push('\n');
+        saved(&mut out, report);
+    }
     out.push('\n');
     out.push_str(&summary(report));
     out.push('\n');
@@ -298,6 +302,31 @@ fn domains(out: &mut String, report: &Report) {
 }
 
 /// The last line of the table: "healthy", or what is wrong.
+/// The shut-off guests with a managed save image: bbvirt's devices in it,
+/// what libvirt would do with each as saved, and what to do.
+fn saved(out: &mut String, report: &Report) {
+    out.push_str("Saved (managed save images):\n");
+    for d in &report.domains {
+        let Some(m) = &d.managed_save else { continue };
+        let state = if m.hostdevs.is_empty() {
+            "no bbvirt device in it"
+        } else if m.restores_cleanly {
+            "restores cleanly"
+        } else if m.rewritten_by_hook {
+            "devices moved: bbvirt's hook rewrites them on start"
+        } else {
+            "WOULD NOT RESTORE CLEANLY"
+        };
+        out.push_str(&format!("  {}: {state}\n", esc(&d.name)));
+        for h in &m.hostdevs {
+            out.push_str(&format!("    {}\n", esc(&h.what)));
+        }
+        if let Some(fix) = &m.fix {
+            out.push_str(&format!("    fix: {}\n", esc(fix)));
+        }
+    }
+}
+
 fn summary(report: &Report) -> String {
     if report.healthy {
         return "Status: healthy".to_string();
@@ -335,6 +364,19 @@ fn summary(report: &Report) -> String {
     }
     if report.sysfs.error.is_some() {
         problems.push("sysfs unreadable".to_string());
+    }
+    let unsafe_saves = report
+        .domains
+        .iter()
+        .filter_map(|d| d.managed_save.as_ref())
+        .filter(|m| !m.restores_cleanly && !m.rewritten_by_hook)
+        .count();
+    if unsafe_saves > 0 {
+        problems.push(count(
+            unsafe_saves,
+            "managed save image that would not restore cleanly (see Saved)",
+            "managed save images that would not restore cleanly (see Saved)",
+        ));
     }
     if problems.is_empty() {
         problems.push("state unknown".to_string());

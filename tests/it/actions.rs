@@ -861,22 +861,33 @@ fn sync_gives_each_guest_its_usb_devices_and_drops_stale_usb_entries() {
             ("ua-bbvirt-KWIF4Q".into(), 1, 8)
         ]
     );
-    // The hook re-announces exactly the guest's devices.
+    // The hook re-announces exactly the guest's devices, with the aliases
+    // sync gave them: its serials' BitBabblers, then its elements' devices.
     let scan = tree.sysfs().scan().unwrap();
-    let names = |v: Vec<&bbvirt::sysfs::UsbDevice>| -> Vec<String> {
-        v.iter().map(|d| d.name.clone()).collect()
+    let of = |name: &str| -> Vec<(String, String)> {
+        cfg.guest_devices(cfg.guest_named(name).unwrap(), &scan)
+            .into_iter()
+            .map(|(alias, d)| (alias, d.name.clone()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, n)| (a.to_string(), n.to_string()))
+            .collect()
     };
     assert_eq!(
-        names(bbvirt::hook::usb_devices_for(&cfg, "g1", &scan.usb)),
-        ["1-4", "1-6"]
+        of("g1"),
+        pairs(&[
+            ("ua-bbusb-10c4ea60-g1-e0-0001", "1-4"),
+            ("ua-bbusb-06580200-g1-e1-noserial", "1-6")
+        ])
     );
     assert_eq!(
-        names(bbvirt::hook::usb_devices_for(&cfg, "g2", &scan.usb)),
-        ["1-5"]
-    );
-    assert_eq!(
-        names(bbvirt::hook::devices_for(&cfg, "g2", &scan.devices)),
-        ["1-8"]
+        of("g2"),
+        pairs(&[
+            ("ua-bbvirt-KWIF4Q", "1-8"),
+            ("ua-bbusb-10c4ea60-g2-e0-0001", "1-5")
+        ])
     );
 }
 

@@ -13,5 +13,6 @@ mod deadline;
 mod event;
 mod hostile;
 mod install;
+mod saved;
 mod status;
 mod sysfs;

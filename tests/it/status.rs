@@ -41,7 +41,7 @@ fn report_in(cfg: &Config, sysfs: &Sysfs, hv: &FakeHv, opts: Opts, proc_root: &P
         lock_dir: None,
         readiness: None,
     };
-    let report = collect(&env, proc_root);
+    let report = collect(&env, proc_root, Path::new("/nonexistent"));
     assert!(hv.calls().is_empty(), "status changed something");
     report
 }
@@ -106,8 +106,8 @@ fn healthy_host_json_is_exact() {
             "absent": [],
             "stale": [],
             "domains": [
-                {"id": "g1", "name": "g1", "uri": null, "state": "running", "error": null},
-                {"id": "g2", "name": "g2", "uri": null, "state": "running", "error": null},
+                {"id": "g1", "name": "g1", "uri": null, "state": "running", "error": null, "managed_save": null},
+                {"id": "g2", "name": "g2", "uri": null, "state": "running", "error": null, "managed_save": null},
             ],
             "libvirt": {"reachable": true, "error": null},
             "sysfs": {"error": null},
@@ -539,8 +539,8 @@ fn binary_with_the_libvirt_test_driver() {
     assert_eq!(
         v["domains"],
         json!([
-            {"id": "test", "name": "test", "uri": "test:///default", "state": "running", "error": null},
-            {"id": "off", "name": "off", "uri": "test:///default", "state": "undefined", "error": null},
+            {"id": "test", "name": "test", "uri": "test:///default", "state": "running", "error": null, "managed_save": null},
+            {"id": "off", "name": "off", "uri": "test:///default", "state": "undefined", "error": null, "managed_save": null},
         ])
     );
     let k = device(&v, "KWIF4Q");

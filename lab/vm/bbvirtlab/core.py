@@ -176,14 +176,27 @@ def virsh(*args, timeout=60):
     (fastvirt.py: same answers, without ~0.5 s of process start a call under
     TCG); any other command, or when the API cannot be used (no daemon, a
     call stuck, turned off with virsh_api(False)), runs virsh."""
-    if FAST is not None and VIRSH_API:
-        r = FAST.virsh(args)
-        if r is not None:
-            res = Result(['virsh(api)'] + list(args), *r)
-            if args[0] in ('start', 'destroy'):
-                act(str(res))
-            return res
-    return run(['virsh', '-c', URI] + list(args), timeout=timeout)
+    return HOST_A.virsh(*args, timeout=timeout)
+
+
+class Host:
+    """A libvirt host the checks ask: its URI, its virsh() (libvirt's API
+    where it can, else the virsh program) and where its libvirtd keeps the
+    status files of running guests. HOST_A is the VM's own libvirtd;
+    scenario 26 adds a second one (saved.HostB) in its own mount namespace."""
+
+    def __init__(self, name, uri, run_dir, fast):
+        self.name, self.uri, self.run_dir, self.fast = name, uri, run_dir, fast
+
+    def virsh(self, *args, timeout=60):
+        if self.fast is not None and VIRSH_API:
+            r = self.fast.virsh(args)
+            if r is not None:
+                res = Result(['virsh(api%s)' % ('' if self is HOST_A else ' ' + self.name)] + list(args), *r)
+                if args[0] in ('start', 'destroy'):
+                    act(str(res))
+                return res
+        return run(['virsh', '-c', self.uri] + list(args), timeout=timeout)
 
 
 def virsh_api(on):
@@ -203,6 +216,7 @@ except (OSError, AttributeError) as _e:
     print('lab: libvirt.so through ctypes unavailable (%s): the checks use virsh' % _e,
           file=sys.stderr, flush=True)
 VIRSH_API = True
+HOST_A = Host('A', URI, '/run/libvirt', FAST)
 
 
 def settle():
@@ -848,22 +862,22 @@ class Lab:
         return t
 
     # ---- libvirt / QEMU truth
-    def active(self):
-        r = virsh('list', '--name')
+    def active(self, host=None):
+        r = (host or HOST_A).virsh('list', '--name')
         return set(l.strip() for l in r.out.splitlines() if l.strip())
 
-    def state(self, dom):
-        return virsh('domstate', dom).out.strip()
+    def state(self, dom, host=None):
+        return (host or HOST_A).virsh('domstate', dom).out.strip()
 
-    def hostdevs(self, dom, inactive=False):
-        r = virsh('dumpxml', dom, *(['--inactive'] if inactive else []))
+    def hostdevs(self, dom, inactive=False, host=None):
+        r = (host or HOST_A).virsh('dumpxml', dom, *(['--inactive'] if inactive else []))
         if r.rc != 0:
             raise Failure('virsh dumpxml %s failed: %s' % (dom, r))
         root = ET.fromstring(r.out)
         return [HostDev(h) for h in root.iter('hostdev') if h.get('type') == 'usb']
 
-    def qemu_ids(self, dom):
-        r = virsh('qemu-monitor-command', dom, '--hmp', 'info usb')
+    def qemu_ids(self, dom, host=None):
+        r = (host or HOST_A).virsh('qemu-monitor-command', dom, '--hmp', 'info usb')
         if r.rc != 0:
             return None
         ids = []
@@ -873,9 +887,9 @@ class Lab:
                 ids.append(m.group(1).strip())
         return ids
 
-    def qemu_hostdevs(self, dom):
+    def qemu_hostdevs(self, dom, host=None):
         """QEMU's usb-host devices from `info qtree`: {id: (bus, dev) or None}."""
-        r = virsh('qemu-monitor-command', dom, '--hmp', 'info qtree')
+        r = (host or HOST_A).virsh('qemu-monitor-command', dom, '--hmp', 'info qtree')
         if r.rc != 0:
             return None
         found, cur = {}, None
@@ -902,31 +916,31 @@ class Lab:
                 res[i] = None
         return res
 
-    def status_hostdevs(self, dom):
+    def status_hostdevs(self, dom, host=None):
         """libvirt's status file of a running guest (what dumpxml shows, read
         without spawning virsh: that takes ~1 s under TCG). None: not running."""
         try:
-            root = ET.parse('/run/libvirt/qemu/%s.xml' % dom).getroot()
+            root = ET.parse('%s/qemu/%s.xml' % ((host or HOST_A).run_dir, dom)).getroot()
         except FileNotFoundError:
             return None
         except ET.ParseError:
             return []
         return [HostDev(h) for h in root.iter('hostdev') if h.get('type') == 'usb']
 
-    def problems(self, expect, full=True, doms=GUESTS):
+    def problems(self, expect, full=True, doms=GUESTS, host=None):
         """What differs between expect ({dom: [Dev]}) and the truth.
         Running guests must hold exactly their expected devices, once each,
         at the right address, tagged ua-bbvirt-<serial>; nothing else.
         full: ask libvirt (virsh dumpxml) and QEMU (info usb, info qtree);
         otherwise only read libvirt's status files (cheap, for polling)."""
         probs = []
-        act_doms = self.active() if full else None
+        act_doms = self.active(host) if full else None
         for dom in doms:
             want = expect.get(dom, [])
             if full:
-                hds = self.hostdevs(dom) if dom in act_doms else None
+                hds = self.hostdevs(dom, host=host) if dom in act_doms else None
             else:
-                hds = self.status_hostdevs(dom)
+                hds = self.status_hostdevs(dom, host)
             if hds is None:
                 if want:
                     probs.append('%s is not running' % dom)
@@ -942,8 +956,8 @@ class Lab:
                     probs.append('%s live XML: unexpected hostdev alias=%s at %s:%s' % ((dom,) + h))
             if not full or probs:
                 continue
-            ids = self.qemu_ids(dom)
-            qt = self.qemu_hostdevs(dom)
+            ids = self.qemu_ids(dom, host)
+            qt = self.qemu_hostdevs(dom, host)
             if ids is None or qt is None:
                 probs.append("%s: QEMU's info usb/qtree failed" % dom)
                 continue
@@ -963,34 +977,35 @@ class Lab:
                     probs.append("%s QEMU qtree: unexpected usb-host %s" % (dom, i))
         return probs
 
-    def wait_state(self, expect, t0, what, deadline=90):
+    def wait_state(self, expect, t0, what, deadline=90, doms=GUESTS, host=None):
         """Wait until libvirt's live state matches expect, then check it with
-        virsh and QEMU. Returns seconds from t0 to libvirt's state matching."""
+        virsh and QEMU. Returns seconds from t0 to libvirt's state matching.
+        doms: the guests judged; host: the libvirt asked (default HOST_A)."""
         def fast():
-            p = self.problems(expect, full=False)
+            p = self.problems(expect, full=False, doms=doms, host=host)
             return (False, '; '.join(p)) if p else True
         wait_for(fast, deadline, what, interval=0.1)
         secs = now() - t0
 
         def full():
-            p = self.problems(expect)
+            p = self.problems(expect, doms=doms, host=host)
             return (False, '; '.join(p)) if p else True
         wait_for(full, 30, what + ' (virsh dumpxml, QEMU info usb/qtree)', interval=1)
         return secs
 
-    def hold(self, expect, what, secs=None):
+    def hold(self, expect, what, secs=None, doms=GUESTS, host=None):
         """Once udev is idle, expect must keep holding for a while (nothing
         late, nothing twice); checked in full at the end."""
         secs = self.args.hold if secs is None else secs
         settle()
         t = now()
         while True:
-            p = self.problems(expect, full=False)
+            p = self.problems(expect, full=False, doms=doms, host=host)
             check(not p, '%s: %s' % (what, '; '.join(p)))
             if now() - t >= secs:
                 break
             time.sleep(0.2)
-        p = self.problems(expect)
+        p = self.problems(expect, doms=doms, host=host)
         check(not p, '%s: %s' % (what, '; '.join(p)))
 
     # ---- guests

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bbvirt::hostdev::usb_hostdevs;
-use bbvirt::libvirt::{Connection, Hypervisor, VirtError};
+use bbvirt::libvirt::{Connection, Hypervisor, JobState, VirtError};
 
 /// One hostdev in a fake domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,13 @@ struct FakeState {
     /// and the default URI do for root): from -> to.
     pub uri_aliases: BTreeMap<Option<String>, Option<String>>,
     pending: Vec<(Option<String>, String, String, u32)>,
+    /// How many more job queries answer "busy", by (URI, name): a restore
+    /// or incoming migration still under way.
+    pub busy: BTreeMap<(Option<String>, String), u32>,
+    /// Managed save images' XML, by (URI, name).
+    pub managed_saves: BTreeMap<(Option<String>, String), String>,
+    /// Every job query, by domain name, in order.
+    pub job_queries: Vec<String>,
 }
 
 /// A change asked of the fake; its Display is the line tests compare:
@@ -217,6 +224,30 @@ impl FakeHv {
     }
 
     /// The changes asked for, in order.
+    /// The next `n` job queries on the domain answer "busy" (libvirt is
+    /// restoring it, or migrating it in).
+    pub fn busy_for(self, uri: Option<&str>, name: &str, n: u32) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .busy
+            .insert((uri.map(str::to_string), name.to_string()), n);
+        self
+    }
+
+    /// The domain has a managed save image holding `xml`.
+    pub fn managed_save(self, uri: Option<&str>, name: &str, xml: &str) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .managed_saves
+            .insert((uri.map(str::to_string), name.to_string()), xml.to_string());
+        self
+    }
+
+    /// The domains whose job state was asked, in order.
+    pub fn job_queries(&self) -> Vec<String> {
+        self.0.borrow().job_queries.clone()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.0.borrow().calls.clone()
     }
@@ -419,6 +450,26 @@ impl Connection for FakeConn {
                 .push((key.0.clone(), key.1.clone(), alias.to_string(), lag));
             Ok(())
         })
+    }
+
+    fn job_state(&self, domain: &str) -> Result<JobState, VirtError> {
+        self.hv.0.borrow_mut().job_queries.push(domain.to_string());
+        self.with_running(domain, |st, key| match st.busy.get_mut(key) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Ok(JobState::Busy)
+            }
+            _ => Ok(JobState::Idle),
+        })
+    }
+
+    fn managed_save_xml(&self, domain: &str) -> Result<Option<String>, VirtError> {
+        let st = self.hv.0.borrow();
+        let key = (self.uri.clone(), domain.to_string());
+        if !st.domains.contains_key(&key) {
+            return Err(VirtError::NoDomain(domain.to_string()));
+        }
+        Ok(st.managed_saves.get(&key).cloned())
     }
 
     fn running_domains(&self) -> Result<Vec<String>, VirtError> {

@@ -13,6 +13,8 @@ all (core.scenario), in the order they run in on bookworm:
   guestside.py   20     guests without a (fast) USB controller, a device held
                         open on the host
   anyusb.py      21     any USB device by DOMAIN_USB_ (id, serial, port)
+  saved.py       23-28  saved, restored, migrated and reverted guests: a
+                        device never follows its old address
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
   journal.py     58     Debian 13: each bbvirt line once in the journal
@@ -21,4 +23,4 @@ A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, trixie, journal  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal  # noqa: F401  (registration order)
