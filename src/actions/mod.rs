@@ -72,7 +72,7 @@ pub enum ActionError {
     )]
     AmbiguousSerial { serial: String, devices: String },
     #[error(
-        "device {device} has no usable serial number ({serial}): bbvirt only handles serials of 6-7 characters A-Z, 0-9"
+        "device {device} has no usable serial number ({serial}): a BitBabbler goes by its serial only when that is 6-7 characters A-Z, 0-9 (else only a DOMAIN_USB_ element can select it)"
     )]
     UnusableSerial { device: String, serial: String },
     #[error("{action} {what} on domain '{domain}': {source}")]
