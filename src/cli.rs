@@ -10,11 +10,13 @@ use clap::{ArgAction, Parser, Subcommand};
 use crate::device::{DeviceId, InvalidDeviceId};
 
 const AFTER_HELP: &str = "\
-DEVICE is a serial number (e.g. KWIF4Q), a logical address BUS:DEV (e.g. 3:12)
-or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
+DEVICE is a serial number (e.g. KWIF4Q, or serial=SERIAL), a logical address
+BUS:DEV (e.g. 3:12) or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
 
-Without --domain, a device goes to the guest whose DOMAIN_RNG_<id> list in the
-config holds its serial; unassigned devices stay with the host.
+Where a device goes (vm.conf): a BitBabbler to the guest whose DOMAIN_RNG_<id>
+list holds its serial (or to the guest --domain names); any USB device to the
+guest whose DOMAIN_USB_<id> element selects it by id=, serial= and port=.
+Devices that no list or element gives to a guest stay with the host.
 
 Exit status:
   0  done, or nothing to do (device not assigned, guest not running or not
@@ -23,7 +25,8 @@ Exit status:
   1  libvirt failed or the deadline passed; status: something is wrong;
      check: errors found; install/uninstall: a file could not be written
      or is in the way
-  2  usage error or invalid device identifier
+  2  usage error (an unknown option, a missing or empty value) or invalid
+     device identifier
   3  the config file is unreadable, invalid or unsafe
   4  the named device is not present (or its serial names several), or not at the bus/device a hint gives";
 
@@ -61,15 +64,16 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Opts {
     /// Config file; a bare NAME means /etc/bit-babbler/NAME.conf
-    #[arg(short = 'C', long, value_name = "FILE")]
+    #[arg(short = 'C', long, value_name = "FILE", value_parser = non_empty::<String>)]
     pub config: Option<String>,
 
     /// libvirt URI (default: DOMAIN_URI_<id>, else libvirt's default)
-    #[arg(short = 'c', long, value_name = "URI")]
+    #[arg(short = 'c', long, value_name = "URI", value_parser = non_empty::<String>)]
     pub connect: Option<String>,
 
-    /// Guest to use instead of the configured one (config id or libvirt name)
-    #[arg(short = 'D', long, value_name = "NAME")]
+    /// Guest to use instead of the configured one (config id or libvirt
+    /// name); attach sends a BitBabbler there, not a DOMAIN_USB_ device
+    #[arg(short = 'D', long, value_name = "NAME", value_parser = non_empty::<String>)]
     pub domain: Option<String>,
 
     /// The device must be on this USB bus (a hint, as udev gives it)
@@ -80,7 +84,8 @@ pub struct Opts {
     #[arg(short = 'd', long, value_name = "N", value_parser = parse_usb_number)]
     pub devnum: Option<u32>,
 
-    /// Log to syslog (ident bbvirt) as well as to stderr
+    /// Log to syslog (ident bbvirt) as well as to stderr (only to syslog
+    /// when stderr is the journal)
     #[arg(long)]
     pub syslog: bool,
 
@@ -175,7 +180,7 @@ pub enum Action {
     /// Attach every present device assigned to DOMAIN (or to every guest), as sync
     AttachAll {
         /// Config id or libvirt name
-        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        #[arg(id = "DOMAIN", value_name = "DOMAIN", value_parser = non_empty::<String>)]
         domain: Option<String>,
         #[command(flatten)]
         opts: Opts,
@@ -184,7 +189,7 @@ pub enum Action {
     /// missing, detach stale bbvirt entries (also what attach-all does)
     Sync {
         /// Config id or libvirt name
-        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        #[arg(id = "DOMAIN", value_name = "DOMAIN", value_parser = non_empty::<String>)]
         domain: Option<String>,
         /// First wait (up to 10 min) until libvirt has finished restoring, migrating in
         /// or reverting DOMAIN (its libvirt name); bbvirt's libvirt hook starts this
@@ -196,12 +201,13 @@ pub enum Action {
     /// Detach every bbvirt device from DOMAIN (or from every configured guest)
     DetachAll {
         /// Config id or libvirt name
-        #[arg(id = "DOMAIN", value_name = "DOMAIN")]
+        #[arg(id = "DOMAIN", value_name = "DOMAIN", value_parser = non_empty::<String>)]
         domain: Option<String>,
         #[command(flatten)]
         opts: Opts,
     },
-    /// Show every BitBabbler, where it is assigned and attached, and stale entries
+    /// Show every BitBabbler and every device a DOMAIN_USB_ element selects:
+    /// where each is assigned and attached; stale entries
     Status {
         /// Machine-readable output (schema in bbvirt(1))
         #[arg(long)]
@@ -212,7 +218,8 @@ pub enum Action {
     /// Check vm.conf, seedd.conf, the guests and the installation; one line per finding, with its fix
     Check {
         /// seedd's configuration, compared with vm.conf
-        #[arg(long, value_name = "FILE", default_value = crate::seedd::DEFAULT_SEEDD_CONFIG)]
+        #[arg(long, value_name = "FILE", default_value = crate::seedd::DEFAULT_SEEDD_CONFIG,
+              value_parser = non_empty::<std::path::PathBuf>)]
         seedd_config: std::path::PathBuf,
         #[command(flatten)]
         opts: Opts,
@@ -220,7 +227,7 @@ pub enum Action {
     /// Install the udev rule, the libvirt hook and an example vm.conf
     Install {
         /// Install under this directory instead of /
-        #[arg(long, value_name = "DIR", default_value = "/")]
+        #[arg(long, value_name = "DIR", default_value = "/", value_parser = non_empty::<std::path::PathBuf>)]
         root: std::path::PathBuf,
         #[command(flatten)]
         opts: Opts,
@@ -228,7 +235,7 @@ pub enum Action {
     /// Remove what `bbvirt install` put in place (never other files)
     Uninstall {
         /// Uninstall under this directory instead of /
-        #[arg(long, value_name = "DIR", default_value = "/")]
+        #[arg(long, value_name = "DIR", default_value = "/", value_parser = non_empty::<std::path::PathBuf>)]
         root: std::path::PathBuf,
         #[command(flatten)]
         opts: Opts,
@@ -267,13 +274,31 @@ impl Action {
     }
 }
 
+/// The check every value on the command line goes through first: an empty
+/// or blank value is a usage error that names the option (clap's "invalid
+/// value '' for '--domain <NAME>'"), never a guest, file or URI named "".
+/// The udev front ([`crate::event::rule_words`]) asks it too.
+pub fn non_empty<T: From<String>>(s: &str) -> Result<T, String> {
+    if s.trim().is_empty() {
+        Err(if s.is_empty() {
+            "the value is empty".to_string()
+        } else {
+            "the value is only whitespace".to_string()
+        })
+    } else {
+        Ok(T::from(s.to_string()))
+    }
+}
+
 /// A USB bus or device number ([`crate::device::parse_usb_number`]).
 fn parse_usb_number(s: &str) -> Result<u32, String> {
-    crate::device::parse_usb_number(s)
+    let s: String = non_empty(s)?;
+    crate::device::parse_usb_number(&s)
         .ok_or_else(|| format!("'{s}' is not a number of 1-3 decimal digits"))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let s: String = non_empty(s)?;
     match s.parse::<u64>() {
         Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(format!(

@@ -97,7 +97,7 @@ pub fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
     loop {
         match words {
             [c, file, rest @ ..] if c == "-C" && opts.config.is_none() => {
-                opts.config = Some(file.to_str()?.to_string());
+                opts.config = Some(crate::cli::non_empty(file.to_str()?).ok()?);
                 words = rest;
             }
             [v, rest @ ..] if verbose_count(v).is_some() => {

@@ -144,7 +144,8 @@ impl Context<'_> {
     }
 
     /// `bbvirt detach-all [DOMAIN]`: every bbvirt hostdev (alias
-    /// `ua-bbvirt-*`) in DOMAIN, or in every configured domain.
+    /// `ua-bbvirt-*` or `ua-bbusb-*`) in DOMAIN, or in every configured
+    /// domain.
     pub fn detach_all(&self, domain: Option<&str>) -> Result<Outcome, ActionError> {
         let targets = match self.selected_domains(domain) {
             Some(domains) => self.targets_of(domains),

@@ -4,8 +4,9 @@
 //!
 //! Every decision is taken from the truth, not from memory: the device's
 //! presence and address come from sysfs, the guest's devices from its live
-//! XML. bbvirt only ever touches hostdevs that carry its own
-//! `ua-bbvirt-<serial>` alias.
+//! XML. bbvirt only ever touches hostdevs that carry one of its own
+//! aliases: `ua-bbvirt-<serial>` (a BitBabbler by `DOMAIN_RNG_`) or
+//! `ua-bbusb-...` (a device a `DOMAIN_USB_` element routes).
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,7 @@ pub enum ActionError {
     )]
     AmbiguousSerial { serial: String, devices: String },
     #[error(
-        "device {device} has no usable serial number ({serial}): bbvirt only handles serials of 6-7 characters A-Z, 0-9"
+        "device {device} has no usable serial number ({serial}): a BitBabbler goes by its serial only when that is 6-7 characters A-Z, 0-9 (else only a DOMAIN_USB_ element can select it)"
     )]
     UnusableSerial { device: String, serial: String },
     #[error("{action} {what} on domain '{domain}': {source}")]

@@ -14,14 +14,14 @@ use super::{Finding, plural};
 /// findings. A missing file is a warning; a file that cannot be used is an
 /// error finding.
 pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
-    let loaded = match crate::config::load_report(path) {
+    let (loaded, errors) = match crate::config::load_lenient(path) {
         Ok(Some(l)) => l,
         Ok(None) => {
             return (
                 None,
                 vec![Finding::warning(
                     format!(
-                        "{} does not exist: no BitBabbler is assigned to a guest",
+                        "{} does not exist: no device is assigned to a guest",
                         path.display()
                     ),
                     "create it if guests should get some (`bbvirt install` puts a commented \
@@ -29,10 +29,14 @@ pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
                 )],
             );
         }
-        Err(ConfigError::Several(all)) => {
-            return (None, all.iter().map(config_error_finding).collect());
+        Err(e) => {
+            let mut found = match &e {
+                ConfigError::Several(all) => all.iter().map(config_error_finding).collect(),
+                e => vec![config_error_finding(e)],
+            };
+            found.push(unusable_finding(path));
+            return (None, found);
         }
-        Err(e) => return (None, vec![config_error_finding(&e)]),
     };
     let mut found = vec![Finding::ok(match &loaded.via {
         Via::Native => format!(
@@ -48,8 +52,55 @@ pub fn check_config_file(path: &Path) -> (Option<Config>, Vec<Finding>) {
             plural(loaded.config.domains.len())
         ),
     })];
+    // Settings left out (a malformed element, a bad BBVIRT_TIMEOUT): each
+    // an error, then everything else about the rest of the file.
+    found.extend(errors.iter().map(config_error_finding));
     found.extend(check_config(&loaded.config));
+    found.extend(left_out_finding(&loaded.config));
     (Some(loaded.config), found)
+}
+
+/// What could not be checked because the file at `path` cannot be used at
+/// all (unsafe, unreadable, a syntax error, bash failing): everything that
+/// needs its settings.
+fn unusable_finding(path: &Path) -> Finding {
+    Finding::warning(
+        format!(
+            "{} cannot be used, so these were not checked: its guests and their devices \
+             (serials, DOMAIN_USB_ elements, clashes), whether libvirt defines the guests, \
+             which present devices go where, seedd.conf against it",
+            path.display()
+        ),
+        "fix the errors above, then run bbvirt check again",
+    )
+}
+
+/// What could not be checked because malformed `DOMAIN_USB_` elements were
+/// left out (the rest of the file was checked): whether they overlap other
+/// elements, which present devices they take. None when nothing was left
+/// out (a bad `BBVIRT_TIMEOUT` hides nothing).
+fn left_out_finding(config: &Config) -> Option<Finding> {
+    if config.usb_left_out.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = config
+        .usb_left_out
+        .iter()
+        .map(|(id, i)| format!("DOMAIN_USB_{id}[{i}]"))
+        .collect();
+    let (them, they) = match names.len() {
+        1 => ("it", "it"),
+        _ => ("them", "they"),
+    };
+    Some(Finding::warning(
+        format!(
+            "{}: not checked because of the errors above: whether {} can match the same \
+             device as another element, and which present devices {they} would take",
+            config.path.display(),
+            names.join(", ")
+        ),
+        format!("correct {them}, then run bbvirt check again"),
+    ))
 }
 
 /// A config that cannot be used, as an error finding with its fix.
@@ -104,7 +155,8 @@ fn file_at(config: &Config, line: Option<usize>) -> String {
 }
 
 /// Checks a loaded config: serial syntax, serials given to two guests, a
-/// serial listed twice, guests with no serial, `DOMAIN_NAME_` clashes.
+/// serial listed twice, guests with no device, `DOMAIN_USB_` elements that
+/// can match the same device, `DOMAIN_NAME_` clashes.
 /// Findings name the line the native parser found the setting on (only the
 /// file when bash evaluated it).
 pub fn check_config(config: &Config) -> Vec<Finding> {
@@ -116,7 +168,9 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
     found.extend(duplicate_findings(config, &at));
     found.extend(element_overlap_findings(config, &at));
     found.extend(name_clash_findings(config, &at));
-    if found.is_empty() && !config.domains.is_empty() {
+    // With elements left out (a config read leniently) there is no saying
+    // "no clash".
+    if found.is_empty() && !config.domains.is_empty() && config.usb_left_out.is_empty() {
         let serials: usize = config.domains.iter().map(|d| d.serials.len()).sum();
         let elements: usize = config.domains.iter().map(|d| d.usb.len()).sum();
         let usb = match elements {
@@ -134,27 +188,31 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
     found
 }
 
-/// A guest with no serial, serials that are not BitBabbler serials, a
-/// serial listed twice.
+/// A guest with no device (no serial, no element), serials that are not
+/// BitBabbler serials, a serial listed twice.
 fn serial_findings(
     config: &Config,
     d: &DomainConf,
     at: &dyn Fn(Option<usize>) -> String,
 ) -> Vec<Finding> {
     let mut found = Vec::new();
-    if d.serials.is_empty() && d.usb.is_empty() {
+    let left_out = config.usb_left_out.iter().any(|(id, _)| *id == d.id);
+    if d.serials.is_empty() && d.usb.is_empty() && !left_out {
         found.push(Finding::warning(
             format!(
-                "{}: guest {} has no serial in DOMAIN_RNG_{}: nothing is passed to '{}'",
+                "{}: guest {} has no device (no serial in DOMAIN_RNG_{}, no element in \
+                 DOMAIN_USB_{}): nothing is passed to '{}'",
                 at(config.domain_line(d)),
+                d.id,
                 d.id,
                 d.id,
                 d.libvirt_name()
             ),
             format!(
-                "list its serials in DOMAIN_RNG_{}=( ... ), or remove its DOMAIN_*_{} \
-                 lines (is the id misspelt?)",
-                d.id, d.id
+                "list its BitBabblers' serials in DOMAIN_RNG_{}=( ... ) or its other devices \
+                 in DOMAIN_USB_{}=( ... ), or remove its DOMAIN_*_{} lines (is the id \
+                 misspelt?)",
+                d.id, d.id, d.id
             ),
         ));
     }
@@ -197,8 +255,10 @@ fn element_name(
     d: usize,
     e: usize,
 ) -> String {
-    let var = format!("DOMAIN_USB_{}", config.domains[d].id);
-    format!("{}: {var}[{e}]", at(config.lines.element(&var, e)))
+    let dom = &config.domains[d];
+    let var = format!("DOMAIN_USB_{}", dom.id);
+    let i = config.usb_index(dom, e);
+    format!("{}: {var}[{i}]", at(config.lines.element(&var, i)))
 }
 
 /// Pairs of `DOMAIN_USB_` elements that can match one device (no key of
@@ -326,8 +386,8 @@ fn name_clash_findings(config: &Config, at: &dyn Fn(Option<usize>) -> String) ->
                             .unwrap_or_default()
                     ),
                     format!(
-                        "give each its own DOMAIN_NAME_, or merge DOMAIN_RNG_{} into \
-                         DOMAIN_RNG_{first}",
+                        "give each its own DOMAIN_NAME_, or merge guest {}'s DOMAIN_RNG_ and \
+                         DOMAIN_USB_ lists into guest {first}'s",
                         d.id
                     ),
                 ));

@@ -281,7 +281,7 @@ fn check_hook(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
             return vec![Finding::error(
                 format!(
                     "libvirt hook {shown} is not installed: guests that start after their \
-                     BitBabblers were plugged in do not get them"
+                     devices were plugged in do not get them"
                 ),
                 "run `bbvirt install` (or `make install`), then restart libvirtd",
             )];

@@ -146,7 +146,8 @@ pub fn controller_finding(id: &str, name: &str, source: &str, xml: &str) -> Opti
         }) => Some(Finding::warning(
             format!(
                 "guest {id}: domain '{name}' has only a USB 1.1 controller ({model}, \
-                     {source}): a BitBabbler runs far below its rate there"
+                     {source}): its devices run at 12 Mb/s at most there (a BitBabbler far \
+                     below its rate)"
             ),
             fix,
         )),

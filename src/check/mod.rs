@@ -5,11 +5,14 @@
 //! What is checked:
 //! - vm.conf: that it exists (missing is a warning: nothing is assigned), is
 //!   safe to use (owner, mode), parses (`FILE:LINE` errors), lists only
-//!   BitBabbler serials (6-7 of `A-Z0-9`), gives no serial to two guests, and
-//!   has no `DOMAIN_NAME_` clash (two ids naming the same libvirt domain, or a
+//!   BitBabbler serials (6-7 of `A-Z0-9`) in `DOMAIN_RNG_`, gives no serial to
+//!   two guests, has well-formed `DOMAIN_USB_` elements (two that can match
+//!   the same device are a warning), gives each guest a device, and has no
+//!   `DOMAIN_NAME_` clash (two ids naming the same libvirt domain, or a
 //!   libvirt name that is also another guest's id);
 //! - sysfs: BitBabblers that bbvirt leaves alone (garbage attributes, a
-//!   serial shared by several devices) are warnings;
+//!   serial shared by several devices) are warnings, and so is a
+//!   `DOMAIN_USB_` element that matches several present devices;
 //! - seedd.conf (`--seedd-config`): a `[Device:ID]` section naming a guest's
 //!   device is an error, none at all while guests have devices a warning
 //!   ([`seedd`]);
@@ -24,6 +27,14 @@
 //!
 //! Exit status: 0 when there is no error (warnings allowed), 1 otherwise
 //! ([`verdict`]). Config problems are findings, not exit 3.
+//!
+//! Everything that can be checked is, in one run. vm.conf is read leniently
+//! ([`crate::config::load_lenient`]): a wrong setting (a malformed
+//! `DOMAIN_USB_` element, a bad `BBVIRT_TIMEOUT`) is an error and is left
+//! out, and the rest of the file goes through every check; a file that
+//! cannot be used at all (unsafe, a syntax error, bash failing) skips the
+//! checks that need it. Either way one warning names what the errors kept
+//! from being checked.
 //!
 //! The filesystem root of the installation checks is `/`, or the directory in
 //! the environment variable [`ROOT_ENV`] (for tests). The config path is used

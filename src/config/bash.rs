@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{
-    BASH, BASH_TIMEOUT, Config, ConfigError, MAX_BASH_OUTPUT, RawVar, SourceLines,
-    domains_from_vars, timeout_from_vars,
+    BASH, BASH_TIMEOUT, ConfigError, MAX_BASH_OUTPUT, RawVar, SourceLines, Validated, validate,
 };
 
 /// The fixed script bash runs: `$1` is the file.  Its stdout goes to stderr
@@ -37,8 +36,9 @@ done
 builtin printf 'E\0' >&3
 "#;
 
-/// Runs bash on `path` (permissions already checked) and builds the config.
-pub(super) fn run_bash(path: &Path) -> Result<Config, ConfigError> {
+/// Runs bash on `path` (permissions already checked) and builds the config,
+/// its settings validated one by one ([`Validated`]).
+pub(super) fn run_bash(path: &Path) -> Result<Validated, ConfigError> {
     let done = run_bash_raw(path, BASH_TIMEOUT)?;
     if !done.status.success() {
         return Err(ConfigError::Bash {
@@ -49,14 +49,9 @@ pub(super) fn run_bash(path: &Path) -> Result<Config, ConfigError> {
     }
     let mut vars = parse_dump(path, &done.stdout)?;
     vars.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut domains = domains_from_vars(path, &vars)?;
-    domains.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(Config {
-        path: path.to_path_buf(),
-        domains,
-        timeout: timeout_from_vars(path, &vars)?,
-        lines: SourceLines::default(),
-    })
+    let mut validated = validate(path, &vars, SourceLines::default());
+    validated.config.domains.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(validated)
 }
 
 /// Runs the fixed script with a minimal environment, no stdin, in `/`, and

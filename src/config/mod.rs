@@ -1,4 +1,5 @@
-//! vm.conf: which BitBabbler serials belong to which libvirt guest.
+//! vm.conf: which devices belong to which libvirt guest (BitBabblers by
+//! serial, any USB device by `DOMAIN_USB_` elements).
 //!
 //! The file (by default [`DEFAULT_CONFIG`]) is, per the bit-babbler manual, a
 //! bash fragment that the original `bbvirt` script simply sourced.  Per guest,
@@ -15,8 +16,8 @@
 //!
 //! # How the file is read
 //!
-//! 1. **Permissions first.**  The file decides which guest gets a hardware
-//!    RNG, and in bash mode it is executed, so before using it at all we
+//! 1. **Permissions first.**  The file decides which guest gets which
+//!    device, and in bash mode it is executed, so before using it at all we
 //!    refuse a file that someone other than root (or, when not running as
 //!    root, the invoking user) could have written: see [`check_permissions`].
 //! 2. **Native parse.**  Almost every real vm.conf is a list of plain
@@ -31,6 +32,12 @@
 //!    `/bin/bash` instead ([`eval_with_bash`]), with a fixed script, an empty
 //!    environment, no stdin and a timeout; the variables are read back through
 //!    a NUL-separated dump, never by parsing `declare -p` output.
+//! 4. **Validation, setting by setting.**  Either way the variables then
+//!    become a [`Config`] one setting at a time ([`Validated`]): a wrong
+//!    setting (a malformed `DOMAIN_USB_` element, a bad `BBVIRT_TIMEOUT`) is
+//!    an error of its own and the rest is still known. Every action wants
+//!    all or nothing ([`load_report`]: any error fails the run); `check`
+//!    takes the rest with the errors ([`load_lenient`]) and checks it too.
 //!
 //! # Domains and their order
 //!
@@ -103,6 +110,10 @@ pub struct Config {
     /// Where the variables are set, for messages (native parse only: empty
     /// when bash evaluated the file).
     pub lines: SourceLines,
+    /// `DOMAIN_USB_` elements left out as malformed, as (guest id, index
+    /// in the file's array): only in a config read leniently
+    /// ([`load_lenient`], for `check`); empty in any config bbvirt acts on.
+    pub usb_left_out: Vec<(String, usize)>,
 }
 
 /// The routes of the present USB devices ([`Config::usb_routes`]).
@@ -233,6 +244,50 @@ impl ConfigError {
     }
 }
 
+/// A config read setting by setting: every valid setting, and an error for
+/// each one left out (a malformed `DOMAIN_USB_` element, a bad
+/// `BBVIRT_TIMEOUT`). Such errors are validation errors: the rest of the
+/// file is still known. A parse error (a syntax error, bash failing, an
+/// unsafe file) leaves nothing known and is an `Err` instead.
+#[derive(Debug)]
+pub struct Validated {
+    pub config: Config,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Validated {
+    /// The config when every setting is valid, else the errors: one, or
+    /// [`ConfigError::Several`]. What every action but `check` uses.
+    pub fn strict(mut self) -> Result<Config, ConfigError> {
+        match self.errors.len() {
+            0 => Ok(self.config),
+            1 => Err(self.errors.remove(0)),
+            _ => Err(ConfigError::Several(self.errors)),
+        }
+    }
+}
+
+/// Checks the variables one setting at a time: the config of the valid
+/// settings, with the errors of the others ([`Validated`]).
+fn validate(path: &Path, vars: &[RawVar], lines: SourceLines) -> Validated {
+    let mut errors = Vec::new();
+    let (domains, usb_left_out) = domains_from_vars(path, vars, &mut errors);
+    let timeout = timeout_from_vars(path, vars).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    Validated {
+        config: Config {
+            path: path.to_path_buf(),
+            domains,
+            timeout,
+            lines,
+            usb_left_out,
+        },
+        errors,
+    }
+}
+
 /// Why [`parse_native`] did not produce a [`Config`].
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -323,9 +378,24 @@ impl Config {
         self.lines.element(&format!("DOMAIN_RNG_{}", d.id), i)
     }
 
+    /// The index in the file's `DOMAIN_USB_<id>` array of `d.usb[e]`: `e`,
+    /// unless malformed elements before it were left out
+    /// ([`Config::usb_left_out`]).
+    pub fn usb_index(&self, d: &DomainConf, e: usize) -> usize {
+        let mut left: Vec<usize> = self
+            .usb_left_out
+            .iter()
+            .filter(|(id, _)| *id == d.id)
+            .map(|&(_, i)| i)
+            .collect();
+        left.sort_unstable();
+        left.into_iter()
+            .fold(e, |i, l| if l <= i { i + 1 } else { i })
+    }
+
     /// The line of the first assignment to any of `d`'s variables, if known.
     pub fn domain_line(&self, d: &DomainConf) -> Option<usize> {
-        ["DOMAIN_RNG_", "DOMAIN_URI_", "DOMAIN_NAME_"]
+        ["DOMAIN_RNG_", "DOMAIN_URI_", "DOMAIN_NAME_", "DOMAIN_USB_"]
             .iter()
             .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
             .min()
@@ -502,20 +572,41 @@ pub fn resolve_config_path(arg: &str) -> PathBuf {
 }
 
 /// Checks, loads and parses `path` (native, else bash), and says how.
-/// `Ok(None)` when the file does not exist.
+/// `Ok(None)` when the file does not exist; any error in it is an `Err`.
 pub fn load_report(path: &Path) -> Result<Option<Loaded>, ConfigError> {
+    let Some((validated, via)) = load_validated(path)? else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        config: validated.strict()?,
+        via,
+    }))
+}
+
+/// [`load_report`] for `check`: a file that parses but has wrong settings
+/// comes with the rest of its settings (those left out named in
+/// [`Config::usb_left_out`]) and the errors of the wrong ones. `Err` when
+/// nothing of the file can be used (unsafe, unreadable, a syntax error,
+/// bash failing).
+pub fn load_lenient(path: &Path) -> Result<Option<(Loaded, Vec<ConfigError>)>, ConfigError> {
+    let Some((validated, via)) = load_validated(path)? else {
+        return Ok(None);
+    };
+    let Validated { config, errors } = validated;
+    Ok(Some((Loaded { config, via }, errors)))
+}
+
+/// Checks, reads and parses `path` (native, else bash); validation is the
+/// caller's choice ([`Validated`]).
+fn load_validated(path: &Path) -> Result<Option<(Validated, Via)>, ConfigError> {
     let Some(bytes) = read_checked(path)? else {
         return Ok(None);
     };
-    match parse_bytes(path, &bytes) {
-        Ok(config) => Ok(Some(Loaded {
-            config,
-            via: Via::Native,
-        })),
-        Err(NativeError::NeedsBash { line, reason }) => Ok(Some(Loaded {
-            config: run_bash(path)?,
-            via: Via::Bash { line, reason },
-        })),
+    match parse_bytes_lenient(path, &bytes) {
+        Ok(validated) => Ok(Some((validated, Via::Native))),
+        Err(NativeError::NeedsBash { line, reason }) => {
+            Ok(Some((run_bash(path)?, Via::Bash { line, reason })))
+        }
         Err(NativeError::Invalid(e)) => Err(e),
     }
 }
@@ -533,7 +624,7 @@ pub fn eval_with_bash(path: &Path) -> Result<Config, ConfigError> {
         }
     };
     check_metadata(path, &meta)?;
-    run_bash(path)
+    run_bash(path)?.strict()
 }
 
 /// One DOMAIN_* variable: its element 0 (`${!name}`) and all its elements.
@@ -573,10 +664,16 @@ enum DomainVar {
     Usb,
 }
 
-/// Domains from variables, in the order the variables are given.
-fn domains_from_vars(path: &Path, vars: &[RawVar]) -> Result<Vec<DomainConf>, ConfigError> {
+/// Domains from variables, in the order the variables are given, and the
+/// `DOMAIN_USB_` elements left out (guest id, index): each malformed
+/// element is left out with its error in `errors`.
+fn domains_from_vars(
+    path: &Path,
+    vars: &[RawVar],
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<DomainConf>, Vec<(String, usize)>) {
     let mut domains: Vec<DomainConf> = Vec::new();
-    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut left_out: Vec<(String, usize)> = Vec::new();
     for var in vars {
         let Some((kind, id)) = domain_var(&var.name) else {
             continue;
@@ -600,43 +697,37 @@ fn domains_from_vars(path: &Path, vars: &[RawVar]) -> Result<Vec<DomainConf>, Co
             DomainVar::Rng => d.serials = var.values.clone(),
             DomainVar::Uri => d.uri = nonempty,
             DomainVar::Name => d.name = nonempty,
-            DomainVar::Usb => match usb_elements(path, var) {
-                Ok(usb) => d.usb = usb,
-                Err(e) => errors.extend(e),
-            },
+            DomainVar::Usb => {
+                // A later assignment replaces the whole array.
+                left_out.retain(|(lid, _)| lid != id);
+                d.usb.clear();
+                for (i, text) in var.values.iter().enumerate() {
+                    match usb_element(path, var, i, text) {
+                        Ok(selector) => d.usb.push(selector),
+                        Err(e) => {
+                            errors.push(e);
+                            left_out.push((id.to_string(), i));
+                        }
+                    }
+                }
+            }
         }
     }
-    match errors.len() {
-        0 => Ok(domains),
-        1 => Err(errors.remove(0)),
-        _ => Err(ConfigError::Several(errors)),
-    }
+    (domains, left_out)
 }
 
-/// The elements of a `DOMAIN_USB_` array as selectors; each malformed one
-/// is an error at its line (native parse), else named by its index.
-fn usb_elements(path: &Path, var: &RawVar) -> Result<Vec<Selector>, Vec<ConfigError>> {
-    let (ok, errors): (Vec<_>, Vec<_>) = var
-        .values
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            text.parse::<Selector>().map_err(|e| {
-                let line = var.lines.as_ref().and_then(|l| l.elements.get(i).copied());
-                let msg = format!(
-                    "{}[{i}] \"{}\": {e}",
-                    var.name,
-                    crate::text::escape_controls(text)
-                );
-                ConfigError::at(path, line, msg)
-            })
-        })
-        .partition(Result::is_ok);
-    if errors.is_empty() {
-        Ok(ok.into_iter().filter_map(Result::ok).collect())
-    } else {
-        Err(errors.into_iter().filter_map(Result::err).collect())
-    }
+/// Element `i` of a `DOMAIN_USB_` array as a selector; a malformed one is
+/// an error at its line (native parse), else named by its index.
+fn usb_element(path: &Path, var: &RawVar, i: usize, text: &str) -> Result<Selector, ConfigError> {
+    text.parse::<Selector>().map_err(|e| {
+        let line = var.lines.as_ref().and_then(|l| l.elements.get(i).copied());
+        let msg = format!(
+            "{}[{i}] \"{}\": {e}",
+            var.name,
+            crate::text::escape_controls(text)
+        );
+        ConfigError::at(path, line, msg)
+    })
 }
 
 mod bash;
@@ -644,6 +735,8 @@ mod native;
 mod perms;
 
 pub use native::{parse_bytes, parse_native};
+
+use native::parse_bytes_lenient;
 pub use perms::check_permissions;
 
 use bash::run_bash;
@@ -752,6 +845,42 @@ mod tests {
             lines,
             ["/t/vm.conf:1: DO", "/t/vm.conf:3: DO", "/t/vm.conf:4: DO"]
         );
+    }
+
+    #[test]
+    fn lenient_keeps_the_valid_settings_and_names_the_elements_left_out() {
+        let text = "DOMAIN_USB_a=( \"id=zz:1\"\n \"id=10c4:ea60\"\n \"port=x\"\n \"port=1-5\" )\n\
+                    DOMAIN_RNG_b=( KWIF4Q )\nBBVIRT_TIMEOUT=0\n";
+        let v = native::parse_native_lenient(Path::new("/t/vm.conf"), text).unwrap();
+        let lines: Vec<String> = v.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("/t/vm.conf:1: DOMAIN_USB_a[0] "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("/t/vm.conf:3: DOMAIN_USB_a[2] "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("/t/vm.conf:6: BBVIRT_TIMEOUT="),
+            "{lines:?}"
+        );
+        let c = &v.config;
+        assert_eq!(c.timeout, None);
+        assert_eq!(c.domains[1].serials, ["KWIF4Q"]);
+        let a = &c.domains[0];
+        assert_eq!(a.usb.len(), 2);
+        assert_eq!(c.usb_left_out, [("a".into(), 0), ("a".into(), 2)]);
+        // The kept elements by their index in the file.
+        assert_eq!((c.usb_index(a, 0), c.usb_index(a, 1)), (1, 3));
+        assert_eq!(c.usb_index(&c.domains[1], 0), 0);
+        // Strict: the errors, all of them.
+        let e = parse_native(Path::new("/t/vm.conf"), text).unwrap_err();
+        let NativeError::Invalid(ConfigError::Several(all)) = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(all.len(), 3);
     }
 
     #[test]

@@ -6,15 +6,22 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::{
-    Config, ConfigError, NativeError, RawVar, SourceLines, TIMEOUT_VAR, VarLines,
-    domains_from_vars, timeout_from_vars,
+    Config, ConfigError, NativeError, RawVar, SourceLines, TIMEOUT_VAR, Validated, VarLines,
+    validate,
 };
 
 /// Parses raw file bytes natively: invalid UTF-8 and NUL bytes are errors
 /// naming the line.
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Config, NativeError> {
+    parse_bytes_lenient(path, bytes)?
+        .strict()
+        .map_err(NativeError::Invalid)
+}
+
+/// [`parse_bytes`], the settings validated one by one ([`Validated`]).
+pub(super) fn parse_bytes_lenient(path: &Path, bytes: &[u8]) -> Result<Validated, NativeError> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => parse_native(path, text),
+        Ok(text) => parse_native_lenient(path, text),
         Err(e) => {
             let line = line_of(&bytes[..e.valid_up_to()]);
             Err(NativeError::Invalid(ConfigError::Syntax {
@@ -34,6 +41,13 @@ fn line_of(before: &[u8]) -> usize {
 /// messages and in the result.  See the module documentation for the subset
 /// understood; anything else gives [`NativeError::NeedsBash`].
 pub fn parse_native(path: &Path, text: &str) -> Result<Config, NativeError> {
+    parse_native_lenient(path, text)?
+        .strict()
+        .map_err(NativeError::Invalid)
+}
+
+/// [`parse_native`], the settings validated one by one ([`Validated`]).
+pub(super) fn parse_native_lenient(path: &Path, text: &str) -> Result<Validated, NativeError> {
     let stop = |s: Stop| match s {
         Stop::Bash { line, reason } => NativeError::NeedsBash { line, reason },
         Stop::Syntax { line, msg } => NativeError::Invalid(ConfigError::Syntax {
@@ -51,17 +65,13 @@ pub fn parse_native(path: &Path, text: &str) -> Result<Config, NativeError> {
     let mut p = Parser::new(text);
     p.run().map_err(stop)?;
     let vars = p.vars.into_raw();
-    Ok(Config {
-        path: path.to_path_buf(),
-        domains: domains_from_vars(path, &vars).map_err(NativeError::Invalid)?,
-        timeout: timeout_from_vars(path, &vars).map_err(NativeError::Invalid)?,
-        lines: SourceLines {
-            vars: vars
-                .iter()
-                .filter_map(|v| Some((v.name.clone(), v.lines.clone()?)))
-                .collect(),
-        },
-    })
+    let lines = SourceLines {
+        vars: vars
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.lines.clone()?)))
+            .collect(),
+    };
+    Ok(validate(path, &vars, lines))
 }
 
 /// Why the native parser stopped.

@@ -1,7 +1,9 @@
-//! `bbvirt status [--json]`: every BitBabbler on the host, where vm.conf
-//! assigns it and where it is attached, the configured serials that are not
-//! plugged in, the stale `ua-bbvirt-*` hostdevs, and each configured guest's
-//! state.
+//! `bbvirt status [--json]`: every BitBabbler on the host and every USB
+//! device a `DOMAIN_USB_` element selects, where vm.conf assigns each and
+//! where it is attached, the configured serials and elements that have no
+//! device plugged in, the stale bbvirt hostdevs (`ua-bbvirt-*`,
+//! `ua-bbusb-*`), and each configured guest's state. A USB device that
+//! nothing in vm.conf selects is not shown.
 //!
 //! Read-only: status never changes a guest, never takes the host lock, and
 //! works without libvirt (it then shows the host side and says libvirt could
@@ -16,7 +18,8 @@
 //! configured domain and of every other running domain is read, so that a
 //! bbvirt hostdev in a guest vm.conf does not name is found too.
 //!
-//! A hostdev tagged `ua-bbvirt-<serial>` is **stale** when:
+//! A hostdev tagged `ua-bbvirt-<serial>` is **stale** when (a `ua-bbusb-`
+//! one: [`crate::reconcile::stale_usb_entries`]):
 //! - `absent`: no device with that serial is plugged in;
 //! - `moved`: the device is present at another `BUS:DEV` now;
 //! - `not_assigned`: in a configured domain, the serial is not assigned to
@@ -109,7 +112,7 @@
 //!     "assigned_to": string | null    // where vm.conf gives the serial (for not_assigned)
 //!   }],
 //!   "domains": [{                     // every configured domain, in vm.conf order
-//!     "id": string,                   // the <id> of DOMAIN_RNG_<id>
+//!     "id": string,                   // the <id> of DOMAIN_RNG_<id> / DOMAIN_USB_<id>
 //!     "name": string,                 // libvirt name (DOMAIN_NAME_<id>, else id)
 //!     "uri": string | null,           // the URI used; null: libvirt's default
 //!     "state": "running" | "shut_off" | "undefined" | "unknown",
@@ -172,7 +175,8 @@ pub struct Report {
     pub sysfs_warnings: Vec<String>,
 }
 
-/// A BitBabbler that is plugged in.
+/// A device that is plugged in: a BitBabbler, or a device a `DOMAIN_USB_`
+/// element selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceStatus {
     pub serial: Option<String>,

@@ -169,7 +169,7 @@ fn devices(out: &mut String, report: &Report) {
         // HELD BY only when some device is held by a process other than
         // its own guest's QEMU.
         let mut header = vec![
-            "SERIAL",
+            "DEVICE",
             "ADDRESS",
             "PORT",
             "ASSIGNED TO",
@@ -202,7 +202,7 @@ fn held_by(d: &super::DeviceStatus) -> String {
     }
 }
 
-/// The configured serials that are not plugged in.
+/// The configured serials and elements that have no device plugged in.
 fn absent(out: &mut String, report: &Report) {
     if report.absent.is_empty() {
         out.push_str("Absent: none (every configured device is plugged in)\n");
@@ -220,7 +220,7 @@ fn absent(out: &mut String, report: &Report) {
                 vec![what, esc(&a.assigned_to)]
             })
             .collect();
-        table(out, &["SERIAL", "ASSIGNED TO"], &rows);
+        table(out, &["DEVICE", "ASSIGNED TO"], &rows);
     }
 }
 
@@ -262,7 +262,7 @@ fn stale(out: &mut String, report: &Report) {
                 ]
             })
             .collect();
-        table(out, &["DOMAIN", "SERIAL", "ADDRESS", "REASON"], &rows);
+        table(out, &["DOMAIN", "DEVICE", "ADDRESS", "REASON"], &rows);
     }
 }
 

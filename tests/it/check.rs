@@ -490,7 +490,10 @@ fn serial_twice_and_empty_guest_are_warnings() {
     let w = warnings(&found);
     assert_eq!(w.len(), 2, "{w:#?}");
     assert!(
-        w[1].contains(":2: guest typo has no serial in DOMAIN_RNG_typo"),
+        w[1].contains(
+            ":2: guest typo has no device (no serial in DOMAIN_RNG_typo, no element in \
+             DOMAIN_USB_typo)"
+        ),
         "{}",
         w[1]
     );
@@ -515,11 +518,13 @@ fn name_clashes() {
         [
             format!(
                 "error: {p}:3: guests a and b both name libvirt domain 'a': give each its own \
-                 DOMAIN_NAME_, or merge DOMAIN_RNG_b into DOMAIN_RNG_a"
+                 DOMAIN_NAME_, or merge guest b's DOMAIN_RNG_ and DOMAIN_USB_ lists into \
+                 guest a's"
             ),
             format!(
                 "error: {p}:5: guests a and c both name libvirt domain 'a': give each its own \
-                 DOMAIN_NAME_, or merge DOMAIN_RNG_c into DOMAIN_RNG_a"
+                 DOMAIN_NAME_, or merge guest c's DOMAIN_RNG_ and DOMAIN_USB_ lists into \
+                 guest a's"
             ),
         ]
     );
@@ -565,9 +570,10 @@ fn insecure_permissions() {
     let p = path.display();
     assert_eq!(
         lines(&found),
-        [format!(
-            "error: {p} is writable by group or others (mode 0666): run chmod go-w {p}"
-        )]
+        [
+            format!("error: {p} is writable by group or others (mode 0666): run chmod go-w {p}"),
+            unusable(&path)
+        ]
     );
     assert_eq!(exit::code_of(&verdict(&found)), exit::FAILED);
 }
@@ -579,12 +585,27 @@ fn syntax_error_with_file_and_line() {
     assert!(cfg.is_none());
     assert_eq!(
         lines(&found),
-        [format!(
-            "error: {}:3: unterminated single quote: correct that line (vm.conf is bash syntax; \
-             see bbvirt(1))",
-            path.display()
-        )]
+        [
+            format!(
+                "error: {}:3: unterminated single quote: correct that line (vm.conf is bash \
+                 syntax; see bbvirt(1))",
+                path.display()
+            ),
+            unusable(&path)
+        ]
     );
+}
+
+/// The finding that says what a vm.conf that cannot be used kept from
+/// being checked.
+fn unusable(path: &Path) -> String {
+    format!(
+        "warning: {} cannot be used, so these were not checked: its guests and their devices \
+         (serials, DOMAIN_USB_ elements, clashes), whether libvirt defines the guests, which \
+         present devices go where, seedd.conf against it: fix the errors above, then run \
+         bbvirt check again",
+        path.display()
+    )
 }
 
 #[test]
@@ -598,7 +619,7 @@ fn missing_config_is_a_warning() {
     assert_eq!(w.len(), 1);
     assert!(
         w[0].starts_with(&format!(
-            "warning: {} does not exist: no BitBabbler is assigned to a guest: create it",
+            "warning: {} does not exist: no device is assigned to a guest: create it",
             path.display()
         )),
         "{}",
@@ -962,7 +983,8 @@ fn guests_without_a_usable_usb_controller() {
         warnings(&found),
         [format!(
             "warning: guest uhci: domain 'uhci' has only a USB 1.1 controller (piix3-uhci, \
-             definition): a BitBabbler runs far below its rate there: {fix} uhci`, then restart \
+             definition): its devices run at 12 Mb/s at most there (a BitBabbler far below its \
+             rate): {fix} uhci`, then restart \
              the guest"
         )]
     );
@@ -993,7 +1015,7 @@ fn check_names_overlapping_elements_and_an_element_with_several_devices() {
     );
     assert!(errors(&found).is_empty(), "{:?}", lines(&found));
     // A USB-only guest is not "a guest with no serial".
-    assert!(!lines(&found).iter().any(|l| l.contains("has no serial")));
+    assert!(!lines(&found).iter().any(|l| l.contains("has no device")));
 
     let tree = crate::util::fixture::FixtureTree::new()
         .root_hub(1)
@@ -1020,7 +1042,20 @@ fn check_reports_every_malformed_element_at_its_line() {
         "DOMAIN_USB_a=( \"id=zz:1\"\n               \"id=10c4:ea60\"\n               \"serial=0001\" )\n",
     );
     let (cfg, found) = check_config_file(&conf);
-    assert!(cfg.is_none());
+    // The valid element is kept (and checked); the others are named as
+    // left out.
+    let cfg = cfg.expect("the rest of the file");
+    assert_eq!(cfg.domains[0].usb.len(), 1);
+    assert_eq!(cfg.usb_left_out, [("a".into(), 0), ("a".into(), 2)]);
+    assert_eq!(
+        warnings(&found),
+        [format!(
+            "warning: {}: not checked because of the errors above: whether DOMAIN_USB_a[0], \
+             DOMAIN_USB_a[2] can match the same device as another element, and which present \
+             devices they would take: correct them, then run bbvirt check again",
+            conf.display()
+        )]
+    );
     let errs = errors(&found);
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(
@@ -1037,4 +1072,102 @@ fn check_reports_every_malformed_element_at_its_line() {
         )),
         "{errs:?}"
     );
+}
+
+#[test]
+fn check_goes_on_after_config_errors() {
+    // One malformed DOMAIN_USB_ element beside two valid ones that overlap:
+    // check reported the malformed one and nothing else. Now: every error,
+    // the overlap, the bad serial, the guests in libvirt, the present
+    // devices against the valid elements, and what it could not check.
+    let bin = fs::canonicalize(env!("CARGO_BIN_EXE_bbvirt")).unwrap();
+    let root = installed(bin.to_str().unwrap());
+    let tree = crate::util::fixture::FixtureTree::new()
+        .root_hub(1)
+        .root_hub(2)
+        .usb_device("1-4", "10c4", "ea60", Some("0001"), 1, 4)
+        .usb_device("1-5", "10c4", "ea60", Some("0002"), 1, 5)
+        .usb_device("2-1", "0658", "0200", None, 2, 2)
+        .usb_device("2-2", "0658", "0200", None, 2, 3);
+    let uri = test_uri();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, at, fix) in [
+        (
+            "partial-usb.conf",
+            [":5", ":4", ":7", ":4", ":6", ":8"],
+            "correct that line (vm.conf is bash syntax; see bbvirt(1))",
+        ),
+        (
+            "partial-bash.conf",
+            [""; 6],
+            "correct that setting (see bbvirt(1))",
+        ),
+    ] {
+        let text = fs::read_to_string(fixtures.join(name)).unwrap();
+        let conf = write_config(dir.path(), &text);
+        let c = conf.display().to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+            .args(["check", "--seedd-config", "/nonexistent/seedd.conf"])
+            .args(["-C", &c, "-c", &uri])
+            .env(check::ROOT_ENV, root.path())
+            .env("BBVIRT_SYSFS_ROOT", tree.root())
+            .env_remove("LIBVIRT_DEFAULT_URI")
+            .output()
+            .unwrap();
+        let (out, err) = expect_exit(&out, exit::FAILED);
+        let [bad, t0, g0, t0_, t2, rng] = at.map(|l| format!("{c}{l}"));
+        assert_eq!(t0, t0_);
+        // Guests in file order, or by id when bash read the file.
+        let (test0, ghost0) = (
+            format!("{t0}: DOMAIN_USB_test[0]"),
+            format!("{g0}: DOMAIN_USB_ghost[0]"),
+        );
+        let pair = if name.contains("bash") {
+            format!("{ghost0} and {test0}")
+        } else {
+            format!("{test0} and {ghost0}")
+        };
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            got,
+            [
+                format!(
+                    "error: {bad}: DOMAIN_USB_test[1] \"id=10c4\": invalid USB id '10c4': \
+                     expected VVVV:PPPP, four hex digits each: {fix}"
+                ),
+                format!(
+                    "error: {rng}: DOMAIN_RNG_ghost lists \"kwif4q\", not a BitBabbler serial: \
+                     use 6-7 characters A-Z, 0-9 (\"KWIF4Q\"?)"
+                ),
+                format!(
+                    "warning: {pair} can match the same device: {g0}: DOMAIN_USB_ghost[0] (more \
+                     specific) gets it: add a port= or serial= key to tell the devices apart, or \
+                     remove one"
+                ),
+                format!(
+                    "warning: {c}: not checked because of the errors above: whether \
+                     DOMAIN_USB_test[1] can match the same device as another element, and which \
+                     present devices it would take: correct it, then run bbvirt check again"
+                ),
+                format!(
+                    "error: guest ghost: libvirt at {uri} has no domain 'ghost': define it, or \
+                     set DOMAIN_NAME_ghost (or DOMAIN_URI_ghost) to where it is (virsh -c \
+                     {uri} list --all)"
+                ),
+                format!(
+                    "warning: {t0}: DOMAIN_USB_test[0] matches 2 present devices (1-4, 1-5): it \
+                     takes 1-5, the others stay with the host unless another element takes \
+                     them: one element per device: add an element for each, told apart by port="
+                ),
+                format!(
+                    "warning: {t2}: DOMAIN_USB_test[2] matches 2 present devices (2-1, 2-2): it \
+                     takes 2-1, the others stay with the host unless another element takes \
+                     them: one element per device: add an element for each, told apart by port="
+                ),
+            ],
+            "{name}\n{err}"
+        );
+        assert!(err.contains("check: 3 errors, 4 warnings"), "{name}: {err}");
+    }
 }

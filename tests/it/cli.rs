@@ -460,3 +460,141 @@ fn documented_exit_statuses_are_the_codes() {
         .collect();
     assert_eq!(sorted(in_man), defined, "bbvirt(1):\n{section}");
 }
+
+#[test]
+fn stderr_that_is_the_journal_is_left_to_syslog() {
+    // Under systemd, a unit's stderr is a journal stream that JOURNAL_STREAM
+    // names (DEVICE:INODE) and syslog reaches the journal too: with
+    // --syslog, a line goes to syslog only. Here fd 2 is a file, named or
+    // not by the variable.
+    use std::os::unix::fs::MetadataExt;
+    let s = setup(CONF);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, syslog: bool, journal_stream: Option<&str>| {
+        let path = dir.path().join(name);
+        let file = fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let id = format!("{}:{}", meta.dev(), meta.ino());
+        let mut args = vec!["-C", s.conf.as_str(), "attach", "UNASS1", "-v"];
+        if syslog {
+            args.push("--syslog");
+        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bbvirt"));
+        cmd.args(&args)
+            .env("BBVIRT_SYSFS_ROOT", s.tree.root())
+            .env("BBVIRT_RUN_DIR", s.tree.root().join("run"))
+            .env_remove("JOURNAL_STREAM")
+            .stderr(file);
+        if let Some(js) = journal_stream {
+            cmd.env("JOURNAL_STREAM", js.replace("ID", &id));
+        }
+        let status = cmd.status().unwrap();
+        assert_eq!(status.code(), Some(exit::OK), "{name}");
+        fs::read_to_string(&path).unwrap()
+    };
+    let line = "bbvirt: UNASS1 is not assigned to any domain";
+    assert_eq!(run("unit", true, Some("ID")), "", "stderr is the journal");
+    for (name, syslog, js) in [
+        ("unit-without-syslog", false, Some("ID")),
+        ("terminal", true, None),
+        ("inherited", true, Some("1:1")),
+        ("malformed", true, Some("ID:")),
+    ] {
+        let err = run(name, syslog, js);
+        assert!(err.contains(line), "{name}: {err}");
+    }
+}
+
+#[test]
+fn empty_or_blank_values_are_usage_errors_naming_the_option() {
+    // `attach KWIF4Q -n -D ''` once planned an attach to a guest named "".
+    let s = setup(CONF);
+    let (out, _) = expect_exit(&s.run(&["attach", "KWIF4Q", "-n"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g1 <xml> --live\n");
+    for blank in ["", " ", "\t", " \n "] {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["attach", "KWIF4Q", "-n", "-D", blank],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["-D", blank, "attach", "KWIF4Q", "-n"],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["detach", "KWIF4Q", "-n", "--domain", blank],
+                "'--domain <NAME>'",
+            ),
+            (
+                &["attach", "KWIF4Q", "-n", "-c", blank],
+                "'--connect <URI>'",
+            ),
+            (&["sync", "-n", "--connect", blank], "'--connect <URI>'"),
+            (&["status", "-C", blank], "'--config <FILE>'"),
+            (&["attach", "KWIF4Q", "-b", blank], "'--busnum <N>'"),
+            (&["attach", "KWIF4Q", "-d", blank], "'--devnum <N>'"),
+            (&["attach-all", "--timeout", blank], "'--timeout <SECS>'"),
+            (
+                &["check", "--seedd-config", blank],
+                "'--seedd-config <FILE>'",
+            ),
+            (&["install", "--root", blank, "-n"], "'--root <DIR>'"),
+            (&["uninstall", "--root", blank, "-n"], "'--root <DIR>'"),
+            (&["attach-all", blank, "-n"], "'[DOMAIN]'"),
+            (&["sync", blank, "-n"], "'[DOMAIN]'"),
+            (&["detach-all", blank, "-n"], "'[DOMAIN]'"),
+        ];
+        for (args, option) in cases {
+            let (out, err) = expect_exit(&s.run(args), exit::USAGE);
+            assert_eq!(out, "", "{args:?}: nothing planned");
+            assert!(
+                err.contains(&format!("invalid value '{blank}' for {option}")),
+                "{args:?}: {err}"
+            );
+            let why = if blank.is_empty() {
+                "the value is empty"
+            } else {
+                "the value is only whitespace"
+            };
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+        // The --opt=value form, and the config's own option before -C's.
+        let (_, err) = expect_exit(
+            &bbvirt(s.tree.root(), &[&format!("--config={blank}"), "status"]),
+            exit::USAGE,
+        );
+        assert!(err.contains("'--config <FILE>'"), "{err}");
+    }
+    // A value with spaces in it is a value (a guest may be named so).
+    let (out, _) = expect_exit(
+        &s.run(&["attach", "KWIF4Q", "-n", "-D", " my guest "]),
+        exit::OK,
+    );
+    assert_eq!(out, "virsh attach-device ' my guest ' <xml> --live\n");
+}
+
+#[test]
+fn help_says_where_any_usb_device_goes() {
+    // Each paragraph of --help that speaks of BitBabblers speaks of
+    // DOMAIN_USB_ too: bbvirt passes any USB device.
+    let s = setup(CONF);
+    let (out, _) = expect_exit(&s.run(&["--help"]), exit::OK);
+    for para in out.split("\n\n").filter(|p| p.contains("BitBabbler")) {
+        assert!(para.contains("DOMAIN_USB_"), "{para}");
+    }
+    assert!(
+        out.contains("any USB device to the\nguest whose DOMAIN_USB_<id> element selects it"),
+        "{out}"
+    );
+    // As it says: --domain sends a BitBabbler elsewhere, not a device that
+    // an element gives to its guest, nor one that nothing gives a guest.
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q )\nDOMAIN_USB_g2=( \"id=05e3:0608\" )\n");
+    let (out, _) = expect_exit(&s.run(&["attach", "KWIF4Q", "-n", "-D", "g2"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    let (out, _) = expect_exit(&s.run(&["attach", "3-1", "-n", "-D", "g1"]), exit::OK);
+    assert_eq!(out, "virsh attach-device g2 <xml> --live\n");
+    let s = setup("DOMAIN_RNG_g1=( KWIF4Q )\n");
+    let (out, err) = expect_exit(&s.run(&["attach", "3-1", "-n", "-D", "g1"]), exit::OK);
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("matches no DOMAIN_USB_ element"), "{err}");
+}

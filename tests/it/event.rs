@@ -298,4 +298,14 @@ fn the_rules_words_read_fast_as_clap_reads_them() {
         let clap = bbvirt::cli::Cli::parse_args(argv).ok();
         assert_eq!(fast, clap, "{line}");
     }
+    // An empty or blank FILE is a usage error (bbvirt says so, exit 2):
+    // the front does not read such words.
+    for argv in [
+        ["-C", "", "attach", "1:4", "--syslog"],
+        ["-C", " ", "detach", "1:4", "--syslog"],
+    ] {
+        let fast = event::rule_words(&argv.map(std::ffi::OsString::from));
+        let clap = bbvirt::cli::Cli::parse_args(std::iter::once("bbvirt").chain(argv)).ok();
+        assert_eq!((&fast, &clap), (&None, &None), "{argv:?}");
+    }
 }

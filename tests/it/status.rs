@@ -122,7 +122,7 @@ fn healthy_table_is_aligned() {
         render_table(&r),
         "\
 Devices:
-  SERIAL   ADDRESS  PORT     ASSIGNED TO  STATE     ATTACHED IN
+  DEVICE   ADDRESS  PORT     ASSIGNED TO  STATE     ATTACHED IN
   KWIF4Q   001:004  1-1      g1           attached  g1 at 001:004
   JAMMB3   001:005  1-2      g1           attached  g1 at 001:005
   QX3TZ7A  003:009  3-1.4.2  g2           attached  g2 at 003:009
@@ -189,7 +189,7 @@ fn stale_entries_absent_and_moved() {
     assert!(
         table.contains(
             "Stale (bbvirt entries that should not be there):\n  \
-             DOMAIN  SERIAL  ADDRESS  REASON\n  \
+             DOMAIN  DEVICE  ADDRESS  REASON\n  \
              g1      KWIF4Q  001:002  device now at 001:004\n  \
              g1      GONE11  001:007  device not plugged in\n"
         ),
@@ -289,7 +289,7 @@ fn absent_serials_and_stopped_guests_are_not_problems() {
     let table = render_table(&r);
     assert!(
         table.contains(
-            "Absent (configured, not plugged in):\n  SERIAL   ASSIGNED TO\n  ABSENT1  g1\n"
+            "Absent (configured, not plugged in):\n  DEVICE   ASSIGNED TO\n  ABSENT1  g1\n"
         ),
         "{table}"
     );
@@ -732,7 +732,7 @@ fn devices_held_open_on_the_host_and_where_they_sit_in_the_guest() {
         table.starts_with(
             "\
 Devices:
-  SERIAL   ADDRESS  PORT     ASSIGNED TO  STATE     ATTACHED IN                                      HELD BY
+  DEVICE   ADDRESS  PORT     ASSIGNED TO  STATE     ATTACHED IN                                      HELD BY
   KWIF4Q   001:004  1-1      g1           attached  g1 at 001:004 (guest port 0-1, qemu-xhci USB 3)  seedd (pid 812)
   JAMMB3   001:005  1-2      g1           attached  g1 at 001:005 (guest port 0-2, qemu-xhci USB 3)  -
   QX3TZ7A  003:009  3-1.4.2  g2           attached  g2 at 003:009                                    -

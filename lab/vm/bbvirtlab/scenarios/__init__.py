@@ -17,6 +17,7 @@ all (core.scenario), in the order they run in on bookworm:
                         device never follows its old address
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
+  journal.py     58     Debian 13: each bbvirt line once in the journal
   reboot.py      59, 60 a host reboot with libvirt-guests suspending and
                         resuming the guests (trixie: the main boot, then
                         the boot "resume" of the same root)
@@ -25,4 +26,4 @@ A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, reboot  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot  # noqa: F401  (registration order)
