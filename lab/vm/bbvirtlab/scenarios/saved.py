@@ -165,7 +165,12 @@ def fresh_plug(lab, serial, udc=None):
 
 
 def resume(dom, host=None):
-    r = (host or lab_host_a()).virsh('resume', dom)
+    """Let a guest run (the lab starts them paused); one running already
+    stays as it is."""
+    h = host or lab_host_a()
+    if h.virsh('domstate', dom).out.strip() != 'paused':
+        return
+    r = h.virsh('resume', dom)
     check(r.rc == 0, 'virsh resume %s: %s' % (dom, r))
 
 
