@@ -187,6 +187,28 @@ fn the_binary_reports_a_missing_or_relative_program() {
     );
 }
 
+#[test]
+fn the_binary_opens_closed_standard_descriptors_on_dev_null() {
+    // As a Rust `main` does (the front starts without std's runtime): the
+    // program it runs finds /dev/null where udev gave nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fds");
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            r#"exec "$0" /bin/sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 > "$0"' "$1" <&- >&- 2>&-"#,
+            env!("CARGO_BIN_EXE_bbvirt-event"),
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "/dev/null\n/dev/null\n"
+    );
+}
+
 /// The shared libraries an ELF file needs (`readelf -d`, from binutils).
 fn needed(path: &str) -> Vec<String> {
     let out = Command::new("readelf")
@@ -207,6 +229,11 @@ fn the_front_does_not_link_libvirt_and_bbvirt_does() {
     let full = needed(env!("CARGO_BIN_EXE_bbvirt"));
     assert!(full.iter().any(|l| l.starts_with("libvirt")), "{full:?}");
     assert!(!front.iter().any(|l| l.starts_with("libvirt")), "{front:?}");
+    // Its unwinder is linked in (libgcc_eh.a): one library less to load.
+    assert!(
+        !front.iter().any(|l| l.starts_with("libgcc_s")),
+        "{front:?}"
+    );
     assert!(front.len() < full.len(), "{front:?} vs {full:?}");
 }
 
