@@ -91,13 +91,16 @@ def make_conf(path):
 
 
 def run_once(cmd, env):
-    """Wall seconds of one run."""
+    """Wall seconds of one run, and its CPU seconds (user + system, from
+    wait4: what other load on the machine does not stretch)."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"bench: {cmd} exited {p.returncode}")
-    return wall
+    return wall, ru.ru_utime + ru.ru_stime
 
 
 def max_rss(cmd, env):
@@ -186,18 +189,23 @@ def main():
             cases.insert(7, ("  --baseline-event's front, same no-op",
                              [os.path.abspath(args.baseline_event), bbvirt] + noop, udev))
         samples = {name: [] for name, _, _ in cases}
+        cpu = {name: [] for name, _, _ in cases}
         for _ in range(args.runs):
             for name, cmd, e in cases:
-                samples[name].append(run_once(cmd, e))
+                wall, used = run_once(cmd, e)
+                samples[name].append(wall)
+                cpu[name].append(used)
         rss = {name: max_rss(cmd, e) for name, cmd, e in cases}
         med = {n: statistics.median(s) for n, s in samples.items()}
-        print(f"per-invocation overhead, {args.runs} interleaved runs each, median wall time")
-        print(f"{'command':40} {'median ms':>10} {'max RSS KiB':>12} {'instructions':>14} {'syscalls':>9}")
+        mcpu = {n: statistics.median(s) for n, s in cpu.items()}
+        print(f"per-invocation overhead, {args.runs} interleaved runs each, median wall and CPU time")
+        print(f"{'command':40} {'median ms':>10} {'CPU ms':>7} {'max RSS KiB':>12} {'instructions':>14}"
+              f" {'syscalls':>9}")
         for name, cmd, e in cases:
             ir = instructions(cmd, e)
             sc = syscalls(cmd, e)
-            print(f"{name:40} {med[name] * 1000:10.2f} {rss[name] or '-':>12} {ir if ir else '-':>14}"
-                  f" {sc if sc else '-':>9}")
+            print(f"{name:40} {med[name] * 1000:10.2f} {mcpu[name] * 1000:7.2f} {rss[name] or '-':>12}"
+                  f" {ir if ir else '-':>14} {sc if sc else '-':>9}")
         a, aa = med["bbvirt attach SERIAL -n"], med["bbvirt attach-all -n (16 dev, 4 dom)"]
         print("ratios (same run):")
         print(f"  bbvirt attach -n / bash sourcing vm.conf : {a / med['bash: source vm.conf']:.2f}")
@@ -205,7 +213,8 @@ def main():
         print(f"  bbvirt attach-all -n / one virsh call    : {aa / med['virsh -c test:///default list']:.2f}")
         f, b = med["bbvirt-event ... attach 4:7 (no-op)"], med["bbvirt attach 4:7 (unassigned: no-op)"]
         scan = med["  the same without DEVPATH (scan)"]
-        print(f"  udev no-op: bbvirt-event / true          : {f / med['true']:.2f}")
+        print(f"  udev no-op: bbvirt-event / true          : {f / med['true']:.2f}"
+              f" (CPU time: {mcpu['bbvirt-event ... attach 4:7 (no-op)'] / mcpu['true']:.2f})")
         print(f"  udev no-op: bbvirt-event scanning / true : {scan / med['true']:.2f}")
         print(f"  udev no-op: bbvirt / bbvirt-event        : {b / f:.2f}")
         if args.baseline_event:
@@ -218,7 +227,7 @@ def main():
             hyperfine(fronts, bbvirt, noop, udev, args.runs * 5)
 
 
-def hyperfine(fronts, bbvirt, noop, udev, runs, rounds=10):
+def hyperfine(fronts, bbvirt, noop, udev, runs, rounds=30):
     """The udev no-op next to true again, timed by hyperfine: no shell, no
     Python between the runs (a lower floor than subprocess.run's), all in
     udev's environment. hyperfine runs each command's runs in a row, so the
@@ -230,7 +239,7 @@ def hyperfine(fronts, bbvirt, noop, udev, runs, rounds=10):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "h.json")
         for _ in range(rounds):
-            subprocess.run(["hyperfine", "-N", "--warmup", "20", "--runs", str(per_round),
+            subprocess.run(["hyperfine", "-N", "--warmup", "10", "--runs", str(per_round),
                             "--export-json", out] + cmds, env=udev, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with open(out) as f:
