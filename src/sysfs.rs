@@ -299,6 +299,82 @@ impl Sysfs {
     }
 }
 
+/// What udev's `DEVPATH` names, read from that device's own directory
+/// ([`Sysfs::at_devpath`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtDevpath {
+    /// A root hub `usbB`: never in a scan (it has no port to pass).
+    RootHub { busnum: u32, devnum: u32 },
+    /// A USB device, as [`Sysfs::scan`] gives it in [`Scan::usb`].
+    Device(UsbDevice),
+}
+
+impl Sysfs {
+    /// The root hub or USB device at udev's `DEVPATH` (`/devices/.../usb1/1-4`),
+    /// read from its own directory (`<root>` + DEVPATH) without listing any
+    /// other device: the udev front's way to its event's device
+    /// ([`crate::event`]).
+    ///
+    /// DEVPATH comes from the environment: it is read only when
+    /// [`devpath_name`] takes it (a plain path under `/devices` ending in a
+    /// device or root hub name below its hub). A device is read exactly as a
+    /// scan reads it (the same attributes, the same checks, its `path` the
+    /// scan's `bus/usb/devices/NAME`), so it equals the entry a scan gives
+    /// for it. None when DEVPATH is refused, the directory is gone or
+    /// unreadable, or its attributes are not those of a device a scan
+    /// would take (garbage, a name that disagrees with `busnum`): the
+    /// caller then scans.
+    pub fn at_devpath(&self, devpath: &str) -> Option<AtDevpath> {
+        let name = devpath_name(devpath)?;
+        let dir = self.root.join(devpath.strip_prefix('/')?);
+        if let Some(bus) = name.strip_prefix("usb") {
+            let busnum = parse_decimal_attr(&read_attr(&dir, "busnum").ok()??)?;
+            let devnum = parse_decimal_attr(&read_attr(&dir, "devnum").ok()??)?;
+            return (bus == busnum.to_string()).then_some(AtDevpath::RootHub { busnum, devnum });
+        }
+        match read_device(&dir, name).ok()? {
+            Entry::Device(dev) => Some(AtDevpath::Device(UsbDevice {
+                path: self.devices_dir().join(name),
+                ..dev
+            })),
+            Entry::Absent | Entry::Other | Entry::Skipped(_) => None,
+        }
+    }
+}
+
+/// The kernel's name of the USB device or root hub that udev's `DEVPATH`
+/// names (`/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.2` names
+/// `1-4.2`), when DEVPATH has the kernel's form for one: at most
+/// `PATH_MAX` bytes, under `/devices/`, no empty, `.` or `..` component,
+/// and ending in a root hub `usbB` or a device `B-P[.P...]` whose parent
+/// component is its hub (`usbB` for `B-P`, `B-P` for `B-P.Q`). None for
+/// anything else (an interface `B-P:C.I`, a path that climbs out): DEVPATH
+/// is untrusted input from the environment.
+pub fn devpath_name(devpath: &str) -> Option<&str> {
+    if devpath.len() >= libc::PATH_MAX as usize {
+        return None;
+    }
+    let rest = devpath.strip_prefix("/devices/")?;
+    let components: Vec<&str> = rest.split('/').collect();
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'))
+    {
+        return None;
+    }
+    let (&name, above) = components.split_last()?;
+    if let Some(bus) = name.strip_prefix("usb") {
+        let root_hub = parse_decimal(bus).is_some_and(|b| format!("usb{b}") == name);
+        return root_hub.then_some(name);
+    }
+    parse_device_name(name)?;
+    let hub = match name.rsplit_once('.') {
+        Some((hub, _)) => hub.to_string(),
+        None => format!("usb{}", name.split_once('-')?.0),
+    };
+    (above.last() == Some(&hub.as_str())).then_some(name)
+}
+
 /// The first device in `devices` whose serial is `serial`: the one place
 /// that finds a present device by its serial.
 pub fn with_serial<'a>(devices: &'a [UsbDevice], serial: &str) -> Option<&'a UsbDevice> {
@@ -502,6 +578,51 @@ mod tests {
             "٣-1",
         ] {
             assert_eq!(parse_device_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn devpaths() {
+        let pci = "/devices/pci0000:00/0000:00:14.0";
+        for (devpath, name) in [
+            (format!("{pci}/usb1"), "usb1"),
+            (format!("{pci}/usb12"), "usb12"),
+            (format!("{pci}/usb1/1-4"), "1-4"),
+            (format!("{pci}/usb1/1-4/1-4.2"), "1-4.2"),
+            (format!("{pci}/usb3/3-1/3-1.4/3-1.4.2"), "3-1.4.2"),
+            ("/devices/platform/dummy_hcd.0/usb3/3-1".into(), "3-1"),
+        ] {
+            assert_eq!(devpath_name(&devpath), Some(name), "{devpath}");
+        }
+        let long = format!("/devices/{}/usb1/1-1", "x/".repeat(2100));
+        for bad in [
+            "",
+            "/",
+            "/devices",
+            "/devices/",
+            "devices/x/usb1/1-4",
+            "/sys/devices/x/usb1/1-4",
+            "/devices/x/usb1/1-4/",
+            "/devices/x//usb1/1-4",
+            "/devices/x/./usb1/1-4",
+            "/devices/x/usb1/../usb1/1-4",
+            "/devices/../bus/usb/devices/usb1/1-4",
+            "/devices/x/usb1/1-4:1.0",
+            "/devices/x/usb1/1-4/1-4:1.0",
+            "/devices/x/usb2/1-4",
+            "/devices/x/usb1/1-4.2",
+            "/devices/x/usb1/1-3/1-4.2",
+            "/devices/x/1-4",
+            "/devices/1-4",
+            "/devices/x/usb01",
+            "/devices/x/usb",
+            "/devices/x/usb+1",
+            "/devices/x/usbx",
+            "/devices/x/usb1/1-4\0",
+            "/devices/x/usb1/1-4\n",
+            long.as_str(),
+        ] {
+            assert_eq!(devpath_name(bad), None, "{bad:?}");
         }
     }
 

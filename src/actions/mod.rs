@@ -15,7 +15,7 @@ use crate::device::{DeviceId, is_valid_serial};
 use crate::hostdev::{UsbHostdev, XmlError, alias_for, hostdev_xml, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError};
 use crate::reconcile::{Placement, placement};
-use crate::sysfs::{Scan, SysfsError, UsbDevice};
+use crate::sysfs::{AtDevpath, Scan, SysfsError, UsbDevice};
 use crate::text::shell_quote;
 use crate::{debug, detail, info, note, warn};
 
@@ -264,7 +264,52 @@ impl Context<'_> {
         let dev = self
             .find_present(&scan, id)?
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
-        let by_element = self.element_route(&scan, dev);
+        self.route_present(dev, self.element_route(&scan, dev))
+    }
+
+    /// [`Context::route_attach`] for `id` = `BUS:DEV` from `at`, the root
+    /// hub or device found without a scan (the udev front reads its
+    /// event's own directory, [`crate::sysfs::Sysfs::at_devpath`]), when
+    /// that route does not depend on the other present devices. The kernel
+    /// gives each present device its own `BUS:DEV`, so a scan finds `at`
+    /// for `id` (a root hub: nothing, it is never in a scan); and the route
+    /// of a device that no `DOMAIN_USB_` element matches follows from the
+    /// device alone: its serial, else the host
+    /// ([`crate::config::Config::elements_may_take`]). None when `id` is
+    /// not `at`'s `BUS:DEV`, or some element matches the device (which one
+    /// takes it, if any, depends on the other devices: each element takes
+    /// one, the first in port order): then only the scan can tell.
+    pub fn route_alone(
+        &self,
+        at: &AtDevpath,
+        id: &DeviceId,
+    ) -> Option<Result<AttachRoute, ActionError>> {
+        let &DeviceId::Address { bus, dev: devnum } = id else {
+            return None;
+        };
+        match at {
+            // Never in a scan (no port to pass): not found, as for bbvirt.
+            AtDevpath::RootHub { busnum, devnum: d } => {
+                (*busnum == bus && *d == devnum).then(|| Err(ActionError::NotFound(id.to_string())))
+            }
+            AtDevpath::Device(dev) => {
+                if !dev.matches(id) || self.config.elements_may_take(dev) {
+                    return None;
+                }
+                Some(
+                    self.found(dev, id)
+                        .and_then(|()| self.route_present(dev, None)),
+                )
+            }
+        }
+    }
+
+    /// [`Context::route_attach`] once the device is found.
+    fn route_present(
+        &self,
+        dev: &UsbDevice,
+        by_element: Option<(usize, usize)>,
+    ) -> Result<AttachRoute, ActionError> {
         if !dev.is_bitbabbler() {
             let Some(route) = by_element else {
                 note!(
@@ -336,10 +381,16 @@ impl Context<'_> {
             _ => crate::sysfs::find_in(&scan.usb, id),
         };
         if let Some(dev) = dev {
-            debug!("{id} is {}", with_address(dev));
-            self.check_hints(dev, &id.to_string())?;
+            self.found(dev, id)?;
         }
         Ok(dev)
+    }
+
+    /// What is said and checked of the device `id` found: its address
+    /// (`-vvv`) and the `--busnum`/`--devnum` hints.
+    fn found(&self, dev: &UsbDevice, id: &DeviceId) -> Result<(), ActionError> {
+        debug!("{id} is {}", with_address(dev));
+        self.check_hints(dev, &id.to_string())
     }
 
     /// The `DOMAIN_USB_` element that gets `dev` among the present devices:

@@ -456,6 +456,18 @@ impl Config {
         shared.into_iter().zip(routes.route).collect()
     }
 
+    /// Whether some `DOMAIN_USB_` element matches `dev`. When none does,
+    /// [`Config::element_routes`] gives `dev` no route whatever other
+    /// devices are present: an element only ever takes a device it
+    /// matches ([`crate::selector::assign`]).
+    pub fn elements_may_take(&self, dev: &crate::sysfs::UsbDevice) -> bool {
+        let candidate = dev.candidate();
+        self.domains
+            .iter()
+            .flat_map(|d| &d.usb)
+            .any(|e| e.matches(&candidate))
+    }
+
     /// The present devices that guest `guest` (an index into `domains`)
     /// gets by its `DOMAIN_USB_` elements, each with the element's index:
     /// [`Config::element_routes`] for one guest. The hook and `sync` ask

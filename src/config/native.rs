@@ -2,7 +2,7 @@
 //! understood exactly, without executing anything (see the module doc of
 //! [`crate::config`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{
@@ -97,12 +97,12 @@ const BASH_READONLY: &[&str] = &[
 #[derive(Default)]
 struct Vars {
     order: Vec<String>,
-    values: HashMap<String, Vec<String>>,
-    readonly: HashSet<String>,
+    values: BTreeMap<String, Vec<String>>,
+    readonly: BTreeSet<String>,
     /// The line of each variable's last assignment.
-    lines: HashMap<String, usize>,
+    lines: BTreeMap<String, usize>,
     /// Where each variable is set: first assignment, each element.
-    sources: HashMap<String, VarLines>,
+    sources: BTreeMap<String, VarLines>,
 }
 
 enum Value {

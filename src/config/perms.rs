@@ -66,9 +66,13 @@ pub(super) fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> 
     check_metadata(path, &meta)?;
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     // And again on the open file, in case it was replaced meanwhile.
-    check_metadata(path, &file.metadata().map_err(read_err)?)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    check_metadata(path, &meta)?;
+    // Sized from that stat, read to the end through `Read`'s own loop
+    // (`File`'s would stat the file and seek again first: udev's front
+    // reads this file for every event).
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).map_or(0, |n| n + 1));
+    io::Read::read_to_end(&mut (&mut file).take(u64::MAX), &mut bytes).map_err(read_err)?;
     Ok(Some(bytes))
 }
 

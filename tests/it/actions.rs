@@ -812,7 +812,7 @@ fn a_device_no_element_matches_stays_with_the_host_untouched() {
     let verdict = |line: &str| {
         let words: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
         let (action, _) = bbvirt::event::rule_words(&words).unwrap();
-        bbvirt::event::decide(&action, &ctx, None)
+        bbvirt::event::decide(&action, &ctx, &Default::default())
     };
     assert_eq!(verdict("attach 1:7"), bbvirt::event::Verdict::Done);
     assert_eq!(verdict("attach 1:6"), bbvirt::event::Verdict::Run);

@@ -10,7 +10,7 @@ use bbvirt::cli::{Action, Opts};
 use bbvirt::config::Config;
 use bbvirt::context::Context;
 use bbvirt::daemon::{HostPaths, Readiness};
-use bbvirt::event::{self, Verdict};
+use bbvirt::event::{self, UdevEnv, Verdict};
 
 fn words(line: &str) -> Vec<std::ffi::OsString> {
     line.split_whitespace().map(Into::into).collect()
@@ -38,7 +38,7 @@ fn verdict(cfg: &Config, gate: Option<&HostPaths>, line: &str) -> Verdict {
         lock_dir: Some(&lock),
         readiness: gate.as_ref(),
     };
-    event::decide(&action, &ctx, None)
+    event::decide(&action, &ctx, &UdevEnv::default())
 }
 
 #[test]
@@ -187,6 +187,28 @@ fn the_binary_reports_a_missing_or_relative_program() {
     );
 }
 
+#[test]
+fn the_binary_opens_closed_standard_descriptors_on_dev_null() {
+    // As a Rust `main` does (the front starts without std's runtime): the
+    // program it runs finds /dev/null where udev gave nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fds");
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            r#"exec "$0" /bin/sh -c 'readlink /proc/self/fd/0 /proc/self/fd/2 > "$0"' "$1" <&- >&- 2>&-"#,
+            env!("CARGO_BIN_EXE_bbvirt-event"),
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "/dev/null\n/dev/null\n"
+    );
+}
+
 /// The shared libraries an ELF file needs (`readelf -d`, from binutils).
 fn needed(path: &str) -> Vec<String> {
     let out = Command::new("readelf")
@@ -207,6 +229,11 @@ fn the_front_does_not_link_libvirt_and_bbvirt_does() {
     let full = needed(env!("CARGO_BIN_EXE_bbvirt"));
     assert!(full.iter().any(|l| l.starts_with("libvirt")), "{full:?}");
     assert!(!front.iter().any(|l| l.starts_with("libvirt")), "{front:?}");
+    // Its unwinder is linked in (libgcc_eh.a): one library less to load.
+    assert!(
+        !front.iter().any(|l| l.starts_with("libgcc_s")),
+        "{front:?}"
+    );
     assert!(front.len() < full.len(), "{front:?} vs {full:?}");
 }
 
@@ -215,7 +242,7 @@ fn a_remove_event_says_vendor_product_and_port() {
     use bbvirt::event::Removed;
     let r = Removed::from_event(
         "10c4/ea60/100",
-        "/devices/pci0000:00/0000:00:14.0/usb1/1-4.2",
+        "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4.2",
     )
     .unwrap();
     assert_eq!(r.id.to_string(), "10c4:ea60");
@@ -223,6 +250,18 @@ fn a_remove_event_says_vendor_product_and_port() {
     let r = Removed::from_event("403/7840/600", "/devices/x/usb3/3-1:1.0").unwrap();
     assert_eq!(r.id, bbvirt::sysfs::BITBABBLER_ID);
     assert_eq!(r.port, None, "an interface's path names no device port");
+    // A DEVPATH not of the kernel's form names no port: any port holds.
+    for odd in [
+        "/devices/usb1/1-4.2",
+        "/devices/x/usb1/../usb1/1-4",
+        "devices/x/usb1/1-4",
+        "/sys/devices/x/usb1/1-4",
+        "/devices/x/usb2/1-4",
+        "",
+    ] {
+        let r = Removed::from_event("10c4/ea60/100", odd).unwrap();
+        assert_eq!(r.port, None, "{odd:?}");
+    }
     for bad in ["", "10c4", "zz/ea60/1", "10c4a/ea60/1"] {
         assert!(
             Removed::from_event(bad, "/devices/usb1/1-4").is_none(),
@@ -251,8 +290,13 @@ fn removes_that_no_element_could_have_matched_need_no_bbvirt() {
             lock_dir: None,
             readiness: None,
         };
-        let removed = Removed::from_event(product, devpath).unwrap();
-        event::decide(&action, &ctx, Some(&removed))
+        assert!(Removed::from_event(product, devpath).is_some());
+        let event = UdevEnv {
+            action: Some("remove".into()),
+            devpath: Some(devpath.into()),
+            product: Some(product.into()),
+        };
+        event::decide(&action, &ctx, &event)
     };
     // A keyboard, and a CP210x in a port the element does not name.
     assert_eq!(

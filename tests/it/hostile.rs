@@ -8,7 +8,7 @@ use crate::util::{bbvirt, expect_exit, write_config};
 use bbvirt::exit;
 
 /// Serial (and product) strings a malicious or broken device might report.
-fn corpus() -> Vec<Vec<u8>> {
+pub(crate) fn corpus() -> Vec<Vec<u8>> {
     let mut c: Vec<Vec<u8>> = [
         "AAAAAA -D victim",
         "AAAAAA --domain=victim",

@@ -11,6 +11,7 @@ mod config_corpus;
 mod config_fuzz;
 mod deadline;
 mod event;
+mod event_diff;
 mod hostile;
 mod install;
 mod saved;
