@@ -3,10 +3,18 @@
 //! and how it is started).
 //!
 //! It waits, without the host lock, until libvirt has no job on the guest
-//! (the restore or migration is over), then puts the guest right as `sync`
-//! does: parked and stale bbvirt entries out, this host's devices for it in,
-//! each at its current address. A guest vm.conf does not name only loses
-//! its parked entries (empty slots the rewrite left). It gives up quietly
+//! (the restore or migration is over), then takes every bbvirt entry out of
+//! it and attaches this host's devices for it, each at its current address
+//! (as `sync` does). Every entry, not only the parked and stale ones: QEMU
+//! closes a `usb-host` device that it opened by path (libvirt's
+//! `hostdevice=/dev/bus/usb/BBB/DDD`) when it loads a saved state (its
+//! `post_load` emulates a surprise removal and then re-opens only the
+//! devices it scans for), so after a restore, a migration or a revert the
+//! guest holds an empty slot under the device's alias until it is attached
+//! again; seen in the lab (scenario 23: no QEMU held the node after the
+//! restore, though libvirt listed the device at its new address). A guest
+//! vm.conf does not name only loses bbvirt's entries (parked: the rewrite
+//! gave it none of this host's devices). It gives up quietly
 //! when the guest is not running, or libvirt not reachable, for
 //! [`NOT_RUNNING`] (the restore or migration failed), and with a warning
 //! after [`crate::follow_up::WAIT`] of libvirt being busy with it.
@@ -74,43 +82,52 @@ impl Context<'_> {
         );
         let mut conns = self.connections();
         let mut steps = Steps::default();
+        let live = match self.connect(&mut conns, &target) {
+            Ok(conn) => self.live_hostdevs(conn, &target.name)?.unwrap_or_default(),
+            Err(e) if e.is_nothing_to_do() => Vec::new(),
+            Err(source) => {
+                return Err(ActionError::Virt {
+                    action: "syncing",
+                    what: "devices".into(),
+                    domain: target.name.clone(),
+                    source,
+                });
+            }
+        };
+        // Out with every bbvirt entry: parked ones are empty, the others
+        // were closed by QEMU when it loaded the saved state (module doc).
+        for h in live.iter().filter(|h| h.is_bbvirts()) {
+            let alias = h.alias.clone().unwrap_or_default();
+            debug!(
+                "follow-up: taking {alias} out of '{}' ({})",
+                target.name,
+                if h.is_parked() {
+                    "parked"
+                } else {
+                    "QEMU closed it when it loaded the saved state"
+                }
+            );
+            let result = self
+                .connect(&mut conns, &target)
+                .map_err(|source| ActionError::Virt {
+                    action: "detaching",
+                    what: alias.clone(),
+                    domain: target.name.clone(),
+                    source,
+                })
+                .and_then(|conn| self.detach_alias(conn, &target, &alias));
+            steps.record(result);
+        }
         match conf {
             Some(d) => {
                 let scan = self.sysfs.scan()?;
                 self.sync_one(&mut conns, &mut steps, d, &scan);
             }
-            None => {
-                let live = match self.connect(&mut conns, &target) {
-                    Ok(conn) => self.live_hostdevs(conn, &target.name)?.unwrap_or_default(),
-                    Err(e) if e.is_nothing_to_do() => Vec::new(),
-                    Err(source) => {
-                        return Err(ActionError::Virt {
-                            action: "syncing",
-                            what: "devices".into(),
-                            domain: target.name.clone(),
-                            source,
-                        });
-                    }
-                };
-                for h in live.iter().filter(|h| h.is_bbvirts() && h.is_parked()) {
-                    let alias = h.alias.clone().unwrap_or_default();
-                    note!(
-                        "'{}' is not in {}: removing its empty entry {alias}",
-                        target.name,
-                        self.config.path.display()
-                    );
-                    let result = self
-                        .connect(&mut conns, &target)
-                        .map_err(|source| ActionError::Virt {
-                            action: "detaching",
-                            what: alias.clone(),
-                            domain: target.name.clone(),
-                            source,
-                        })
-                        .and_then(|conn| self.detach_alias(conn, &target, &alias));
-                    steps.record(result);
-                }
-            }
+            None => note!(
+                "'{}' is not in {}: no device of this host for it",
+                target.name,
+                self.config.path.display()
+            ),
         }
         steps.finish()
     }
