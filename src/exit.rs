@@ -11,7 +11,8 @@ use crate::install::InstallError;
 /// status: healthy; check: no error found.
 pub const OK: i32 = 0;
 /// libvirt refused or failed, or a deadline passed; status: not healthy;
-/// check: errors found; install: a file could not be written or is in the way.
+/// check: errors found; install: a file could not be written or is in the way;
+/// devices: sysfs could not be read.
 pub const FAILED: i32 = 1;
 /// Bad command line or invalid device identifier.
 pub const USAGE: i32 = 2;
@@ -38,6 +39,9 @@ pub enum CommandError {
     /// `check` found errors; its findings show them.
     #[error("{errors} error(s) found")]
     ErrorsFound { errors: usize },
+    /// `devices` could not list the USB devices; its output says why.
+    #[error("the USB devices could not be listed")]
+    NotListed,
     /// The output could not be written.
     #[error("writing the {what}")]
     Output {
@@ -61,6 +65,7 @@ impl CommandError {
             | CommandError::Install(_)
             | CommandError::Unhealthy
             | CommandError::ErrorsFound { .. }
+            | CommandError::NotListed
             | CommandError::Output { .. } => FAILED,
         }
     }
@@ -71,7 +76,9 @@ impl CommandError {
     pub fn messages(&self) -> Vec<String> {
         let chain = |e: &dyn std::error::Error| crate::log::chain(e);
         match self {
-            CommandError::Unhealthy | CommandError::ErrorsFound { .. } => Vec::new(),
+            CommandError::Unhealthy
+            | CommandError::ErrorsFound { .. }
+            | CommandError::NotListed => Vec::new(),
             CommandError::Action(ActionError::Partial { errors, .. }) => errors
                 .iter()
                 .map(|e| chain(e))
