@@ -9,7 +9,7 @@ use super::{Device, FoundBy, PortBecause, Report};
 
 /// The most characters of a descriptor string shown in a cell (the JSON
 /// and the suggested element keep it whole).
-pub const MAX_CELL: usize = 32;
+pub const MAX_CELL: usize = 40;
 
 /// Untrusted text for a cell: escaped ([`escape_controls`]: nothing that
 /// breaks a line or moves text), at most [`MAX_CELL`] characters of it,

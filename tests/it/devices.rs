@@ -43,6 +43,11 @@ fn host() -> FixtureTree {
         .interface("3-1:1.0")
         .driver("3-1:1.0", "hub")
         .usb_device("3-1.2", "0658", "0200", None, 3, 3)
+        .attr(
+            "3-1.2",
+            "product",
+            "Z-Wave.Me UZB1 stick, 500 series, second revision\n",
+        )
         .interface("3-1.2:1.0")
         .driver("3-1.2:1.0", "cdc_acm")
         .interface("3-1.2:1.1")
@@ -263,16 +268,16 @@ fn who_has_each_device_and_what_it_is() {
     assert_eq!(
         render_table(&r),
         r#"USB devices (root hubs aside):
-  ADDRESS  PORT   ID         SERIAL    MANUFACTURER  PRODUCT                            VM.CONF           USED BY
-  001:002  1-1    10c4:ea60  "0001"    Silicon Labs  CP2102N USB to UART Bridge Contr…  -                 guest g1
-  002:002  2-1    10c4:ea60  "0001"    Silicon Labs  CP2102N USB to UART Bridge Contr…  -                 host (cp210x)
-  003:002  3-1    05e3:0608  (none)    Some Vendor   USB Device                         -                 host (hub)
-  003:003  3-1.2  0658:0200  (none)    Some Vendor   USB Device                         -                 host (cdc_acm)
-  003:004  3-1.3  1050:0407  "K1"      Some Vendor   USB Device                         DOMAIN_USB_g1[0]  host (usbhid)
-  003:005  3-1.4  1050:0407  "K 2"     Some Vendor   USB Device                         -                 host
-  003:007  3-1.5  0658:0200  (none)    Some Vendor   USB Device                         -                 host
-  003:006  3-2    0403:7840  "KWIF4Q"  Voicetronix   BitBabbler White                   DOMAIN_RNG_g2     host, held by seedd (pid 812); stale entry in g2
-  003:008  3-3    046d:c52b  (none)    -             -                                  -                 host
+  ADDRESS  PORT   ID         SERIAL    MANUFACTURER  PRODUCT                                    VM.CONF           USED BY
+  001:002  1-1    10c4:ea60  "0001"    Silicon Labs  CP2102N USB to UART Bridge Controller      -                 guest g1
+  002:002  2-1    10c4:ea60  "0001"    Silicon Labs  CP2102N USB to UART Bridge Controller      -                 host (cp210x)
+  003:002  3-1    05e3:0608  (none)    Some Vendor   USB Device                                 -                 host (hub)
+  003:003  3-1.2  0658:0200  (none)    Some Vendor   Z-Wave.Me UZB1 stick, 500 series, second…  -                 host (cdc_acm)
+  003:004  3-1.3  1050:0407  "K1"      Some Vendor   USB Device                                 DOMAIN_USB_g1[0]  host (usbhid)
+  003:005  3-1.4  1050:0407  "K 2"     Some Vendor   USB Device                                 -                 host
+  003:007  3-1.5  0658:0200  (none)    Some Vendor   USB Device                                 -                 host
+  003:006  3-2    0403:7840  "KWIF4Q"  Voicetronix   BitBabbler White                           DOMAIN_RNG_g2     host, held by seedd (pid 812); stale entry in g2
+  003:008  3-3    046d:c52b  (none)    -             -                                          -                 host
 
 Suggested DOMAIN_USB_ elements (each selects exactly its device among those plugged in):
   ADDRESS  ELEMENT                      NOTE
