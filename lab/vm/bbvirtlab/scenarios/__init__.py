@@ -12,7 +12,8 @@ all (core.scenario), in the order they run in on bookworm:
                         (only with --bench)
   guestside.py   20     guests without a (fast) USB controller, a device held
                         open on the host
-  anyusb.py      21     any USB device by DOMAIN_USB_ (id, serial, port)
+  anyusb.py      21, 22 any USB device by DOMAIN_USB_ (id, serial, port);
+                        `bbvirt devices` and a vm.conf made of its suggestions
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
 
