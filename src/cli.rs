@@ -41,6 +41,7 @@ Exit status:
     subcommand_value_name = "ACTION",
     override_usage = "bbvirt attach|detach DEVICE [OPTIONS]\n       \
                       bbvirt attach-all|detach-all|sync [DOMAIN] [OPTIONS]\n       \
+                      bbvirt devices|list [--json] [OPTIONS]\n       \
                       bbvirt status [--json] [OPTIONS]\n       \
                       bbvirt check [OPTIONS]\n       \
                       bbvirt install|uninstall [--root DIR] [OPTIONS]\n       \
@@ -206,6 +207,16 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
+    /// List every USB device (root hubs aside), who has it, and a DOMAIN_USB_
+    /// element that selects exactly it, to paste into vm.conf
+    #[command(visible_alias = "list")]
+    Devices {
+        /// Machine-readable output (schema in bbvirt(1))
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: Opts,
+    },
     /// Show every BitBabbler and every device a DOMAIN_USB_ element selects:
     /// where each is assigned and attached; stale entries
     Status {
@@ -265,6 +276,7 @@ impl Action {
             | Action::AttachAll { opts, .. }
             | Action::Sync { opts, .. }
             | Action::DetachAll { opts, .. }
+            | Action::Devices { opts, .. }
             | Action::Status { opts, .. }
             | Action::Check { opts, .. }
             | Action::Install { opts, .. }
@@ -478,6 +490,33 @@ mod tests {
                 ]
             }
         );
+    }
+
+    #[test]
+    fn devices_and_its_alias() {
+        for args in [
+            &["devices"][..],
+            &["list"],
+            &["-c", "test:///default", "list"],
+        ] {
+            assert_eq!(
+                parse(args).unwrap().0,
+                Action::Devices {
+                    json: false,
+                    opts: Opts::default()
+                },
+                "{args:?}"
+            );
+        }
+        let (a, o) = parse(&["list", "--json", "-C", "x"]).unwrap();
+        assert_eq!(
+            a,
+            Action::Devices {
+                json: true,
+                opts: Opts::default()
+            }
+        );
+        assert_eq!(o.config.as_deref(), Some("x"));
     }
 
     #[test]

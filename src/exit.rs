@@ -11,7 +11,8 @@ use crate::install::InstallError;
 /// status: healthy; check: no error found.
 pub const OK: i32 = 0;
 /// libvirt refused or failed, or a deadline passed; status: not healthy;
-/// check: errors found; install: a file could not be written or is in the way.
+/// check: errors found; install: a file could not be written or is in the way;
+/// devices: sysfs could not be read.
 pub const FAILED: i32 = 1;
 /// Bad command line or invalid device identifier.
 pub const USAGE: i32 = 2;
@@ -42,6 +43,9 @@ pub enum CommandError {
     /// that is not the guest's own); its log lines say why.
     #[error("the guest's start was refused")]
     HookRefused,
+    /// `devices` could not list the USB devices; its output says why.
+    #[error("the USB devices could not be listed")]
+    NotListed,
     /// The output could not be written.
     #[error("writing the {what}")]
     Output {
@@ -66,6 +70,7 @@ impl CommandError {
             | CommandError::Unhealthy
             | CommandError::ErrorsFound { .. }
             | CommandError::HookRefused
+            | CommandError::NotListed
             | CommandError::Output { .. } => FAILED,
         }
     }
@@ -78,7 +83,8 @@ impl CommandError {
         match self {
             CommandError::Unhealthy
             | CommandError::ErrorsFound { .. }
-            | CommandError::HookRefused => Vec::new(),
+            | CommandError::HookRefused
+            | CommandError::NotListed => Vec::new(),
             CommandError::Action(ActionError::Partial { errors, .. }) => errors
                 .iter()
                 .map(|e| chain(e))

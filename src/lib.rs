@@ -16,7 +16,9 @@
 //!   sysfs, hypervisor, options; which guest and URI a name or serial leads
 //!   to ([`context::Target`]); one connection per URI and the host lock.
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
-//! - [`status`], [`check`], [`install`], [`completions`]: for the admin;
+//! - [`status`], [`devices`] (every USB device, who has it, the
+//!   `DOMAIN_USB_` element that selects it), [`check`], [`install`],
+//!   [`completions`]: for the admin;
 //!   [`hook`]: the libvirt qemu hook (never calls libvirt).
 //! - [`saved`]: what bbvirt's hostdevs in a saved guest's XML (restore,
 //!   migration, snapshot) become on this host; [`follow_up`]: the
@@ -81,6 +83,7 @@ pub mod context;
 pub mod controllers;
 pub mod daemon;
 pub mod device;
+pub mod devices;
 pub mod event;
 pub mod exit;
 pub mod follow_up;

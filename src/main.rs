@@ -173,6 +173,10 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
                 &Libvirt::new(),
             );
         }
+        // Lists the devices whatever vm.conf says (bbvirt::devices).
+        Action::Devices { json, .. } => {
+            return bbvirt::devices::run(&config_path(opts), opts, &sysfs, &Libvirt::new(), *json);
+        }
         Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
         Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),
         Action::Hook { args } => {
@@ -232,6 +236,7 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         Action::DetachAll { domain, .. } => ctx.detach_all(domain.as_deref()),
         Action::Status { json, .. } => return bbvirt::status::run(&ctx, *json),
         Action::Hook { .. }
+        | Action::Devices { .. }
         | Action::Completions { .. }
         | Action::Check { .. }
         | Action::Install { .. }

@@ -160,6 +160,33 @@ impl Selector {
             + usize::from(self.serial.is_some())
             + usize::from(self.port.is_some())
     }
+
+    /// The element's text, which [`Selector::from_str`] reads back as this
+    /// selector: `id=VVVV:PPPP`, `serial=S` (quoted by
+    /// [`crate::text::element_quote`] when it needs it), `port=BUS-PORT`,
+    /// in that order, the keys it gives. None when no element can say it:
+    /// neither `id` nor `port`, or a serial no element can hold (empty, or
+    /// with a NUL).
+    pub fn to_element(&self) -> Option<String> {
+        if self.id.is_none() && self.port.is_none() {
+            return None;
+        }
+        let mut words: Vec<String> = Vec::new();
+        if let Some(id) = self.id {
+            words.push(format!("id={id}"));
+        }
+        if let Some(serial) = &self.serial {
+            words.push(format!("serial={}", crate::text::element_quote(serial)?));
+        }
+        if let Some((bus, ports)) = &self.port {
+            let port = DeviceId::Physical {
+                bus: *bus,
+                ports: ports.clone(),
+            };
+            words.push(format!("port={port}"));
+        }
+        Some(words.join(" "))
+    }
 }
 
 /// Why a device or an element is in more than one match.
@@ -436,6 +463,39 @@ mod tests {
         ];
         let a = assign(&elements, &devices);
         assert_eq!(a.owner, vec![Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn elements_are_written_as_they_are_read() {
+        for text in [
+            "id=10c4:ea60",
+            "id=10c4:ea60 serial=0001",
+            "id=10c4:ea60 port=3-1.4",
+            "id=1050:0407 serial=\"A B\" port=1-2",
+            "port=2-1",
+            "id=0403:7840 serial=\"x;\\$(rm) \\\"q\\\" \\`id\\`\"",
+        ] {
+            let s = sel(text);
+            assert_eq!(s.to_element().as_deref(), Some(text), "{text}");
+            assert_eq!(sel(&s.to_element().unwrap()), s, "{text}");
+        }
+        // Any serial an element can hold comes back the same.
+        for serial in ["A B", "a\nb", "x'y\"z", "\\", "#", " ", "\u{202e}"] {
+            let s = Selector {
+                id: Some(CP210X),
+                serial: Some(serial.to_string()),
+                port: None,
+            };
+            assert_eq!(sel(&s.to_element().unwrap()), s, "{serial:?}");
+        }
+        let unsayable = |serial: Option<&str>, id: Option<UsbId>| Selector {
+            id,
+            serial: serial.map(str::to_string),
+            port: None,
+        };
+        assert_eq!(unsayable(Some(""), Some(CP210X)).to_element(), None);
+        assert_eq!(unsayable(Some("a\0b"), Some(CP210X)).to_element(), None);
+        assert_eq!(unsayable(Some("0001"), None).to_element(), None);
     }
 
     #[test]

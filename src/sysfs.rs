@@ -5,7 +5,9 @@
 //! by bus and hub ports (`3-1.4.2`) and their interfaces (`3-1.4.2:1.0`). A
 //! BitBabbler is a device whose `idVendor` is `0403` and `idProduct` `7840`.
 //! A scan reads every device ([`Scan::usb`], for `DOMAIN_USB_` elements) and
-//! keeps the BitBabblers apart ([`Scan::devices`]).
+//! keeps the BitBabblers apart ([`Scan::devices`]). [`Sysfs::details`] reads
+//! what `bbvirt devices` shows besides: a device's strings and the drivers
+//! of its interfaces.
 //!
 //! Design decisions:
 //!
@@ -375,6 +377,76 @@ pub fn devpath_name(devpath: &str) -> Option<&str> {
     (above.last() == Some(&hub.as_str())).then_some(name)
 }
 
+/// What `bbvirt devices` shows of a device besides its [`UsbDevice`]
+/// fields ([`Sysfs::details`]): its string descriptors and the kernel
+/// drivers bound to its interfaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The `manufacturer` attribute (trailing newlines removed, lossy
+    /// UTF-8, as the serial: whatever the device sent), None when absent.
+    pub manufacturer: Option<String>,
+    /// The `product` attribute, likewise.
+    pub product: Option<String>,
+    /// The drivers bound to its interfaces (the last component of each
+    /// interface's `driver` link), in interface order, each once:
+    /// `cp210x`, `usbhid`, `hub`, or `usbfs` when a program holds an
+    /// interface through libusb (QEMU does for a device it passes
+    /// through). The device's own driver, `usb` for every configured
+    /// device, is left out.
+    pub drivers: Vec<String>,
+}
+
+impl Sysfs {
+    /// The [`Details`] of `dev`. What vanishes while it is read is absent
+    /// (an unbound interface has no driver, a device unplugged meanwhile
+    /// no strings); other I/O errors are errors, naming the path.
+    pub fn details(&self, dev: &UsbDevice) -> Result<Details, SysfsError> {
+        let string = |attr: &str| -> Result<Option<String>, SysfsError> {
+            Ok(read_attr(&dev.path, attr)?.map(|b| parse_serial_attr(&b)))
+        };
+        let mut details = Details {
+            manufacturer: string("manufacturer")?,
+            product: string("product")?,
+            drivers: Vec::new(),
+        };
+        let entries = match std::fs::read_dir(&dev.path) {
+            Ok(entries) => entries,
+            Err(e) if is_vanished(&e) => return Ok(details),
+            Err(source) => {
+                return Err(SysfsError::Io {
+                    path: dev.path.clone(),
+                    source,
+                });
+            }
+        };
+        // Interfaces are the subdirectories B-P:C.I of the device's.
+        let prefix = format!("{}:", dev.name);
+        let mut interfaces: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        interfaces.sort();
+        for interface in interfaces {
+            let link = dev.path.join(&interface).join("driver");
+            match std::fs::read_link(&link) {
+                Ok(target) => {
+                    let name = target
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if !name.is_empty() && !details.drivers.contains(&name) {
+                        details.drivers.push(name);
+                    }
+                }
+                Err(e) if is_vanished(&e) => {}
+                Err(source) => return Err(SysfsError::Io { path: link, source }),
+            }
+        }
+        Ok(details)
+    }
+}
+
 /// The first device in `devices` whose serial is `serial`: the one place
 /// that finds a present device by its serial.
 pub fn with_serial<'a>(devices: &'a [UsbDevice], serial: &str) -> Option<&'a UsbDevice> {
@@ -412,8 +484,9 @@ pub fn parse_hex_id_attr(bytes: &[u8]) -> Option<u16> {
     u16::from_str_radix(s, 16).ok()
 }
 
-/// Turns a `serial` attribute into a string: trailing newlines removed, lossy
-/// UTF-8, nothing else (no validation).
+/// Turns a `serial` attribute (or another string descriptor's:
+/// `manufacturer`, `product`) into a string: trailing newlines removed,
+/// lossy UTF-8, nothing else (no validation).
 pub fn parse_serial_attr(bytes: &[u8]) -> String {
     let end = bytes.iter().rposition(|&b| b != b'\n').map_or(0, |i| i + 1);
     String::from_utf8_lossy(&bytes[..end]).into_owned()

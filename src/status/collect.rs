@@ -20,20 +20,21 @@ use super::{
     SysfsStatus,
 };
 
-/// One domain whose live XML was looked at (or tried).
-struct LiveDomain {
-    uri: Option<String>,
-    name: String,
-    configured: bool,
-    state: DomainState,
+/// One domain whose live XML was looked at (or tried); `bbvirt devices`
+/// looks at the same ones.
+pub(crate) struct LiveDomain {
+    pub(crate) uri: Option<String>,
+    pub(crate) name: String,
+    pub(crate) configured: bool,
+    pub(crate) state: DomainState,
     /// The USB hostdevs, when the domain runs and its XML could be read.
-    hostdevs: Option<Vec<UsbHostdev>>,
+    pub(crate) hostdevs: Option<Vec<UsbHostdev>>,
     /// Its USB controllers' models by index (from the same XML), for where
     /// its hostdevs sit in the guest.
     controller_models: BTreeMap<String, String>,
     /// A shut-off domain's managed save image's XML, if it has one.
     managed_save: Option<String>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl LiveDomain {
@@ -150,15 +151,32 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
 
 /// Where vm.conf sends a device: its guest, bbvirt's alias for it, and
 /// the setting that does (`DOMAIN_RNG_g1`, `DOMAIN_USB_ha[0]`).
-struct Route<'c> {
-    domain: &'c DomainConf,
-    alias: String,
-    by: String,
+pub(crate) struct Route<'c> {
+    pub(crate) domain: &'c DomainConf,
+    pub(crate) alias: String,
+    pub(crate) by: String,
+}
+
+/// bbvirt's hostdev alias for a device: its route's, or (a BitBabbler with
+/// a valid serial, assigned to no guest) its serial's, as when attached by
+/// hand; None for any other device no guest gets.
+pub(crate) fn alias_of(dev: &UsbDevice, route: Option<&Route>) -> Option<String> {
+    match route {
+        Some(r) => Some(r.alias.clone()),
+        None => dev
+            .serial
+            .as_deref()
+            .filter(|s| dev.is_bitbabbler() && is_valid_serial(s))
+            .map(alias_for),
+    }
 }
 
 /// The devices status shows, in sysfs order, with their routes: every
 /// BitBabbler, and every other USB device a `DOMAIN_USB_` element gets.
-fn routes_of<'s, 'c>(ctx: &Context<'c>, scan: &'s Scan) -> Vec<(&'s UsbDevice, Option<Route<'c>>)> {
+pub(crate) fn routes_of<'s, 'c>(
+    ctx: &Context<'c>,
+    scan: &'s Scan,
+) -> Vec<(&'s UsbDevice, Option<Route<'c>>)> {
     let config = ctx.config;
     let by_element = config.element_routes(&scan.usb);
     scan.usb
@@ -198,20 +216,20 @@ fn routes_of<'s, 'c>(ctx: &Context<'c>, scan: &'s Scan) -> Vec<(&'s UsbDevice, O
 }
 
 /// What libvirt showed.
-struct Seen {
+pub(crate) struct Seen {
     /// Every domain looked at: the configured ones, then the others that run.
-    domains: Vec<LiveDomain>,
+    pub(crate) domains: Vec<LiveDomain>,
     /// False when a connection could not be opened.
-    reachable: bool,
+    pub(crate) reachable: bool,
     /// Connection and listing errors, and errors reading other domains.
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// First every configured domain on every URI, then the other running
 /// domains of each daemon once: two URIs may reach the same daemon
 /// (`qemu:///system` and root's default), and a configured guest seen
 /// through the other URI is still the configured guest.
-fn look_at_libvirt(ctx: &Context) -> Seen {
+pub(crate) fn look_at_libvirt(ctx: &Context) -> Seen {
     let mut seen = Seen {
         domains: Vec::new(),
         reachable: true,
@@ -534,12 +552,7 @@ fn device_status(
     let serial = p.serial.as_deref();
     let valid_serial = p.is_bitbabbler() && serial.is_some_and(is_valid_serial);
     let assigned = route.map(|r| r.domain);
-    // The alias of its bbvirt hostdev: its route's, or (a BitBabbler with a
-    // valid serial, assigned to no guest) the serial's, attached by hand.
-    let alias = match route {
-        Some(r) => Some(r.alias.clone()),
-        None => serial.filter(|_| valid_serial).map(alias_for),
-    };
+    let alias = alias_of(p, route);
     let attached_to = match alias.as_deref() {
         Some(alias) => scanned
             .iter()

@@ -152,7 +152,9 @@ mod collect;
 mod table;
 
 pub use collect::collect;
+pub(crate) use collect::{LiveDomain, Route, alias_of, look_at_libvirt, routes_of};
 pub use table::render_table;
+pub(crate) use table::table as aligned_table;
 
 /// The version of the JSON schema documented above.
 pub const SCHEMA: u32 = 2;

@@ -31,8 +31,9 @@ fn show_uri(uri: Option<&str>) -> String {
     uri.map_or_else(|| "(default)".to_string(), esc)
 }
 
-/// Appends an aligned table: two spaces of indent and between columns.
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+/// Appends an aligned table: two spaces of indent and between columns
+/// (`bbvirt devices` draws its tables with it too).
+pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate().take(header.len()) {

@@ -7,8 +7,9 @@ use crate::util::fixture::FixtureTree;
 use crate::util::{bbvirt, expect_exit, write_config};
 use bbvirt::exit;
 
-/// Serial (and product) strings a malicious or broken device might report.
-pub(crate) fn corpus() -> Vec<Vec<u8>> {
+/// Serial (and product) strings a malicious or broken device might report
+/// (`bbvirt devices` shows them too: [`crate::devices`]).
+pub fn corpus() -> Vec<Vec<u8>> {
     let mut c: Vec<Vec<u8>> = [
         "AAAAAA -D victim",
         "AAAAAA --domain=victim",

@@ -10,6 +10,7 @@ mod cli;
 mod config_corpus;
 mod config_fuzz;
 mod deadline;
+mod devices;
 mod event;
 mod event_diff;
 mod hostile;

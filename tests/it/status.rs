@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::util::fixture::FixtureTree;
 use crate::util::scene::{config, dom, running, tree, two_guests};
-use crate::util::{bbvirt, expect_exit, fake::FakeHv, write_config};
+use crate::util::{bbvirt, expect_exit, fake::FakeHv, holder, write_config};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
@@ -661,17 +661,6 @@ fn skipped_bitbabblers_are_warned_about_outside_the_report() {
         "the schema is unchanged"
     );
     assert_eq!(v["devices"].as_array().unwrap().len(), 4);
-}
-
-/// A fixture /proc: process `pid` named `comm` with `cmdline` holds `nodes`.
-fn holder(proc_root: &Path, pid: u32, comm: &str, cmdline: &[u8], nodes: &[&str]) {
-    let dir = proc_root.join(pid.to_string());
-    std::fs::create_dir_all(dir.join("fd")).unwrap();
-    std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
-    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
-    for (n, node) in nodes.iter().enumerate() {
-        std::os::unix::fs::symlink(node, dir.join("fd").join((n + 3).to_string())).unwrap();
-    }
 }
 
 #[test]

@@ -445,3 +445,33 @@ fn scan_lists_every_usb_device_with_its_id_and_bitbabblers_apart() {
     // (and the twins' shared serial is not a BitBabbler's either).
     assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
 }
+
+/// `bbvirt devices`' details: strings as sent, interface drivers in order
+/// and once each, an unbound interface adding none, a vanished device
+/// giving no strings rather than an error.
+#[test]
+fn details_strings_and_interface_drivers() {
+    let tree = FixtureTree::new()
+        .root_hub(1)
+        .usb_device("1-1", "10c4", "ea60", Some("0001"), 1, 2)
+        .attr("1-1", "product", "CP2102N\n\n")
+        .remove_attr("1-1", "manufacturer")
+        .interface("1-1:1.2")
+        .driver("1-1:1.2", "usbfs")
+        .interface("1-1:1.0")
+        .driver("1-1:1.0", "cp210x")
+        .interface("1-1:1.1")
+        .driver("1-1:1.1", "cp210x")
+        .interface("1-1:1.3");
+    let sysfs = tree.sysfs();
+    let dev = sysfs.scan().unwrap().usb.remove(0);
+    let d = sysfs.details(&dev).unwrap();
+    assert_eq!(d.manufacturer, None);
+    assert_eq!(d.product.as_deref(), Some("CP2102N"));
+    assert_eq!(d.drivers, ["cp210x", "usbfs"]);
+    let tree = tree.vanish("1-1");
+    assert_eq!(
+        tree.sysfs().details(&dev).unwrap(),
+        bbvirt::sysfs::Details::default()
+    );
+}

@@ -160,6 +160,16 @@ impl FixtureTree {
         self
     }
 
+    /// Binds interface `name` (added before) to kernel driver `driver`: a
+    /// `driver` link to `bus/usb/drivers/<driver>`, as the kernel makes it.
+    pub fn driver(self, name: &str, driver: &str) -> FixtureTree {
+        let dir = self.root().join("bus/usb/drivers").join(driver);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let link = self.device_path(name).join("driver");
+        symlink(&dir, &link).unwrap_or_else(|e| panic!("linking {}: {e}", link.display()));
+        self
+    }
+
     /// Writes (or overwrites) attribute `attr` of entry `name` with exactly
     /// `contents` (no newline added).
     pub fn attr(self, name: &str, attr: &str, contents: impl AsRef<[u8]>) -> FixtureTree {

@@ -19,6 +19,18 @@ pub fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// A fixture /proc: process `pid` named `comm` with `cmdline` holds `nodes`
+/// (device nodes such as `/dev/bus/usb/001/004`) open.
+pub fn holder(proc_root: &Path, pid: u32, comm: &str, cmdline: &[u8], nodes: &[&str]) {
+    let dir = proc_root.join(pid.to_string());
+    std::fs::create_dir_all(dir.join("fd")).unwrap();
+    std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    for (n, node) in nodes.iter().enumerate() {
+        std::os::unix::fs::symlink(node, dir.join("fd").join((n + 3).to_string())).unwrap();
+    }
+}
+
 /// Runs the bbvirt binary built for these tests.
 pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bbvirt"))

@@ -15,6 +15,8 @@ all (core.scenario), in the order they run in on bookworm:
   anyusb.py      21     any USB device by DOMAIN_USB_ (id, serial, port)
   saved.py       23-28  saved, restored, migrated and reverted guests: a
                         device never follows its old address
+  anyusb.py      21, 22 any USB device by DOMAIN_USB_ (id, serial, port);
+                        `bbvirt devices` and a vm.conf made of its suggestions
   trixie.py      50-56  Debian 13 under systemd: boot, settle, AppArmor, the
                         crash hunt (the trixie platform only; ORDER, MAIN)
   journal.py     58     Debian 13: each bbvirt line once in the journal

@@ -1,4 +1,5 @@
-"""Scenario 21: any USB device, by DOMAIN_USB_ elements (issue 10).
+"""Scenarios 21 and 22: any USB device, by DOMAIN_USB_ elements (issues 10
+and 16).
 
    21 any usb        two CP210x sticks (10c4:ea60) that share the serial
                      "0001", routed to two guests by port; a Z-Wave stick
@@ -7,15 +8,24 @@
                      no element matches stays on the host. Hotplug, unplug,
                      replug (new address, exactly once), coldplug through the
                      hook, and `status --json`.
+   22 devices        the same devices, plugged while vm.conf names none:
+                     `bbvirt devices --json` lists each with the element the
+                     lab expects (the twins by port, saying so, the others by
+                     id), on the host; a vm.conf made only of those
+                     suggestions, each given to the guest 21 expects, routes
+                     every device there (`sync`, then a replug through udev);
+                     `devices` then names each one's guest.
 
-The expected aliases are computed here by the rule bbvirt(1) documents
-(ua-bbusb-VVVVPPPP-ID-eN-TAG), not read from bbvirt. Standard library only.
+The expected aliases and elements are computed here, by the rules bbvirt(1)
+documents (ua-bbusb-VVVVPPPP-ID-eN-TAG; the shortest of id, id+serial,
+id+port that selects only the device), not read from bbvirt. Standard
+library only.
 """
 
 import json
 import re
 
-from ..core import BASE_CONF, bus_of_udc, check, scenario
+from ..core import BASE_CONF, GUESTS, Failure, bus_of_udc, check, now, scenario
 
 
 def usb_alias(vendor, product, guest, element, serial):
@@ -125,4 +135,125 @@ def sc_any_usb(lab):
         check(x['state'] == 'attached', 'status: %s state %r' % (key, x['state']))
     check(not any(x['id'] == '046d:c52b' for x in st['devices']), 'status lists the receiver: %s' % st['devices'])
     lab.notes.append('aliases: %s' % ', '.join(sorted(by_alias)))
+    lab.unplug_all()
+
+
+# Where scenario 21 sends each device (the receiver stays on the host).
+WHERE = {'zigbee-a': 'guestA', 'zwave': 'guestA', 'zigbee-b': 'guestB', 'key': 'guestB'}
+
+
+def expected_element(key, port):
+    """The element bbvirt(1) says `devices` suggests for DEVICES[key] among
+    DEVICES: the shortest of id, id+serial, id+port that selects only it."""
+    v, p, serial = DEVICES[key]
+    same_id = [k for k, d in DEVICES.items() if k != key and d[:2] == (v, p)]
+    if not same_id:
+        return 'id=%s:%s' % (v, p), 'id', None
+    if serial and all(DEVICES[k][2] != serial for k in same_id):
+        return 'id=%s:%s serial=%s' % (v, p, serial), 'id_serial', None
+    return 'id=%s:%s port=%s' % (v, p, port[key]), 'id_port', 'same_serial' if serial else 'no_serial'
+
+
+def devices_json(lab):
+    """`bbvirt devices --json`, exit 0, schema 1: {port: device}."""
+    r = lab.bbvirt('devices', '--json', ok=False)
+    check(r.rc == 0, 'bbvirt devices --json: exit %s: %s' % (r.rc, r))
+    try:
+        j = json.loads(r.out)
+    except ValueError as e:
+        raise Failure('bbvirt devices --json printed no JSON (%s): %s' % (e, r))
+    check(j.get('schema') == 1, 'devices --json: schema %r, want 1' % j.get('schema'))
+    check(j['libvirt']['reachable'] and j['sysfs']['error'] is None and j['config']['error'] is None,
+          'devices --json: libvirt %s, sysfs %s, config %s' % (j['libvirt'], j['sysfs'], j['config']))
+    return {d['port']: d for d in j['devices']}
+
+
+@scenario(22, 'devices')
+def sc_devices(lab):
+    lab.reset()
+    for key, (v, p, serial) in DEVICES.items():
+        lab.usb_gadget(key, v, p, serial)
+    used = {g.udc for g in lab.gadgets.values() if g.udc}
+    free = [u for u in lab.udcs if u not in used]
+    check(len(free) >= len(DEVICES), 'need %d free UDCs, have %s' % (len(DEVICES), free))
+    udc = dict(zip(DEVICES, free))
+    port = {k: '%d-1' % bus_of_udc(u) for k, u in udc.items()}
+    lab.step('A new user plugs devices in and asks bbvirt which is which: `bbvirt devices`.')
+    devs = {k: lab.plug_usb(k, udc[k]) for k in DEVICES}
+    lab.hold({}, 'plugged, vm.conf naming none of them: every device on the host')
+
+    # Each device listed with the element the lab expects, on the host.
+    seen = devices_json(lab)
+    check(sorted(seen) == sorted(port.values()),
+          'devices lists %s, want exactly the ports %s (root hubs aside)' % (sorted(seen), sorted(port.values())))
+    table = lab.bbvirt('devices').out
+    for key, (v, p, serial) in DEVICES.items():
+        d, x = devs[key], seen[port[key]]
+        what = '%s at %s' % (key, port[key])
+        check((x['id'], x['serial'], x['address'], x['product'], x['manufacturer'])
+              == ('%s:%s' % (v, p), serial, '%03d:%03d' % (d.bus, d.dev), 'emulated USB device', 'bbvirt lab'),
+              '%s: devices says %s' % (what, x))
+        check(x['guest'] is None and not x['hostdevs'], '%s: not on the host: %s' % (what, x))
+        element, keys, because = expected_element(key, port)
+        s = x['suggestion'] or {}
+        check((s.get('element'), s.get('keys'), s.get('port_because')) == (element, keys, because),
+              '%s: suggested %s, want %r (%s, %s)' % (what, s, element, keys, because))
+        if keys == 'id_port':
+            twins = ['%03d:%03d' % (devs[k].bus, devs[k].dev) for k in DEVICES
+                     if k != key and DEVICES[k] == DEVICES[key]]
+            check(s['twins'] == twins, '%s: twins %s, want %s' % (what, s['twins'], twins))
+        check(s['word'] in table, '%s: the table does not show %s:\n%s' % (what, s['word'], table))
+    lab.notes.append('suggested: ' + ', '.join('%s %s' % (k, seen[port[k]]['suggestion']['element'])
+                                                 for k in DEVICES))
+
+    # A vm.conf made only of those suggestions, each to the guest 21 expects.
+    conf = '# bbvirt lab: only the elements `bbvirt devices --json` suggested\n'
+    index = {}
+    for guest in GUESTS:
+        keys = [k for k in DEVICES if WHERE.get(k) == guest]
+        for i, k in enumerate(keys):
+            index[k] = i
+        conf += 'DOMAIN_USB_%s=( %s )\n' % (guest, ' '.join(seen[port[k]]['suggestion']['word'] for k in keys))
+    lab.write_conf(conf)
+    lab.step('Paste each suggestion into vm.conf for its guest:\n' +
+             '\n'.join('     ' + l for l in conf.splitlines()))
+    r = lab.bbvirt('check', ok=False)
+    check(r.rc == 0, 'bbvirt check on the suggestions: %s' % r)
+    for key in WHERE:
+        v, p, _ = DEVICES[key]
+        devs[key]._alias = usb_alias(v, p, WHERE[key], index[key], devs[key].serial)
+    want = {g: [devs[k] for k in DEVICES if WHERE.get(k) == g] for g in GUESTS}
+    t = now()
+    lab.bbvirt('sync')
+    lab.timing('sync->attached', lab.wait_state(want, t, 'every device where 21 expects, by the suggestions'))
+    lab.hold(want, 'after sync (the receiver on the host)')
+    lab.show(since=t)
+
+    # udev's path too: a twin unplugged and plugged back into its port.
+    t = lab.unplug_usb('zigbee-a')
+    want['guestA'] = [devs['zwave']]
+    lab.timing('unplug->detached', lab.wait_state(want, t, 'zigbee-a detached'))
+    d = lab.plug_usb('zigbee-a', udc['zigbee-a'])
+    d._alias = devs['zigbee-a'].alias
+    devs['zigbee-a'] = d
+    want['guestA'] = [d, devs['zwave']]
+    lab.timing('replug->attached', lab.wait_state(want, d.t_plug, 'zigbee-a back in guestA by its port'))
+    lab.hold(want, 'after the replug')
+
+    # devices now names each one's guest; the receiver stays on the host.
+    seen = devices_json(lab)
+    for key in DEVICES:
+        d, x = devs[key], seen[port[key]]
+        guest = WHERE.get(key)
+        check(x['guest'] == guest, '%s: devices says guest %r, want %r' % (key, x['guest'], guest))
+        if guest is None:
+            check(not x['hostdevs'] and x['matched_by'] is None, 'receiver: %s' % x)
+            continue
+        hd = [(h['domain'], h['alias'], h['bus'], h['dev'], h['found_by']) for h in x['hostdevs']]
+        check(hd == [(guest, d.alias, d.bus, d.dev, 'address')], '%s: hostdevs %s' % (key, hd))
+        check(x['matched_by'] == 'DOMAIN_USB_%s[%d]' % (guest, index[key]),
+              '%s: matched_by %r' % (key, x['matched_by']))
+        check(any(h['guest'] == guest for h in x['held_by']),
+              "%s: %s's QEMU does not hold its node: %s" % (key, guest, x['held_by']))
+    lab.notes.append('drivers in a guest: %s' % seen[port['key']]['drivers'])
     lab.unplug_all()
