@@ -22,9 +22,15 @@
 //! address on restore and migration, and refuses a start that would take a
 //! twin ([`crate::saved`]).
 //!
-//! A **parked** hostdev ([`parked_source_xml`]) has device number 0, which
-//! no USB device has (numbers start at 1, the root hub): libvirt finds
-//! nothing there and, `optional`, drops it. bbvirt parks a hostdev of a
+//! A **parked** hostdev ([`parked_source_xml`]) has a device number above
+//! 127, which no USB device has (the kernel numbers a bus's devices 1 to
+//! 127): libvirt finds nothing there and, `optional`, drops it. Each parked
+//! hostdev of a guest gets its own number ([`PARKED_FIRST`] + its slot):
+//! libvirt takes two USB hostdevs with the same bus and device (or, without
+//! a device number, the same vendor:product) for one and refuses the XML
+//! ("Hostdev already exists", seen in the lab with two BitBabblers parked
+//! at device 0). Device 0 would not do either way: libvirt then searches
+//! by vendor:product alone. bbvirt parks a hostdev of a
 //! saved state whose device this host does not give the guest (absent,
 //! assigned elsewhere, held by another process): the guest's device count
 //! must not change on restore or migration (libvirt checks it), so the
@@ -116,8 +122,13 @@ pub fn escape_attr(s: &str) -> String {
     out
 }
 
-/// The device number of a parked hostdev: no USB device has it.
-pub const PARKED_DEVICE: u32 = 0;
+/// The device number of the first parked hostdev of a guest (the next
+/// ones count up): no USB device has it.
+pub const PARKED_FIRST: u32 = 200;
+
+/// The highest device number a USB device can have (the kernel's devmap
+/// holds 128 bits, the first unused): anything above it is parked.
+pub const MAX_DEVNUM: u32 = 127;
 
 /// The `<source>` element that names the USB device `id` at `bus`:`dev`
 /// (see the module doc), its lines after the first indented by `indent`
@@ -127,10 +138,11 @@ pub fn source_xml(id: UsbId, bus: u32, dev: u32, indent: &str) -> String {
     source_element(Some(id), bus, dev, indent)
 }
 
-/// The `<source>` of a parked hostdev on `bus` (see the module doc), with
-/// the device's vendor:product when known.
-pub fn parked_source_xml(id: Option<UsbId>, bus: u32, indent: &str) -> String {
-    source_element(id, bus.max(1), PARKED_DEVICE, indent)
+/// The `<source>` of the parked hostdev in slot `slot` (0, 1, ...: one per
+/// parked hostdev of the guest) on `bus` (see the module doc), with the
+/// device's vendor:product when known.
+pub fn parked_source_xml(id: Option<UsbId>, bus: u32, slot: u32, indent: &str) -> String {
+    source_element(id, bus.max(1), PARKED_FIRST + slot, indent)
 }
 
 fn source_element(id: Option<UsbId>, bus: u32, dev: u32, indent: &str) -> String {
@@ -215,7 +227,7 @@ impl UsbHostdev {
 
     /// Whether this is a parked hostdev (see the module doc).
     pub fn is_parked(&self) -> bool {
-        self.device == Some(PARKED_DEVICE)
+        self.device.is_some_and(|d| d > MAX_DEVNUM)
     }
 }
 
@@ -435,15 +447,15 @@ mod tests {
         assert!(xml.contains("<vendor id='0x0403'/>") && xml.contains("<product id='0x7840'/>"));
         assert!(xml.contains("<address bus='3' device='12'/>"));
         assert!(xml.contains("<alias name='ua-bbvirt-KWIF4Q'/>"));
-        // parked: device 0 on the bus (never 0: libvirt would search by
-        // vendor:product alone then)
+        // parked: a number no device has (never 0: libvirt would search by
+        // vendor:product alone then), one per slot
         let parked = format!(
             "<domain><devices><hostdev mode='subsystem' type='usb'>{}<alias name='a'/>\
              </hostdev></devices></domain>",
-            parked_source_xml(Some(bb), 0, "")
+            parked_source_xml(Some(bb), 0, 1, "")
         );
         let p = &usb_hostdevs(&parked).unwrap()[0];
-        assert_eq!((p.bus, p.device, p.optional), (Some(1), Some(0), true));
+        assert_eq!((p.bus, p.device, p.optional), (Some(1), Some(201), true));
         assert!(p.is_parked());
     }
 

@@ -131,6 +131,7 @@ pub fn rewrite(
 ) -> Result<Rewritten, XmlError> {
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     let mut changes = Vec::new();
+    let mut parked = 0;
     for h in usb_hostdevs(xml)? {
         let (Some(alias), Some(range)) = (h.alias.clone(), h.source_range.clone()) else {
             continue;
@@ -140,9 +141,13 @@ pub fn rewrite(
         }
         let indent = indent_before(xml, range.start);
         let mine = assigned.map(|a| a.iter().find(|(al, _)| *al == alias).map(|(_, d)| *d));
+        let mut park = |why| {
+            parked += 1;
+            parked_fate(&h, &alias, why, parked - 1, &indent)
+        };
         let (fate, text) = match mine {
             Some(Some(dev)) => match held_by(dev) {
-                Some(who) => park(&h, &alias, ParkReason::Held(who), &indent),
+                Some(who) => park(ParkReason::Held(who)),
                 None => (
                     Fate::At {
                         bus: dev.busnum,
@@ -151,8 +156,8 @@ pub fn rewrite(
                     source_xml(dev.id, dev.busnum, dev.devnum, &indent),
                 ),
             },
-            Some(None) => park(&h, &alias, ParkReason::NotAssigned, &indent),
-            None => park(&h, &alias, ParkReason::Unknown, &indent),
+            Some(None) => park(ParkReason::NotAssigned),
+            None => park(ParkReason::Unknown),
         };
         let changed = xml[range.clone()] != text;
         if changed {
@@ -182,11 +187,17 @@ pub fn rewrite(
     })
 }
 
-fn park(h: &UsbHostdev, alias: &str, why: ParkReason, indent: &str) -> (Fate, String) {
+fn parked_fate(
+    h: &UsbHostdev,
+    alias: &str,
+    why: ParkReason,
+    slot: u32,
+    indent: &str,
+) -> (Fate, String) {
     let id: Option<UsbId> = h.id.or_else(|| alias_id(alias));
     (
         Fate::Parked(why),
-        parked_source_xml(id, h.bus.unwrap_or(1), indent),
+        parked_source_xml(id, h.bus.unwrap_or(1), slot, indent),
     )
 }
 

@@ -124,7 +124,7 @@ impl Context<'_> {
             .into_iter()
             .chain(stale_usb_entries(&live, &by_element));
         for stale in stale {
-            if stale.dev == Some(crate::hostdev::PARKED_DEVICE) {
+            if stale.dev.is_some_and(|d| d > crate::hostdev::MAX_DEVNUM) {
                 note!(
                     "'{}' holds an empty entry for {} (parked when it was restored or migrated \
                      in): removing it",

@@ -140,7 +140,16 @@ fn devices_this_host_does_not_give_the_guest_are_parked_never_passed() {
         .find(|h| h.alias.as_deref() == Some("ua-bbvirt-KWIF4Q"))
         .unwrap();
     assert!(kw.is_parked() && kw.optional, "{kw:?}");
-    assert_eq!(kw.bus, Some(1), "on its bus, device 0: nothing is there");
+    assert_eq!(kw.bus, Some(1), "on its bus, at a number no device has");
+    // Each parked entry its own number: libvirt refuses two hostdevs with
+    // one source ("Hostdev already exists in the domain configuration").
+    let parked: Vec<_> = usb_hostdevs(&out)
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.is_parked())
+        .map(|h| (h.bus, h.device))
+        .collect();
+    assert_eq!(parked, [(Some(1), Some(200)), (Some(1), Some(201))]);
     assert_eq!(kw.id, Some(bbvirt::sysfs::BITBABBLER_ID));
     assert!(
         r.changes
@@ -289,7 +298,9 @@ fn judging_a_saved_xml_as_libvirt_would_take_it() {
     assert_eq!(
         verdict(hd(
             "ua-bbvirt-KWIF4Q",
-            &format!("<source startupPolicy='optional'>{bb}<address bus='1' device='0'/></source>")
+            &format!(
+                "<source startupPolicy='optional'>{bb}<address bus='1' device='200'/></source>"
+            )
         )),
         Verdict::Dropped
     );
@@ -505,7 +516,7 @@ fn prepare_refuses_a_start_that_would_take_a_twin_and_only_that() {
     );
     assert_eq!(code, 1, "refused");
     // its own device there, or nothing there: started
-    for dev in [3, 9, 0] {
+    for dev in [3, 9, 200] {
         let (code, _) = hook_run(
             Ok(&cfg),
             &tree,
@@ -549,7 +560,7 @@ fn the_follow_up_waits_for_libvirt_then_swaps_parked_entries_for_devices() {
     // Restored with KWIF4Q parked (it was elsewhere then) and ABC1234 at
     // its address; libvirt still busy for two looks.
     let hv = running(&["guestA"])
-        .with_hostdev(None, "guestA", "ua-bbvirt-KWIF4Q", 1, 0)
+        .with_hostdev(None, "guestA", "ua-bbvirt-KWIF4Q", 1, 200)
         .with_hostdev(None, "guestA", "ua-bbvirt-ABC1234", 1, 4)
         .busy_for(None, "guestA", 2);
     let out = ctx_run(&cfg, &tree, &hv, |c| c.follow_up("guestA")).unwrap();
@@ -586,7 +597,7 @@ fn the_follow_up_of_a_guest_vm_conf_does_not_name_only_empties_its_parked_entrie
     let tree = host();
     let cfg = guest_a();
     let hv = running(&["other"])
-        .with_hostdev(None, "other", "ua-bbvirt-KWIF4Q", 1, 0)
+        .with_hostdev(None, "other", "ua-bbvirt-KWIF4Q", 1, 200)
         .with_hostdev(None, "other", "hostdev0", 1, 2);
     // (its entries were all parked by the rewrite: this host gives it nothing)
     let out = ctx_run(&cfg, &tree, &hv, |c| c.follow_up("other")).unwrap();
