@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::install::paths::{HOOK_PATH, ORIGINAL_RULE_NAME, RULE_DIRS, RULE_NAME};
+use crate::install::paths::{
+    HOOK_PATH, ORIGINAL_RULE_DIVERTED, ORIGINAL_RULE_NAME, RULE_DIRS, RULE_NAME,
+};
 
 use super::Finding;
 
@@ -352,6 +354,13 @@ fn check_hook(root: &Path, bbvirt: Option<&Path>) -> Vec<Finding> {
 fn check_original_rule(root: &Path) -> Finding {
     let copies = rule_copies(root, ORIGINAL_RULE_NAME);
     let Some((shown, real)) = copies.first() else {
+        // bbvirt's Debian package diverts it to a name udev does not read.
+        if let Some((diverted, _)) = rule_copies(root, ORIGINAL_RULE_DIVERTED).first() {
+            return Finding::ok(format!(
+                "the bit-babbler package's {ORIGINAL_RULE_NAME} is diverted to {diverted} \
+                 (by bbvirt's package), which udev does not read"
+            ));
+        }
         return Finding::ok(format!(
             "the bit-babbler package's {ORIGINAL_RULE_NAME} is not installed"
         ));

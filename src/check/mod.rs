@@ -23,7 +23,8 @@
 //!   masked, and runs this binary; the qemu hook
 //!   `/etc/libvirt/hooks/qemu.d/bbvirt` is installed, executable and runs this
 //!   binary; libvirt is at least 6.5 (older versions ignore `qemu.d`); the
-//!   original bit-babbler package's rule is not active as well.
+//!   original bit-babbler package's rule is not active as well (masked,
+//!   or diverted by bbvirt's Debian package, it is not).
 //!
 //! Exit status: 0 when there is no error (warnings allowed), 1 otherwise
 //! ([`verdict`]). Config problems are findings, not exit 3.

@@ -6,6 +6,10 @@
 pub const RULE_NAME: &str = "60-bbvirt.rules";
 /// The udev rule of the original bit-babbler package.
 pub const ORIGINAL_RULE_NAME: &str = "60-bit-babbler.rules";
+/// The name bbvirt's Debian package diverts the original's rule to (its
+/// preinst, in the package rules directories): udev reads only `*.rules`,
+/// so a diverted original is installed but inert.
+pub const ORIGINAL_RULE_DIVERTED: &str = "60-bit-babbler.rules.bit-babbler";
 /// Where udev looks for rules, highest precedence first.
 pub const RULE_DIRS: [&str; 5] = [
     "etc/udev/rules.d",
@@ -41,5 +45,7 @@ mod tests {
         assert_eq!(RULES_DIR, format!("/{ADMIN_RULE_DIR}"));
         assert!(HOOK_PATH.starts_with(&format!("{HOOKS_DIR}/qemu.d/")));
         assert_eq!(format!("/{CONFIG_PATH}"), crate::config::DEFAULT_CONFIG);
+        assert!(ORIGINAL_RULE_DIVERTED.starts_with(ORIGINAL_RULE_NAME));
+        assert!(!ORIGINAL_RULE_DIVERTED.ends_with(".rules"));
     }
 }

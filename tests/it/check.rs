@@ -391,6 +391,44 @@ fn both_rules_active() {
 }
 
 #[test]
+fn original_rule_diverted_by_the_package_is_not_active() {
+    // bbvirt's Debian package diverts bit-babbler's rule (preinst) to a name
+    // udev does not read; on merged /usr it is seen once, through /usr/lib.
+    let root = installed(BIN);
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bit-babbler.rules.bit-babbler",
+        "RUN+=\"/usr/bin/bbvirt --syslog attach $attr{serial}\"\n",
+        0o644,
+    );
+    symlink("usr/lib", root.path().join("lib")).unwrap();
+    let found = check_installation(root.path(), Path::new(BIN));
+    assert!(warnings(&found).is_empty(), "{:#?}", lines(&found));
+    assert!(
+        lines(&found).contains(
+            &"ok: the bit-babbler package's 60-bit-babbler.rules is diverted to \
+              /usr/lib/udev/rules.d/60-bit-babbler.rules.bit-babbler (by bbvirt's package), \
+              which udev does not read"
+                .to_string()
+        ),
+        "{:#?}",
+        lines(&found)
+    );
+
+    // The original back at its name (bbvirt's package removed, bbvirt from
+    // source): active again, even with a diverted copy left beside it.
+    put(
+        root.path(),
+        "usr/lib/udev/rules.d/60-bit-babbler.rules",
+        "RUN+=\"/usr/bin/bbvirt --syslog attach $attr{serial}\"\n",
+        0o644,
+    );
+    let w = warnings(&check_installation(root.path(), Path::new(BIN)));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].contains("is active too"), "{}", w[0]);
+}
+
+#[test]
 fn original_rule_seen_once_through_merged_usr() {
     // Merged /usr: /lib is a link to usr/lib; the rule is reported once.
     let root = tempfile::tempdir().unwrap();

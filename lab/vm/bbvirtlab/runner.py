@@ -97,6 +97,7 @@ def parser():
     ap.add_argument('--hold', type=float, default=3.0, help='seconds a state must hold')
     ap.add_argument('--orig', default='', help='path of the project binary when --bbvirt replaced it')
     ap.add_argument('--deb', default='', help='the bbvirt Debian package (host path) for the package scenario')
+    ap.add_argument('--standin', default='', help='the stand-in bit-babbler package (packaging/standin-bit-babbler) for the package scenario')
     ap.add_argument('--soak-steps', type=int, default=40, help='steps of the soak scenario')
     ap.add_argument('--soak-seed', type=int, default=None, help='seed of the soak scenario (default: random)')
     ap.add_argument('--bench', action='store_true', help='add the benchmark scenario (40)')

@@ -13,12 +13,14 @@
 Standard library only.
 """
 
+import grp
 import os
 import re
+import stat
 import statistics
 
 from ..core import (AB, ALIAS, BR, GUESTS, KW, LONER, RULE_MASK, STORM, URI, VMCONF, WORK, Failure,
-                    check, must, now, out, run, scenario, settle, wfile)
+                    check, must, now, out, rfile, run, scenario, settle, wfile)
 from ..helpers import status_json
 
 
@@ -122,18 +124,53 @@ def stage_files(stage):
             yield '/' + os.path.relpath(os.path.join(top, f), stage)
 
 
+# vm.conf is no file of the package's (bit-babbler ships that path as its
+# conffile): it ships the example in /usr/share/bbvirt, and postinst copies
+# it to /etc/bit-babbler only on a first install without one.
 PKG_FILES = ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules',
-             '/etc/libvirt/hooks/qemu.d/bbvirt', '/etc/bit-babbler/vm.conf',
+             '/etc/libvirt/hooks/qemu.d/bbvirt', '/usr/share/bbvirt/vm.conf',
              '/usr/share/man/man1/bbvirt.1.gz', '/usr/share/doc/bbvirt/copyright',
              '/usr/share/bash-completion/completions/bbvirt',
              '/usr/share/zsh/vendor-completions/_bbvirt',
              '/usr/share/fish/vendor_completions.d/bbvirt.fish')
 
 
+# The stand-in bit-babbler (packaging/standin-bit-babbler): its rule where a
+# bit-babbler built on Debian 12 has it, and the log its bbvirt appends to.
+ORIGINAL_RULE = '/lib/udev/rules.d/60-bit-babbler.rules'
+STANDIN_LOG = '/run/bit-babbler-standin.log'
+
+
+def standin_runs():
+    """The lines the stand-in's bbvirt logged (how udev ran it)."""
+    return rfile(STANDIN_LOG).splitlines() if os.path.exists(STANDIN_LOG) else []
+
+
+def bitbabbler_setup(d, who):
+    """What the original's rule gave a BitBabbler, and bbvirt's rule must
+    give it too: group bit-babbler with mode 0660, an ACL for the group,
+    /dev/bitbabbler/SERIAL, autosuspend after 2 s. `who`: the rule in force."""
+    node = '/dev/bus/usb/%03d/%03d' % (d.bus, d.dev)
+    st = os.stat(node)
+    group = grp.getgrgid(st.st_gid).gr_name
+    check(group == 'bit-babbler' and stat.S_IMODE(st.st_mode) == 0o660,
+          '%s: %s is %s %04o, want bit-babbler 0660' % (who, node, group, stat.S_IMODE(st.st_mode)))
+    acl = must(['getfacl', '-p', node]).out
+    check('group:bit-babbler:rw-' in acl.splitlines(), '%s: no ACL for bit-babbler on %s: %s' % (who, node, acl))
+    link = '/dev/bitbabbler/' + d.serial
+    check(os.path.realpath(link) == node, '%s: %s -> %s, want %s' % (who, link, os.path.realpath(link), node))
+    p = '/sys/bus/usb/devices/%s/power/' % d.name
+    got = (rfile(p + 'control'), rfile(p + 'autosuspend_delay_ms'))
+    check(got == ('auto', '2000'), '%s: power/control, autosuspend_delay_ms: %s, want auto, 2000' % (who, got))
+
+
 @scenario(31, 'debian package')
 def sc_package(lab):
     deb = lab.args.deb
     check(deb and os.path.isfile(deb), 'no package (lab/run builds it with packaging/build-deb): %r' % deb)
+    standin = lab.args.standin
+    check(standin and os.path.isfile(standin),
+          'no stand-in bit-babbler (lab/run builds it with packaging/standin-bit-babbler): %r' % standin)
     lab.reset(running=('guestA',))
     conf_before = open(VMCONF).read()
     # Take away what `make install` put in place (the admin's vm.conf stays).
@@ -144,10 +181,36 @@ def sc_package(lab):
     # man-db's trigger re-indexes every man page: minutes under TCG on 9p.
     if os.path.exists('/var/lib/man-db/auto-update'):
         os.unlink('/var/lib/man-db/auto-update')
+
+    # A host with the original bit-babbler: its rule alone sets a BitBabbler
+    # up and runs its bbvirt with the serial. (dpkg asks about the vm.conf it
+    # finds; the admin keeps theirs.)
+    must(['dpkg', '-i', '--force-confold', standin], timeout=180)
+    must(['udevadm', 'control', '--reload'])
+    if os.path.exists(STANDIN_LOG):
+        os.unlink(STANDIN_LOG)
+    lone = lab.plug(LONER)
+    settle()
+    bitbabbler_setup(lone, 'bit-babbler\'s rule')
+    check(any(' attach %s ' % LONER in x for x in standin_runs()),
+          'bit-babbler\'s rule did not run its bbvirt for %s: %s' % (LONER, standin_runs()))
+    lab.unplug(LONER)
+    settle()
+    os.unlink(STANDIN_LOG)
+
     # As an admin switching would: keep the existing vm.conf (--force-confold).
     t = now()
     r = must(['dpkg', '-i', '--force-confold', deb], timeout=180)
     lab.notes.append('dpkg -i %.1fs' % (now() - t))
+    check('mask' not in r.out + r.err, 'postinst still advises masking: %s' % r)
+    check(not os.path.lexists(ORIGINAL_RULE) and os.path.isfile(ORIGINAL_RULE + '.bit-babbler'),
+          '%s not diverted to %s.bit-babbler' % (ORIGINAL_RULE, ORIGINAL_RULE))
+    # One rule acts: bbvirt's, which sets the device up as the original's did.
+    lone = lab.plug(LONER)
+    settle()
+    bitbabbler_setup(lone, '60-bbvirt.rules')
+    lab.unplug(LONER)
+    settle()
     for f in PKG_FILES:
         check(os.path.exists(f), 'the package did not install %s' % f)
     check(os.access('/etc/libvirt/hooks/qemu.d/bbvirt', os.X_OK), 'hook not executable')
@@ -155,9 +218,10 @@ def sc_package(lab):
     listed = must(['dpkg', '-L', 'bbvirt']).out.split()
     for f in PKG_FILES:
         check(f in listed, 'dpkg -L bbvirt lacks %s' % f)
+    check(VMCONF not in listed, 'dpkg -L bbvirt lists %s (bit-babbler\'s conffile path)' % VMCONF)
     conff = must(['dpkg-query', '-W', '-f=${Conffiles}', 'bbvirt']).out
-    for f in ('/etc/bit-babbler/vm.conf', '/etc/libvirt/hooks/qemu.d/bbvirt'):
-        check(f in conff, '%s is not a conffile: %s' % (f, conff))
+    check('/etc/libvirt/hooks/qemu.d/bbvirt' in conff and VMCONF not in conff,
+          'conffiles: want the hook only: %s' % conff)
     r = lab.bbvirt('check', ok=False)
     check(r.rc == 0, 'bbvirt check after dpkg -i: %s' % r)
     r = run(['man', '-l', '/usr/share/man/man1/bbvirt.1.gz'], timeout=60)
@@ -173,16 +237,34 @@ def sc_package(lab):
     lab.destroy('guestA')
     t = lab.start('guestA')
     lab.timing('pkg start->attached', lab.wait_state({'guestA': [k, a]}, t, 'coldplug through the package hook'))
+    check(not standin_runs(), 'bit-babbler\'s bbvirt ran with bbvirt\'s package installed: %s' % standin_runs())
 
-    # Removed (conffiles stay): nothing runs bbvirt, and guests still start.
+    # Removed (conffiles stay): bbvirt's files go, bit-babbler's come back as
+    # they were, and guests still start.
     must(['dpkg', '-r', 'bbvirt'], timeout=180)
-    for f in ('/usr/bin/bbvirt', '/usr/lib/udev/rules.d/60-bbvirt.rules'):
-        check(not os.path.exists(f), 'dpkg -r left %s' % f)
+    check(not os.path.exists('/usr/lib/udev/rules.d/60-bbvirt.rules'), 'dpkg -r left 60-bbvirt.rules')
+    check(os.path.isfile(ORIGINAL_RULE) and not os.path.lexists(ORIGINAL_RULE + '.bit-babbler'),
+          'dpkg -r did not give %s back' % ORIGINAL_RULE)
+    check('stand-in' in open('/usr/bin/bbvirt').read(), '/usr/bin/bbvirt is not bit-babbler\'s after dpkg -r')
+    r = run(['dpkg', '--verify', 'bit-babbler'])
+    check(r.rc == 0 and not [x for x in r.out.splitlines() if not x.endswith(' c ' + VMCONF)],
+          'bit-babbler\'s files changed: %s' % r)
     check(os.path.exists('/etc/libvirt/hooks/qemu.d/bbvirt'), 'the hook conffile went with dpkg -r')
     lab.destroy('guestA')
     lab.start('guestA')
     check(lab.state('guestA') == 'paused', 'guestA did not start after dpkg -r: %s' % lab.state('guestA'))
     lab.hold({}, 'package removed: nothing attached', 1)
+    # bit-babbler's rule acts again.
+    lone = lab.plug(LONER)
+    settle()
+    bitbabbler_setup(lone, 'bit-babbler\'s rule, back')
+    check(any(' attach %s ' % LONER in x for x in standin_runs()),
+          'bit-babbler\'s rule, back, did not run its bbvirt for %s: %s' % (LONER, standin_runs()))
+    lab.unplug(LONER)
+    must(['dpkg', '-P', 'bit-babbler'], timeout=180)
+    if os.path.exists(STANDIN_LOG):
+        os.unlink(STANDIN_LOG)
+    lab.notes.append('bit-babbler (stand-in) first: diverted, one rule, given back')
 
     # Back to the `make install` tree for the scenarios after this one.
     for e in sorted(os.listdir(lab.args.stage)):
