@@ -720,3 +720,74 @@ fn check_reports_a_managed_save_that_would_not_restore_cleanly_with_the_fix() {
     let found = bbvirt::check::check_saved(&cfg, None, &hv, &scan, root.path());
     assert!(found[0].to_string().starts_with("ok: "), "{}", found[0]);
 }
+
+/// The built binary as libvirt runs the hook: `-C CONF hook ARGS`, the XML
+/// on stdin; (exit status, stdout).
+fn hook_binary(
+    tree: &FixtureTree,
+    conf: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> (Option<i32>, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let root = tree.root();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bbvirt"))
+        .arg("-C")
+        .arg(conf)
+        .arg("hook")
+        .args(args)
+        .env("BBVIRT_SYSFS_ROOT", root)
+        .env("BBVIRT_RUN_DIR", root.join("run"))
+        .env("BBVIRT_PROC_ROOT", root.join("proc"))
+        // the follow-up it starts finds no libvirt here and ends quietly
+        .env("LIBVIRT_DEFAULT_URI", "test:///default")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_installed_hook_filters_through_stdin_and_stdout_and_refuses_by_exit_status() {
+    let tree = host();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = crate::util::write_config(
+        dir.path(),
+        "DOMAIN_RNG_guestA=( KWIF4Q ABC1234 )\nDOMAIN_USB_guestA=( \"id=10c4:ea60\" )\n",
+    );
+    let xml = fixture("save-image-guestA.xml");
+    let (code, out) = hook_binary(&tree, &conf, &["guestA", "restore", "begin", "-"], &xml);
+    assert_eq!(code, Some(0));
+    let kw = usb_hostdevs(&out)
+        .unwrap()
+        .into_iter()
+        .find(|h| h.alias.as_deref() == Some("ua-bbvirt-KWIF4Q"))
+        .unwrap();
+    assert_eq!((kw.bus, kw.device), (Some(1), Some(3)));
+    assert_eq!(without_bbvirt_sources(&xml), without_bbvirt_sources(&out));
+    // Nothing to change: nothing printed (libvirt keeps its XML).
+    let (code, out) = hook_binary(
+        &tree,
+        &conf,
+        &["guestA", "migrate", "begin", "-"],
+        "<domain><name>guestA</name><devices/></domain>",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+    // A snapshot's XML naming the twin's address: the start is refused.
+    let old = fixture("save-image-guestA-old.xml");
+    let (code, _) = hook_binary(&tree, &conf, &["guestA", "prepare", "begin", "-"], &old);
+    assert_eq!(code, Some(1));
+    // Any other operation: 0, nothing printed.
+    let (code, out) = hook_binary(&tree, &conf, &["guestA", "release", "end", "-"], &old);
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+}
