@@ -99,6 +99,18 @@ impl CommandError {
     }
 }
 
+/// Writes a command's report to standard output: the one place a write
+/// error becomes [`CommandError::Output`] (`what`: the report, for the
+/// message).
+pub fn print(text: &str, what: &'static str) -> Result<(), CommandError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+        .map_err(|source| CommandError::Output { what, source })
+}
+
 /// The exit status of a command's result.
 pub fn code_of<T>(result: &Result<T, CommandError>) -> i32 {
     match result {

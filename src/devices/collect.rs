@@ -100,15 +100,7 @@ fn device(
             })
         })
         .collect();
-    let held_by: Vec<HeldBy> = holders
-        .of(&device_node(dev.busnum, dev.devnum))
-        .iter()
-        .map(|h| HeldBy {
-            pid: h.pid,
-            name: h.name.clone(),
-            guest: h.guest.clone(),
-        })
-        .collect();
+    let held_by = HeldBy::of_device(holders, dev.busnum, dev.devnum);
     let (guest, guest_uri) = match hostdevs.iter().find(|h| h.found_by == FoundBy::Address) {
         Some(h) => (Some(h.domain.clone()), h.uri.clone()),
         None => (held_by.iter().find_map(|h| h.guest.clone()), None),

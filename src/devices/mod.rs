@@ -116,7 +116,6 @@
 //! }
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -284,14 +283,7 @@ pub fn run(
     } else {
         render_table(&report)
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-        .map_err(|source| CommandError::Output {
-            what: "device list",
-            source,
-        })?;
+    crate::exit::print(&text, "device list")?;
     match report.sysfs.error {
         Some(_) => Err(CommandError::NotListed),
         None => Ok(()),

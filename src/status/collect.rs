@@ -597,15 +597,7 @@ fn device_status(
         _ => DeviceState::Host,
     };
     let assigned_to = assigned.map(|d| d.libvirt_name().to_string());
-    let held_by: Vec<HeldBy> = holders
-        .of(&device_node(p.busnum, p.devnum))
-        .iter()
-        .map(|h| HeldBy {
-            pid: h.pid,
-            name: h.name.clone(),
-            guest: h.guest.clone(),
-        })
-        .collect();
+    let held_by = HeldBy::of_device(holders, p.busnum, p.devnum);
     // Its guest runs (it is in it, or should be), and something other than
     // that guest's QEMU has the device open: QEMU cannot take it cleanly.
     let held_on_host = matches!(state, DeviceState::Attached | DeviceState::Missing)

@@ -141,8 +141,6 @@
 //! }
 //! ```
 
-use std::io::Write;
-
 use serde::Serialize;
 
 use crate::context::Context;
@@ -204,6 +202,22 @@ pub struct HeldBy {
     pub name: String,
     /// The guest whose QEMU this is, if it is one.
     pub guest: Option<String>,
+}
+
+impl HeldBy {
+    /// Every process that holds the node of the device at `bus`:`dev`
+    /// ([`crate::holders`]): status and devices both show them.
+    pub fn of_device(holders: &crate::holders::Holders, bus: u32, dev: u32) -> Vec<HeldBy> {
+        holders
+            .of(&crate::holders::device_node(bus, dev))
+            .iter()
+            .map(|h| HeldBy {
+                pid: h.pid,
+                name: h.name.clone(),
+                guest: h.guest.clone(),
+            })
+            .collect()
+    }
 }
 
 /// A guest holding a device's bbvirt hostdev.
@@ -349,14 +363,7 @@ pub fn run(ctx: &Context, json: bool) -> Result<(), CommandError> {
     } else {
         render_table(&report)
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-        .map_err(|source| CommandError::Output {
-            what: "status",
-            source,
-        })?;
+    crate::exit::print(&text, "status")?;
     if report.healthy {
         Ok(())
     } else {
