@@ -18,24 +18,7 @@ use bbvirt::device::DeviceId;
 use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::VirtError;
 
-fn run<T>(
-    cfg: &Config,
-    tree: &FixtureTree,
-    hv: &FakeHv,
-    opts: Opts,
-    f: impl FnOnce(&Context) -> T,
-) -> T {
-    let sysfs = tree.sysfs();
-    let env = Context {
-        config: cfg,
-        sysfs: &sysfs,
-        hv,
-        opts: &opts,
-        lock_dir: None,
-        readiness: None,
-    };
-    f(&env)
-}
+use crate::util::scene::in_context as run;
 
 #[test]
 fn attach_by_each_device_form_goes_to_the_configured_guest() {

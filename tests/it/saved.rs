@@ -540,17 +540,7 @@ fn prepare_refuses_a_start_that_would_take_a_twin_and_only_that() {
 }
 
 fn ctx_run<T>(cfg: &Config, tree: &FixtureTree, hv: &FakeHv, f: impl FnOnce(&Context) -> T) -> T {
-    let sysfs = tree.sysfs();
-    let opts = Opts::default();
-    let ctx = Context {
-        config: cfg,
-        sysfs: &sysfs,
-        hv,
-        opts: &opts,
-        lock_dir: None,
-        readiness: None,
-    };
-    f(&ctx)
+    crate::util::scene::in_context(cfg, tree, hv, Opts::default(), f)
 }
 
 #[test]

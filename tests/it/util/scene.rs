@@ -47,6 +47,27 @@ pub fn tree() -> FixtureTree {
         .bitbabbler("3-1.4.3", Some("UNASS1"), 3, 10)
 }
 
+/// Runs `f` in a [`Context`] of `cfg`, `tree`'s sysfs and the fake `hv`
+/// (no lock, no readiness gate).
+pub fn in_context<T>(
+    cfg: &Config,
+    tree: &FixtureTree,
+    hv: &FakeHv,
+    opts: bbvirt::cli::Opts,
+    f: impl FnOnce(&bbvirt::context::Context) -> T,
+) -> T {
+    let sysfs = tree.sysfs();
+    let ctx = bbvirt::context::Context {
+        config: cfg,
+        sysfs: &sysfs,
+        hv,
+        opts: &opts,
+        lock_dir: None,
+        readiness: None,
+    };
+    f(&ctx)
+}
+
 /// A fake libvirt with these domains running on the default URI.
 pub fn running(names: &[&str]) -> FakeHv {
     names
