@@ -27,6 +27,16 @@ pub enum DeviceId {
     Physical { bus: u32, ports: Vec<u32> },
 }
 
+/// The BitBabbler's USB vendor ID (FTDI).
+pub const BITBABBLER_VENDOR: u16 = 0x0403;
+/// The BitBabbler's USB product ID.
+pub const BITBABBLER_PRODUCT: u16 = 0x7840;
+/// Both, as a [`UsbId`].
+pub const BITBABBLER_ID: UsbId = UsbId {
+    vendor: BITBABBLER_VENDOR,
+    product: BITBABBLER_PRODUCT,
+};
+
 /// A USB vendor:product pair, `VVVV:PPPP` in hex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UsbId {

@@ -111,8 +111,8 @@ impl Selector {
     pub fn bitbabbler(serial: &str) -> Selector {
         Selector {
             id: Some(UsbId {
-                vendor: crate::sysfs::BITBABBLER_VENDOR,
-                product: crate::sysfs::BITBABBLER_PRODUCT,
+                vendor: crate::device::BITBABBLER_VENDOR,
+                product: crate::device::BITBABBLER_PRODUCT,
             }),
             serial: Some(serial.to_string()),
             port: None,

@@ -44,17 +44,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+pub use crate::device::{BITBABBLER_ID, BITBABBLER_PRODUCT, BITBABBLER_VENDOR};
 use crate::device::{DeviceId, UsbId};
-
-/// The BitBabbler's USB vendor ID (FTDI).
-pub const BITBABBLER_VENDOR: u16 = 0x0403;
-/// The BitBabbler's USB product ID.
-pub const BITBABBLER_PRODUCT: u16 = 0x7840;
-/// Both, as a [`UsbId`].
-pub const BITBABBLER_ID: UsbId = UsbId {
-    vendor: BITBABBLER_VENDOR,
-    product: BITBABBLER_PRODUCT,
-};
 /// The most bytes read from one attribute file.
 pub const MAX_ATTR_LEN: u64 = 4096;
 
