@@ -781,3 +781,34 @@ fn the_installed_hook_filters_through_stdin_and_stdout_and_refuses_by_exit_statu
     let (code, out) = hook_binary(&tree, &conf, &["guestA", "release", "end", "-"], &old);
     assert_eq!((code, out.as_str()), (Some(0), ""));
 }
+
+#[test]
+fn a_migration_arrives_with_the_destinations_devices_never_the_sources() {
+    // `virsh dumpxml --migratable` of guestA on host A (lab scenario 26):
+    // KWIF4Q at 1:2 and ABC1234 at 2:2, host A's.
+    let xml = fixture("migratable-guestA.xml");
+    let tree = host();
+    let scan = tree.sysfs().scan().unwrap();
+    // Host B gives guestA LONER01 only: both of A's are parked, each at its
+    // own number (libvirt refused two at one), and LONER01 comes with the
+    // follow-up.
+    let b = config(vec![dom("guestA", None, None, &["LONER01"])]);
+    let r = saved::rewrite(&xml, Some(&assigned(&b, "guestA", &scan)), &nobody).unwrap();
+    let out = r.xml.unwrap();
+    let hds = usb_hostdevs(&out).unwrap();
+    assert_eq!(
+        hds.iter()
+            .map(|h| (h.bus, h.device, h.is_parked()))
+            .collect::<Vec<_>>(),
+        [(Some(1), Some(200), true), (Some(2), Some(201), true)]
+    );
+    assert_eq!(without_bbvirt_sources(&xml), without_bbvirt_sources(&out));
+    // A host that gives guestA the same serials (they are at 1:3 and 1:4
+    // there): each at its address on that host.
+    let r = saved::rewrite(&xml, Some(&assigned(&guest_a(), "guestA", &scan)), &nobody).unwrap();
+    let hds = usb_hostdevs(&r.xml.unwrap()).unwrap();
+    assert_eq!(
+        hds.iter().map(|h| (h.bus, h.device)).collect::<Vec<_>>(),
+        [(Some(1), Some(3)), (Some(1), Some(4))]
+    );
+}
