@@ -113,3 +113,11 @@ def sc_reboot_resume(lab):
     rewrites = [l for l in run(['journalctl', '-b', '-t', 'bbvirt', '-o', 'cat', '--grep', 'restore: ua-bbvirt']).out.splitlines() if l]
     check(rewrites, 'no rewrite by the restore hook in the journal')
     lab.notes.append('hook: %s' % '; '.join(rewrites[:3]))
+    # when, in this boot: libvirtd up, the guests' devices attached
+    att = [l for l in run(['journalctl', '-b', '-t', 'bbvirt', '-o', 'short-monotonic', '--grep',
+                            '^attached ']).out.splitlines() if l.startswith('[')]
+    up = run(['systemctl', 'show', 'libvirtd.service', '-p', 'ActiveEnterTimestampMonotonic', '--value']).out.strip()
+    if att and up.isdigit():
+        last = float(att[-1][1:att[-1].index(']')])
+        lab.notes.append('libvirtd active at %.0fs of the boot, last device attached at %.0fs'
+                         % (int(up) / 1e6, last))
