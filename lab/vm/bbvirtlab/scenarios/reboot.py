@@ -65,12 +65,6 @@ def sc_reboot_suspend(lab):
     check(saves == ['guestA.save', 'guestB.save'], 'managed save images: %s' % saves)
     listed = rfile(LISTFILE) if os.path.exists(LISTFILE) else ''
     check('qemu:///system' in listed or 'default' in listed, 'libvirt-guests listed nothing: %r' % listed)
-    # status sees the images; as saved they are clean (nothing moved yet)
-    r = run(['/usr/bin/bbvirt', 'status', '--json'], timeout=60)
-    j = json.loads(r.out)
-    saved = {d['name']: d.get('managed_save') for d in j.get('domains', [])}
-    check(saved.get('guestA') and saved['guestA']['restores_cleanly'],
-          'status --json on guestA\'s image: %s' % saved.get('guestA'))
     # Keep them on the root for the next boot; plug in reverse order there.
     os.makedirs(PERSIST, exist_ok=True)
     for f in saves:
@@ -82,6 +76,12 @@ def sc_reboot_suspend(lab):
     wfile(ORDER_FILE, 'LONER01 BRAVO01 ABC1234 KWIF4Q\n')
     run(['sync'])
     lab.notes.append('suspended guestA, guestB at %s' % addrs)
+    # status sees the images; as saved they are clean (nothing moved yet)
+    r = run(['/usr/bin/bbvirt', 'status', '--json'], timeout=60)
+    j = json.loads(r.out)
+    saved = {d['name']: d.get('managed_save') for d in j.get('domains', [])}
+    check(saved.get('guestA') and saved['guestA']['restores_cleanly'],
+          'status --json on guestA\'s image: %s' % saved.get('guestA'))
 
 
 @scenario(60, 'reboot-resume', platforms=T)
