@@ -185,9 +185,11 @@ pub struct Connections<'a> {
     /// Asked before the lock and before connecting (commands that change
     /// guests, where the gate applies).
     readiness: Option<&'a Readiness>,
-    /// Where to take the host lock; None once taken, or for read-only use.
+    /// Where to take the host lock; None for read-only use.
     lock_dir: Option<&'a Path>,
     lock: Option<crate::lock::HostLock>,
+    /// The lock could not be taken (warned once): not tried again.
+    lock_failed: bool,
     /// Warn once per URI found without a daemon (commands that change guests).
     warn_down: bool,
     open: HashMap<Option<String>, Result<Box<dyn Connection>, VirtError>>,
@@ -203,6 +205,7 @@ impl<'a> Connections<'a> {
             readiness: None,
             lock_dir: None,
             lock: None,
+            lock_failed: false,
             warn_down: false,
             open: HashMap::new(),
             warned: HashSet::new(),
@@ -232,18 +235,37 @@ impl<'a> Connections<'a> {
     /// read-only) is warned about: better unserialised than not at all.
     pub fn lock_host(&mut self, uri: Option<&str>) -> Result<(), VirtError> {
         self.ask_gate(uri)?;
-        if let (Some(dir), None) = (self.lock_dir, &self.lock) {
+        if let (Some(dir), None, false) = (self.lock_dir, &self.lock, self.lock_failed) {
             crate::log::step(&format!("waiting for the lock in {}", dir.display()));
             match crate::lock::acquire(dir) {
                 Ok(l) => self.lock = Some(l),
-                Err(e) => warn!(
-                    "locking {}: {e}; carrying on without the lock",
-                    dir.display()
-                ),
+                Err(e) => {
+                    warn!(
+                        "locking {}: {e}; carrying on without the lock",
+                        dir.display()
+                    );
+                    self.lock_failed = true;
+                }
             }
-            self.lock_dir = None;
         }
         Ok(())
+    }
+
+    /// Lets go of the host lock between two changes of a run over many
+    /// devices (`sync`): the next [`Connections::lock_host`] takes it again.
+    /// Runs that udev starts meanwhile then wait for one change, not for the
+    /// whole run (at boot, `bbvirt-sync.service` attaching an autostarted
+    /// guest's devices while udev's runs for the same devices queue behind
+    /// it: up to 12 s under the lab's emulation, past the 20 s deadline
+    /// under load). Each change reads the live XML again under the lock, so
+    /// nothing decided before it goes stale.
+    pub fn release_lock(&mut self) {
+        self.lock = None;
+    }
+
+    /// Whether this run holds the host lock now.
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The readiness gate's answer for `uri` (Ok once it is connected, or
@@ -289,5 +311,51 @@ impl<'a> Connections<'a> {
                 Err(e.clone())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoHv;
+    impl Hypervisor for NoHv {
+        fn connect(&self, _: Option<&str>) -> Result<Box<dyn Connection>, VirtError> {
+            Err(VirtError::Down {
+                uri: "x".into(),
+                message: "none".into(),
+            })
+        }
+        fn version(&self) -> Result<u32, String> {
+            Err("none".into())
+        }
+    }
+
+    fn free(dir: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("lock"))
+            .unwrap();
+        // SAFETY: flock on a descriptor we own; released when f is dropped.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    }
+
+    #[test]
+    fn the_lock_is_let_go_between_changes_and_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conns = Connections::for_changes(&NoHv, None, Some(dir.path()));
+        conns.lock_host(None).unwrap();
+        assert!(conns.holds_lock());
+        assert!(!free(dir.path()), "held by the run");
+        conns.release_lock();
+        assert!(!conns.holds_lock());
+        assert!(free(dir.path()), "another run may take it now");
+        conns.lock_host(None).unwrap();
+        assert!(!free(dir.path()), "taken again for the next change");
+        // read-only use never locks
+        let mut ro = Connections::read_only(&NoHv);
+        ro.lock_host(None).unwrap();
+        assert!(!ro.holds_lock());
     }
 }

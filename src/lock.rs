@@ -5,8 +5,9 @@
 //! several at the same moment. Each reads a guest's live XML and then changes
 //! it; two of them interleaving could both see "not attached" and both attach,
 //! or lose a detach. An exclusive `flock` on `/run/bbvirt/lock`, taken before
-//! the first libvirt connection and held until the process exits, serialises
-//! them. Waiting for it is bounded by the same deadline as everything else
+//! the first libvirt connection and held until the process exits (or, in a
+//! run over many devices, let go between two changes:
+//! [`crate::context::Connections::release_lock`]), serialises them. Waiting for it is bounded by the same deadline as everything else
 //! (the process gives up when the deadline passes, see `main`).
 
 use std::fs::{File, OpenOptions};

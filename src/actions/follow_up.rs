@@ -117,6 +117,7 @@ impl Context<'_> {
                 })
                 .and_then(|conn| self.detach_alias(conn, &target, &alias));
             steps.record(result);
+            conns.release_lock();
         }
         match conf {
             Some(d) => {

@@ -147,6 +147,7 @@ impl Context<'_> {
                 })
                 .and_then(|conn| self.detach_alias(conn, &target, &stale.alias));
             steps.record(result);
+            conns.release_lock();
         }
         for (alias, dev) in &devices {
             // A BitBabbler routed by its serial is named by it; any other
@@ -160,6 +161,7 @@ impl Context<'_> {
                 continue;
             }
             steps.record(self.attach_to(conns, dev, &what, alias, &target));
+            conns.release_lock();
         }
     }
 
