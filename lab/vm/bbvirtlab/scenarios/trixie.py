@@ -21,8 +21,8 @@ Scenarios:
                     time and time to attached
   51 settle         the boot's settle: how long, that libvirtd.socket
                     listened while libvirtd.service waited for it, and
-                    bbvirt's share of it beyond the floor's (at most 20 %;
-                    settle_share)
+                    bbvirt's share of it beyond the floor's (at most a
+                    third; settle_share)
   52 apparmor       QEMU confined by its libvirt-UUID profile (enforce);
                     hotplug, unplug, replug, coldplug; no denial
   54 crash hunt     >= 1,000 bbvirt runs in parallel bursts against the real
@@ -221,9 +221,15 @@ def covered(spans, t0, t1):
 
 
 # How much of settle's window bbvirt may hold beyond what the floor holds
-# for the same events (scenario 51; see settle_share): the allowance
-# lab/run's check 57 gives between whole boots.
-SETTLE_SHARE_MAX = 0.20
+# for the same events (scenario 51; see settle_share). What 51 must catch
+# is bbvirt holding settle, as the original did (a run that waits on
+# libvirt holds it until udev kills it: 56), not the emulator's noise:
+# bbvirt's share beyond the floor's was 17.5 % in a boot on a quiet host
+# (settle 37 s) and 11.9 % with a second VM on it (settle 97 s), 2026-12-05.
+# A third leaves about twice the quiet boot's figure. It is not 57's 20 %:
+# the share is an upper bound (every second in which some bbvirt run was
+# going counts as if settle waited for it), 57 a measured difference.
+SETTLE_SHARE_MAX = 1 / 3
 
 
 def settle_share(lab, pairs, t0, t1, tag):
