@@ -269,9 +269,10 @@ def settle_share(lab, pairs, t0, t1, tag):
     figure('%s_beyond_floor_share' % tag, '%.1f' % (100 * (share - fshare)))
     lab.notes.append('bbvirt\'s share of settle (%.1fs): %d runs by udev in it held a worker during %.1fs '
                      '(%.1f%%; summed %.1fs, CPU %.1fs), their floor (true) %.1fs (%.1f%%; summed %.1fs, CPU %.1fs), '
-                     'bbvirt beyond the floor %.1f%% (at most %.0f%%); the last bbvirt run ended %.1fs before settle did'
+                     'bbvirt beyond the floor %.1f%% (at most %.0f%%); the last bbvirt run ended %.1fs %s settle did'
                      % (dur, len(spans), bb, 100 * share, busy, cpu, fl, 100 * fshare, fbusy, fcpu,
-                        100 * (share - fshare), 100 * SETTLE_SHARE_MAX, t1 - last))
+                        100 * (share - fshare), 100 * SETTLE_SHARE_MAX, abs(t1 - last),
+                        'before' if last <= t1 else 'after'))
     return share, fshare
 
 
