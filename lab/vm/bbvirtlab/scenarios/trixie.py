@@ -11,20 +11,25 @@ boot, and these units of lab/platform/trixie/:
                               network.target (as ifupdown-pre.service does);
                               libvirtd.service is After=network.target
 Scenarios:
-  50 boot           after the boot: guestA holds exactly its two devices,
-                    nothing else attached, no bbvirt error, no udev worker
-                    held by bbvirt 1 s beyond the floor of its event
-                    (61-bbvirt-lab-floor.rules: `true` run beside it),
-                    bbvirt-sync.service ran; boot time and time to attached
+  50 boot           after the boot: the default target reached, guestA
+                    holds exactly its two devices, nothing else attached,
+                    no bbvirt warning, error or wait, every run by udev
+                    exited 0 and none before the daemon served ran bbvirt
+                    (so none connected to libvirt), bbvirt-sync.service
+                    ran; figures: each run beside the floor of its event
+                    (61-bbvirt-lab-floor.rules: `true` run after it), boot
+                    time and time to attached
   51 settle         the boot's settle: how long, that libvirtd.socket
-                    listened while libvirtd.service waited for it, and the
-                    same bound for bbvirt's runs meanwhile
+                    listened while libvirtd.service waited for it, and
+                    bbvirt's share of it beyond the floor's (at most a
+                    third; settle_share)
   52 apparmor       QEMU confined by its libvirt-UUID profile (enforce);
                     hotplug, unplug, replug, coldplug; no denial
   54 crash hunt     >= 1,000 bbvirt runs in parallel bursts against the real
                     libvirtd, cores recorded; a few under valgrind memcheck
   55 settle, no bbvirt      (boot "nobbvirt": the rule masked)
-  56 settle, hanging bbvirt (boot "hang": a bbvirt that waits on the socket)
+  56 settle, hanging bbvirt (boot "hang": a bbvirt that waits on the socket;
+                            51's share sees it)
 Core scenarios (scenarios/hotplug.py) run in the main boot as well: 5, 10
 and 11 by default, 1-4 when asked for (--only). ORDER is the order they all
 run in, MAIN the main boot's default. Figures for lab/run's comparison
@@ -160,27 +165,115 @@ def beside_floor(runs, procs):
     return res
 
 
-def held_by_bbvirt(lab, runs, procs, what):
-    """Issue 8's bound on `runs` (udev's bbvirt runs `what`): each holds its
-    worker less than 1 s beyond the floor of its event. Checks that every
-    run has its floor, reports the raw and the floor figures, and returns
-    the longest share."""
+def beside_floor_figures(lab, runs, procs, what, tag):
+    """udev's bbvirt runs `what` beside the floor of their event: checks that
+    every run has its floor run (so that the figures pair up) and reports
+    both as figures, not as a bound (issue 17: at boot on this emulated
+    machine a run's time is mostly CPU contention in the coldplug burst and
+    page faults on the 9p root, which `true` beside it pays too). FIGURE
+    lines `<tag>_bbvirt_wall`, `<tag>_bbvirt_cpu`, `<tag>_floor_wall`,
+    `<tag>_floor_cpu` (min-max, seconds) and `<tag>_beyond_floor` (the
+    largest run minus its floor). Returns
+    [(run, floor)]."""
     pairs = beside_floor(runs, procs)
     lone = [r for r, f in pairs if f is None]
     check(not lone, 'bbvirt runs by udev %s without the floor run of their event (%s): %s'
           % (what, FLOOR, lone))
-    own = [(r.secs - f.secs, r, f) for r, f in pairs]
-    worst = max(own, key=lambda x: x[0])
-    lab.notes.append('%s: %d runs, bbvirt %.2f-%.2fs wall (CPU %.2f-%.2fs), the floor (true) of the same '
-                     'events %.2f-%.2fs (CPU %.2f-%.2fs), bbvirt beyond the floor at most %.2fs (%r beside %r)'
-                     % (what, len(pairs), min(r.secs for r, _ in pairs), max(r.secs for r, _ in pairs),
-                        min(r.cpu for r, _ in pairs), max(r.cpu for r, _ in pairs),
-                        min(f.secs for _, f in pairs), max(f.secs for _, f in pairs),
-                        min(f.cpu for _, f in pairs), max(f.cpu for _, f in pairs),
-                        worst[0], worst[1], worst[2]))
-    check(worst[0] < 1.0, 'a bbvirt run by udev %s held its worker %.2fs beyond the floor of its event: '
-          '%r beside %r (all: %s)' % (what, worst[0], worst[1], worst[2], pairs))
-    return worst[0]
+
+    def span(ps, who):
+        wall = '%.2f-%.2f' % (min(p.secs for p in ps), max(p.secs for p in ps))
+        cpu = '%.2f-%.2f' % (min(p.cpu for p in ps), max(p.cpu for p in ps))
+        figure('%s_%s_wall' % (tag, who), wall)
+        figure('%s_%s_cpu' % (tag, who), cpu)
+        return '%ss wall (CPU %ss, %d-%d major faults)' % (wall, cpu, min(p.majflt for p in ps),
+                                                      max(p.majflt for p in ps))
+    worst = max(pairs, key=lambda x: x[0].secs - x[1].secs)
+    bb, fl = span([r for r, _ in pairs], 'bbvirt'), span([f for _, f in pairs], 'floor')
+    figure('%s_beyond_floor' % tag, '%.2f' % (worst[0].secs - worst[1].secs))
+    lab.notes.append('%s: %d bbvirt runs %s, the floor (true) of the same events %s, '
+                     'bbvirt beyond its floor at most %.2fs (%r beside %r)'
+                     % (what, len(pairs), bb, fl, worst[0].secs - worst[1].secs, worst[0], worst[1]))
+    return pairs
+
+
+def started(r, f=None):
+    """When run `r` started (CLOCK_MONOTONIC, within about 1 s): accounting
+    gives it in whole seconds, as the wall clock at exit minus the run time,
+    both truncated (so within 1 s either way); the floor of its event, which
+    udev started as `r` ended, narrows that."""
+    lo, hi = r.start - 1, r.start + 1
+    if f is not None:
+        flo, fhi = f.start - 1 - r.secs, f.start + 1 - r.secs
+        if max(lo, flo) < min(hi, fhi):
+            lo, hi = max(lo, flo), min(hi, fhi)
+    return (lo + hi) / 2
+
+
+def covered(spans, t0, t1):
+    """Seconds of [t0, t1] during which at least one of `spans` ((start,
+    end) pairs) ran."""
+    total, end = 0.0, t0
+    for a, b in sorted((max(a, t0), min(b, t1)) for a, b in spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+# How much of settle's window bbvirt may hold beyond what the floor holds
+# for the same events (scenario 51; see settle_share). What 51 must catch
+# is bbvirt holding settle, as the original did (a run that waits on
+# libvirt holds it until udev kills it: 56), not the emulator's noise:
+# bbvirt's share beyond the floor's was 17.5 % in a boot on a quiet host
+# (settle 37 s) and 11.9 % with a second VM on it (settle 97 s), 2026-12-05.
+# A third leaves about twice the quiet boot's figure. It is not 57's 20 %:
+# the share is an upper bound (every second in which some bbvirt run was
+# going counts as if settle waited for it), 57 a measured difference.
+SETTLE_SHARE_MAX = 1 / 3
+
+
+def settle_share(lab, pairs, t0, t1, tag):
+    """bbvirt's share of the boot's `udevadm settle` (issue 17), from one
+    boot: the part of settle's window [t0, t1] during which at least one
+    bbvirt run by udev held a worker (`pairs`: [(run, floor or None)]),
+    and the same for the floor runs of those events.
+
+    Settle ends when udev's queue is empty. Had bbvirt's runs taken no time
+    at all, settle could have ended earlier by at most bbvirt's share: the
+    chain of events that decided settle's end lost to bbvirt at most the
+    time during which some bbvirt run was going, in that chain's worker or
+    taking CPU from it. So the share bounds, from this boot alone, what 57
+    measures with two more. Part of it is what running any program for
+    those events holds on this machine at that moment (the floor's share:
+    `true`, run by udev right after each bbvirt run), and that part swells
+    with the emulator's load; the rest, bbvirt's share beyond the floor's,
+    is bbvirt's own, and 51 fails when it exceeds SETTLE_SHARE_MAX. Run
+    starts are known to about 1 s (started()); the sums of the run times,
+    which count every run in full, overlaps and all, bound the shares from
+    above without that uncertainty. Reports FIGURE lines `<tag>_share`,
+    `<tag>_floor_share` and `<tag>_beyond_floor_share` (% of settle) and
+    returns (bbvirt's share, the floor's share) as fractions."""
+    dur = t1 - t0
+    spans = [(started(r, f), r, f) for r, f in pairs]
+    spans = [(s, r, f) for s, r, f in spans if s < t1 and s + r.secs > t0]
+    bb = covered([(s, s + r.secs) for s, r, _ in spans], t0, t1)
+    fl = covered([(s + r.secs, s + r.secs + f.secs) for s, r, f in spans if f], t0, t1)
+    busy = sum(r.secs for _, r, _ in spans)
+    fbusy = sum(f.secs for _, _, f in spans if f)
+    cpu = sum(r.cpu for _, r, _ in spans)
+    fcpu = sum(f.cpu for _, _, f in spans if f)
+    last = max((s + r.secs for s, r, _ in spans), default=t0)
+    share, fshare = bb / dur if dur > 0 else 0.0, fl / dur if dur > 0 else 0.0
+    figure('%s_share' % tag, '%.1f' % (100 * share))
+    figure('%s_floor_share' % tag, '%.1f' % (100 * fshare))
+    figure('%s_beyond_floor_share' % tag, '%.1f' % (100 * (share - fshare)))
+    lab.notes.append('bbvirt\'s share of settle (%.1fs): %d runs by udev in it held a worker during %.1fs '
+                     '(%.1f%%; summed %.1fs, CPU %.1fs), their floor (true) %.1fs (%.1f%%; summed %.1fs, CPU %.1fs), '
+                     'bbvirt beyond the floor %.1f%% (at most %.0f%%); the last bbvirt run ended %.1fs %s settle did'
+                     % (dur, len(spans), bb, 100 * share, busy, cpu, fl, 100 * fshare, fbusy, fcpu,
+                        100 * (share - fshare), 100 * SETTLE_SHARE_MAX, abs(t1 - last),
+                        'before' if last <= t1 else 'after'))
+    return share, fshare
 
 
 def settle_figures(lab, what, may_time_out=False):
@@ -271,10 +364,12 @@ def sc_boot(lab):
     lab.notes.append('default target %s at %.1fs, libvirtd active at %.1fs, bbvirt-sync %.1f-%.1fs (restarts %s)'
                      % (target, t_boot, t_lv, t_sync0, t_sync1, sy.get('NRestarts')))
 
-    # No bbvirt error, no wait, no worker held.
-    bad = [(t, m) for t, ident, pid, prio, m in J.entries if ident == 'bbvirt' and prio <= 3]
-    check(not bad, 'bbvirt logged errors in this boot: %s' % ['%.1fs %s' % x for x in bad])
-    warn = [m for t, ident, pid, prio, m in J.entries if ident == 'bbvirt' and prio == 4]
+    # No bbvirt error or warning, no wait. (bbvirt logs "warning: " and
+    # "error: " on stderr too, which the journal keeps at priority 6 for
+    # bbvirt-sync.service.)
+    bad = ['%.1fs %s' % (t, m) for t, ident, pid, prio, m in J.entries if ident == 'bbvirt' and
+           (prio <= 4 or re.match(r'(bbvirt: )?(warning|error): ', m))]
+    check(not bad, 'bbvirt logged warnings or errors in this boot: %s' % bad)
     waited = [m for t, m in J.lines if re.search(r'timed out|waiting for the lock', m)]
     check(not waited, 'bbvirt waited: %s' % waited)
     notready = [m for t, m in J.lines if 'not ready' in m]
@@ -291,39 +386,46 @@ def sc_boot(lab):
     check(not failed_runs, 'bbvirt runs by udev that failed: %s' % failed_runs)
     worst = max(r.secs for r in runs)
     figure('worker_max', '%.2f' % worst)
-    bw = max(r.secs for r in boot_runs)
     med = sorted(r.secs for r in runs)[len(runs) // 2]
     sync = [p for p in procs if p.comm == 'bbvirt' and p.ppid == 1]
     if sync and sync[0].start < t_lv:   # bbvirt-lab-gadgets.service: bbvirt --version
         lab.notes.append('page-cache warm-up (bbvirt --version before coldplug): %r' % sync[0])
         sync = sync[1:]
-    lab.notes.append('%d bbvirt runs by udev (%d in the boot\'s coldplug, longest %.2fs; all: longest %.2fs, '
-                     'median %.2fs; process accounting, 10 ms steps), %d "not ready" lines, %d warnings, 0 errors; '
+    lab.notes.append('%d bbvirt runs by udev (%d in the boot\'s coldplug; longest %.2fs, median %.2fs; '
+                     'process accounting, 10 ms steps), %d "not ready" lines, 0 warnings, 0 errors; '
                      'bbvirt-sync run %s'
-                     % (len(runs), len(boot_runs), bw, worst, med, len(notready), len(warn),
+                     % (len(runs), len(boot_runs), worst, med, len(notready),
                         ', '.join('%.1fs' % p.secs for p in sync) or '?'))
     if notready:
         lab.notes.append('e.g. "%s"' % notready[0].split(': ', 1)[-1][:160])
     act('bbvirt runs by udev: %s' % runs)
-    # Runs before the daemon served (the ready file's time) must not have
-    # waited on it. Starting any bbvirt process costs 4-12 s here (TCG, the
-    # root over 9p: ~1 s of CPU and ~400 major faults to load libvirt.so and
-    # its libraries; `bbvirt --version` took 3.9 s in the boot that showed
-    # it); the issue's bound stays 1 s all the same. Runs after it attach
-    # for real (the lock held by bbvirt-sync meanwhile), bounded by the
-    # 20 s deadline.
+    # Runs before the daemon served (the ready file's time) never ran
+    # bbvirt: the front answered them ("not ready", or nobody's device) and
+    # exited, so accounting names them bbvirt-event (an exec would have
+    # renamed the process bbvirt). The front links no libvirt and takes no
+    # lock: none of them connected to libvirt or waited on it. Runs after
+    # it attach for real (the lock held by bbvirt-sync meanwhile), bounded
+    # by bbvirt's 20 s deadline. How long each took is a figure, beside the
+    # floor of its event (issue 17 retired issue 8's ~1 s bound per run:
+    # here it measured the emulator, CPU contention in the coldplug burst
+    # and page faults on the 9p root, which `true` pays too).
     t_ready = os.stat(READY).st_mtime + (time.monotonic() - time.time())
-    before = [r for r in runs if r.start < t_ready - 1]
+    before = [r for r in runs if r.start + 1 + r.secs <= t_ready]
     check(before, 'no bbvirt run by udev before the daemon served (%.1fs)' % t_ready)
-    wb = max(r.secs for r in before)
-    figure('worker_max_not_ready', '%.2f' % wb)
-    lab.notes.append('before the daemon served (%.0fs): %d runs, %.1f-%.1fs wall, %.1f-%.1fs CPU'
-                     % (t_ready, len(before), min(r.secs for r in before), wb,
-                        min(r.cpu for r in before), max(r.cpu for r in before)))
-    # Issue 8 asks ~1 s. Here starting any program in a coldplug burst can
-    # take seconds (the floor, run beside each bbvirt run): the bound is on
-    # bbvirt's share, side by side with the floor of the same event.
-    figure('worker_max_beyond_floor', '%.2f' % held_by_bbvirt(lab, before, procs, 'before the daemon served'))
+    execd = [r for r in before if r.comm != 'bbvirt-event']
+    check(not execd, 'bbvirt runs by udev that ran bbvirt (exec) before the daemon served (%.1fs): %s'
+          % (t_ready, execd))
+    lab.notes.append('before the daemon served (%.0fs): %d runs, each answered by bbvirt-event (no exec of bbvirt)'
+                     % (t_ready, len(before)))
+    beside_floor_figures(lab, before, procs, 'before the daemon served', 'not_ready')
+    # Runs after it (the hook's re-announce when guestA autostarts) wait for
+    # the host lock while bbvirt-sync.service attaches guestA's devices: how
+    # long, against bbvirt's 20 s deadline (past it they log an error).
+    after = [r for r in runs if r not in before]
+    if after:
+        figure('served_max', '%.2f' % max(r.secs for r in after))
+        lab.notes.append('after the daemon served: %d runs, %s wall (the deadline is 20 s)'
+                         % (len(after), ' '.join('%.1fs' % r.secs for r in after)))
     check(worst < 30, 'a bbvirt run by udev held its worker %.2fs, past its 20 s deadline and its start (all runs: %s)' % (worst, runs))
 
 
@@ -331,15 +433,20 @@ def sc_boot(lab):
 def sc_settle(lab):
     dur, t0, t1 = settle_figures(lab, 'with bbvirt')
     libvirtd_waited(lab, t0, t1)
-    # bbvirt ran (for the coldplug events) while settle waited, and never
-    # held it: how long settle takes compared with a boot without bbvirt is
-    # lab/run's check 57 (settle itself waits for all of coldplug, which
-    # under emulation takes tens of seconds whatever bbvirt does)
+    # bbvirt ran (for the coldplug events) while settle waited, and held
+    # little of it: settle itself waits for all of coldplug, which under
+    # emulation takes tens of seconds whatever bbvirt does. The share is
+    # from this boot alone (settle_share), so CI needs no second boot;
+    # lab/run --platform trixie also compares whole boots (55-57).
     runs, procs = udev_bbvirt_runs()
-    during = [r for r in runs if t0 - 1 <= r.start <= t1 + 1]
+    during = [r for r in runs if r.start - 1 < t1 and r.start + 1 + r.secs > t0]
     check(during, 'no bbvirt run by udev while settle waited (%.1f-%.1fs): %s' % (t0, t1, runs))
-    # the bound, beside the floor of each event: scenario 50
-    held_by_bbvirt(lab, during, procs, 'while settle waited')
+    pairs = beside_floor_figures(lab, during, procs, 'while settle waited', 'settle')
+    share, fshare = settle_share(lab, pairs, t0, t1, 'settle')
+    check(share - fshare <= SETTLE_SHARE_MAX,
+          'bbvirt held a udev worker during %.0f%% of settle at boot, %.0f%% beyond the floor of the same events '
+          '(%.0f%%; at most %.0f%% beyond it): bbvirt holds settle'
+          % (100 * share, 100 * (share - fshare), 100 * fshare, 100 * SETTLE_SHARE_MAX))
 
 
 @scenario(55, 'settle, no bbvirt', platforms=T)
@@ -365,13 +472,20 @@ def sc_settle_hang(lab):
     check(hung, 'the hanging bbvirt never connected to libvirt-sock')
     killed = [x for x in lab.syslog.entries if x[1] == 'systemd-udevd' and 'bbvirt' in x[4]
               and re.search(r'taking longer|timed out|killing', x[4])]
-    runs, _ = udev_bbvirt_runs()
+    runs, procs = udev_bbvirt_runs()
     lab.notes.append('%d runs connected and hung (%s); udevd: "%s"' % (
         len(hung), ' '.join('%.0fs' % r.secs for r in runs), killed[-1][4][:120] if killed else '-'))
     # The scenario's point: this setup can fail. A bbvirt that waits on the
     # socket holds settle (and the boot) until udev kills it.
     check(dur >= 0.8 * limit, 'settle took only %.1fs with a hanging bbvirt (udev.event_timeout=%d): '
           'the setup does not reproduce the deadlock' % (dur, limit))
+    # and 51's measure, from this boot alone, says so (a hung run may have
+    # no floor: udev killed it, or its worker)
+    during = [r for r in runs if r.start - 1 < t1 and r.start + 1 + r.secs > t0]
+    share, fshare = settle_share(lab, beside_floor(during, procs), t0, t1, 'settle')
+    check(share - fshare > SETTLE_SHARE_MAX, 'with a hanging bbvirt, bbvirt held a udev worker during only %.0f%% '
+          'of settle beyond the floor\'s %.0f%% (51 fails above %.0f%%): the measure does not see it hold settle'
+          % (100 * (share - fshare), 100 * fshare, 100 * SETTLE_SHARE_MAX))
 
 
 # -------------------------------------------------------------- apparmor
