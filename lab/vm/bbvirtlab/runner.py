@@ -91,7 +91,7 @@ def parser():
                     help='trixie: which boot this is (lab/run)')
     ap.add_argument('--print-conf', action='store_true', help='print the lab\'s vm.conf and exit (lab/run)')
     ap.add_argument('--crash-runs', type=int, default=1000, help='trixie: bbvirt invocations of the crash hunt')
-    ap.add_argument('--demo', action='store_true', help='narrated demo (scenarios 1, 2, 4, 5, 21)')
+    ap.add_argument('--demo', action='store_true', help='narrated demo (scenarios 1, 2, 4, 5, 21, 23)')
     ap.add_argument('--only', default='', help='comma-separated scenario numbers')
     ap.add_argument('--buses', type=int, default=6, help='dummy_hcd controllers')
     ap.add_argument('--hold', type=float, default=3.0, help='seconds a state must hold')
