@@ -352,10 +352,26 @@ def sc_lost_remove(lab):
     check(not os.path.lexists(RULE_MASK), '%s exists already' % RULE_MASK)
     os.symlink('/dev/null', RULE_MASK)
     try:
-        must(['udevadm', 'control', '--reload'])
-        lab.unplug(KW)
-        settle()
-        have = [h.key() for h in lab.hostdevs('guestA')]
+        # udevd took the reload after the remove event now and then (CI,
+        # 2026-12-06: bookworm's udevd ran the rule 0.9 s after the reload
+        # had returned): then the event was not lost, and the scenario
+        # tries again with the device attached by hand (the rule stays
+        # masked), at most three times.
+        for attempt in (1, 2, 3):
+            must(['udevadm', 'control', '--reload'])
+            settle()
+            t = lab.unplug(KW)
+            settle()
+            have = [h.key() for h in lab.hostdevs('guestA')]
+            if have == [(k1.alias, k1.bus, k1.dev)] or attempt == 3:
+                break
+            check(not have, 'with the rule masked, guestA holds %s' % have)
+            ran, _ = wait_for(lambda: [m for _, m in bbvirt_lines(lab, t) if 'detached %s' % k1.alias in m], 10,
+                              'bbvirt\'s line for detaching %s (guestA lost it, the rule masked)' % k1)
+            lab.notes.append('attempt %d: udev ran the masked rule (%s)' % (attempt, ran[0]))
+            k1 = lab.plug(KW)
+            lab.bbvirt('attach', KW)
+            lab.wait_state({'guestA': [k1]}, k1.t_plug, '%s attached by hand' % k1)
         check(have == [(k1.alias, k1.bus, k1.dev)],
               'with the remove event lost, guestA should hold the stale %s: %s' % (k1, have))
         r, j = status_json(lab)
@@ -367,7 +383,8 @@ def sc_lost_remove(lab):
         check(any(e['serial'] == KW for e in j['absent']), 'status: %s not listed as absent' % KW)
         lab.notes.append('status: stale %s %s' % (KW, j['stale'][0]['reason']))
     finally:
-        os.unlink(RULE_MASK)
+        if os.path.lexists(RULE_MASK):
+            os.unlink(RULE_MASK)
         must(['udevadm', 'control', '--reload'])
     other = free_udcs(lab, exclude=(old_udc,))
     check(other, 'no other UDC free')
