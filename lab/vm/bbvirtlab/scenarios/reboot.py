@@ -27,7 +27,7 @@ Standard library only.
 import json
 import os
 
-from ..core import AB, BR, GUESTS, KW, LONER, act, check, find_dev, must, now, rfile, run, scenario, virsh, wfile
+from ..core import AB, BR, KW, LONER, act, check, find_dev, must, now, rfile, run, scenario, wfile
 from .saved import info_usb, PRODUCT
 
 T = ('trixie',)
@@ -52,7 +52,7 @@ def sc_reboot_suspend(lab):
     # boot (54's storm devices, 52's replugs) leave other devices plugged
     # and the boot's unplugged. Both guests run; the four devices are
     # plugged one by one, each on the bus it had before where it had one.
-    lab.reset(running=GUESTS)
+    lab.reset()
     kw, ab, br, _ = lab.plug(KW, AB, BR, LONER)
     expect = {'guestA': [kw, ab], 'guestB': [br]}
     lab.wait_state(expect, kw.t_plug, 'guestA with %s, %s and guestB with %s' % (KW, AB, BR), deadline=180)
