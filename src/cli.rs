@@ -28,7 +28,8 @@ Exit status:
   2  usage error (an unknown option, a missing or empty value) or invalid
      device identifier
   3  the config file is unreadable, invalid or unsafe
-  4  the named device is not present (or its serial names several), or not at the bus/device a hint gives";
+  4  the named device is not present (or its serial names several), or not at the bus/device a hint gives
+  5  hook: it refuses a guest's start (prepare: the guest would take a device that is not its own)";
 
 /// Pass USB devices through to libvirt guests: BitBabbler RNGs by serial (DOMAIN_RNG_), any device by id, serial or port (DOMAIN_USB_).
 #[derive(Debug, Parser)]
@@ -240,6 +241,9 @@ pub enum Action {
         /// Install under this directory instead of /
         #[arg(long, value_name = "DIR", default_value = "/", value_parser = non_empty::<std::path::PathBuf>)]
         root: std::path::PathBuf,
+        /// Only the rule that lets libvirt's daemon run this binary under its AppArmor profile (what `make install` runs)
+        #[arg(long)]
+        apparmor_only: bool,
         #[command(flatten)]
         opts: Opts,
     },
@@ -248,6 +252,9 @@ pub enum Action {
         /// Uninstall under this directory instead of /
         #[arg(long, value_name = "DIR", default_value = "/", value_parser = non_empty::<std::path::PathBuf>)]
         root: std::path::PathBuf,
+        /// Only remove the AppArmor rule for this binary (what `make uninstall` runs)
+        #[arg(long)]
+        apparmor_only: bool,
         #[command(flatten)]
         opts: Opts,
     },

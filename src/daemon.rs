@@ -60,6 +60,10 @@ const UNIT_DIRS: [&str; 4] = [
     "/lib/systemd/system",
 ];
 
+/// The modular daemon's socket: libvirt's client library connects
+/// `qemu:///system` to virtqemud when it exists, else to libvirtd.
+pub const VIRTQEMUD_SOCK: &str = "/run/libvirt/virtqemud-sock";
+
 /// The pidfiles of the daemons that serve `qemu:///system`: the monolithic
 /// libvirtd and the modular virtqemud.
 const PIDFILES: [&str; 2] = ["/run/libvirtd.pid", "/run/virtqemud.pid"];

@@ -20,9 +20,14 @@ pub const USAGE: i32 = 2;
 pub const CONFIG: i32 = 3;
 /// The named device is not present, or not where a hint says.
 pub const NOT_FOUND: i32 = 4;
+/// The hook refused a guest's start (`prepare`). A status of its own: the
+/// hook script passes this one refusal on to libvirt and lets libvirt go on
+/// after any other failure of bbvirt (denied, missing, crashed: it cannot
+/// tell those from a refusal by a status that anything else may exit with).
+pub const REFUSED: i32 = 5;
 
 /// Every exit status bbvirt uses.
-pub const ALL: [i32; 5] = [OK, FAILED, USAGE, CONFIG, NOT_FOUND];
+pub const ALL: [i32; 6] = [OK, FAILED, USAGE, CONFIG, NOT_FOUND, REFUSED];
 
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +74,9 @@ impl CommandError {
             | CommandError::Install(_)
             | CommandError::Unhealthy
             | CommandError::ErrorsFound { .. }
-            | CommandError::HookRefused
             | CommandError::NotListed
             | CommandError::Output { .. } => FAILED,
+            CommandError::HookRefused => REFUSED,
         }
     }
 

@@ -28,8 +28,12 @@
 //!   XML would make libvirt take a device that is not the guest's own
 //!   ([`crate::saved::judge`]: a snapshot revert, which has no XML hook, to
 //!   a state whose device's old address now holds a twin), the hook refuses
-//!   the start: it logs why and exits 1, and libvirt does not start the
-//!   guest. This is the one case it exits non-zero.
+//!   the start: it logs why and exits 5 ([`crate::exit::REFUSED`]), the
+//!   hook script exits 1, and libvirt does not start the guest. This is the
+//!   one case it exits non-zero, and the one failure the script passes on:
+//!   any other (bbvirt missing, denied, crashed) it logs and lets libvirt go
+//!   on (`dist/libvirt/hooks/qemu.d/bbvirt`).
+//! - [`PROBE`] (`bbvirt check`): prints `bbvirt-probe ok`.
 //!
 //! Everything else exits 0 at once. The whole run is bounded (5 s, `main`):
 //! past it the hook exits 0 with nothing printed.
@@ -41,6 +45,13 @@ use crate::follow_up::FollowUps;
 use crate::saved;
 use crate::sysfs::{Scan, Sysfs, UsbDevice};
 use crate::{debug, error, info, note, warn};
+
+/// The operation `bbvirt check` runs the installed hook with, as the daemon
+/// would run it: bbvirt answers `bbvirt-probe ok` on stdout and does
+/// nothing else, so the answer proves that the whole chain ran (the script,
+/// its interpreter and this binary, under the daemon's confinement).
+/// libvirt never passes it.
+pub const PROBE: &str = "bbvirt-probe";
 
 /// The most XML read from stdin (libvirt's largest domain XML is far below).
 const MAX_XML: u64 = 64 << 20;
@@ -107,6 +118,12 @@ pub fn run(args: &[String], env: &HookEnv, stdin: &mut dyn Read, stdout: &mut dy
         }
         ("reconnect", _) => {
             reannounce(domain, operation, env);
+            0
+        }
+        (PROBE, _) => {
+            if let Err(e) = writeln!(stdout, "{PROBE} ok").and_then(|()| stdout.flush()) {
+                error!("hook: {PROBE}: {e}");
+            }
             0
         }
         _ => {
@@ -223,7 +240,7 @@ fn start_follow_up(domain: &str, operation: &str, env: &HookEnv) {
     }
 }
 
-/// `prepare begin`: 1 (refuse) when a bbvirt hostdev would take a device
+/// `prepare begin`: 1 (refuse: `bbvirt hook` exits [`crate::exit::REFUSED`]) when a bbvirt hostdev would take a device
 /// that is not the guest's own, else 0.
 fn refuse_wrong_devices(domain: &str, xml: &str, env: &HookEnv) -> i32 {
     if !saved::holds_bbvirt_hostdevs(xml) {

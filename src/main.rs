@@ -177,8 +177,16 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         Action::Devices { json, .. } => {
             return bbvirt::devices::run(&config_path(opts), opts, &sysfs, &Libvirt::new(), *json);
         }
-        Action::Install { root, .. } => return Ok(bbvirt::install::install(root, opts)?),
-        Action::Uninstall { root, .. } => return Ok(bbvirt::install::uninstall(root, opts)?),
+        Action::Install {
+            root,
+            apparmor_only,
+            ..
+        } => return Ok(bbvirt::install::install(root, *apparmor_only, opts)?),
+        Action::Uninstall {
+            root,
+            apparmor_only,
+            ..
+        } => return Ok(bbvirt::install::uninstall(root, *apparmor_only, opts)?),
         Action::Hook { args } => {
             // A config problem never stops a guest: it is logged, and the
             // hook goes on without (or parks devices, see bbvirt::hook).

@@ -135,12 +135,14 @@ pub fn rule_run_programs(text: &str) -> Vec<String> {
 }
 
 /// The bbvirt paths a hook script runs (absolute words ending in `/bbvirt`,
-/// outside comments).
+/// or assigned as a variable's value, outside comments).
 pub fn hook_bbvirt_paths(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in text.lines() {
         let code = line.split('#').next().unwrap_or("");
         for word in code.split_whitespace() {
+            // `bin=/usr/bin/bbvirt`: the value of an assignment
+            let word = word.split_once('=').map_or(word, |(_, value)| value);
             let word = word.trim_matches(|c| c == '"' || c == '\'' || c == ';');
             if word.contains("/bbvirt") && is_bbvirt_path(word) && !out.iter().any(|w| w == word) {
                 out.push(word.to_string());

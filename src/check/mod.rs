@@ -22,7 +22,10 @@
 //! - the installation: the udev rule `60-bbvirt.rules` is installed, not
 //!   masked, and runs this binary; the qemu hook
 //!   `/etc/libvirt/hooks/qemu.d/bbvirt` is installed, executable and runs this
-//!   binary; libvirt is at least 6.5 (older versions ignore `qemu.d`); the
+//!   binary, and runs when the daemon runs it: `check` runs it with a probe
+//!   operation, confined by the daemon's AppArmor profile when one is
+//!   loaded ([`hook_probe`]: a profile that denies the binary, a missing or
+//!   crashing binary are errors); libvirt is at least 6.5 (older versions ignore `qemu.d`); the
 //!   original bit-babbler package's rule is not active as well (masked,
 //!   or diverted by bbvirt's Debian package, it is not).
 //!
@@ -50,6 +53,7 @@ use crate::libvirt::Hypervisor;
 use crate::sysfs::{Scan, Sysfs, SysfsError};
 
 mod config;
+pub mod hook_probe;
 mod installation;
 mod libvirt;
 mod saved;
@@ -212,6 +216,14 @@ pub fn run(
                 "the udev rule and hook were not compared with it",
             )]);
             emit(installation::installation_findings(&root, None));
+        }
+    }
+    if root == Path::new("/") && installation::hook_in_place(&root) {
+        crate::log::step("running the libvirt hook as the daemon would");
+        let hook = root.join(crate::install::paths::HOOK_PATH);
+        let text = std::fs::read_to_string(&hook).unwrap_or_default();
+        if let Some(binary) = hook_bbvirt_paths(&text).first() {
+            emit(vec![hook_probe::check(&hook, binary)]);
         }
     }
     emit(vec![check_libvirt_version(hv.version())]);

@@ -7,6 +7,7 @@
 //! | `/etc/udev/rules.d/60-bbvirt.rules` | 0644 | written, updated | removed |
 //! | `/etc/libvirt/hooks/qemu.d/bbvirt` | 0755 | written, updated | removed |
 //! | `/etc/bit-babbler/vm.conf` | 0644 | only when none exists | never |
+//! | `/etc/apparmor.d/local/usr.sbin.libvirtd` (and `usr.sbin.virtqemud`) | 0644 | bbvirt's lines added, updated | bbvirt's lines removed |
 //!
 //! The rule goes to `/etc/udev/rules.d`, the admin's directory, not to
 //! `/usr/lib/udev/rules.d`, which belongs to packages (the bbvirt package and
@@ -21,8 +22,14 @@
 //! exactly what bbvirt would write, e.g. the hook the bbvirt package installs,
 //! which is then kept as it is. vm.conf is never overwritten nor removed.
 //!
-//! After the rule changes, `udevadm control --reload` (only when the root is
-//! `/`). libvirt looks for hooks only when it starts: when no qemu hook
+//! The AppArmor local include gets a block of bbvirt's lines in the
+//! admin's file, only where the daemon's profile exists and only for a
+//! binary outside the directories the profile allows ([`apparmor`]; with
+//! `--apparmor-only`, that alone: `make install` runs it).
+//!
+//! After the rule changes, `udevadm control --reload`, and after the
+//! AppArmor lines change, `apparmor_parser -r` of the loaded profile (only
+//! when the root is `/`). libvirt looks for hooks only when it starts: when no qemu hook
 //! existed before, bbvirt says to restart libvirtd (or virtqemud).
 
 use std::fs;
@@ -35,6 +42,7 @@ use std::time::Duration;
 use crate::cli::Opts;
 use crate::{error, note, warn};
 
+pub mod apparmor;
 pub mod paths;
 mod plan;
 
@@ -185,14 +193,25 @@ fn check_root(root: &Path) -> Result<(), InstallError> {
     }
 }
 
-/// Installs under `root`.
-pub fn install(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+/// Installs under `root` (`apparmor_only`: only the AppArmor rule, what
+/// `make install` asks for).
+pub fn install(root: &Path, apparmor_only: bool, opts: &Opts) -> Result<(), InstallError> {
     check_root(root)?;
     let bindir = running_bindir()?;
-    let plan = plan(root, &bindir);
+    let mut plan = plan(root, &bindir);
+    if apparmor_only {
+        plan.steps.clear();
+    }
+    plan.steps
+        .extend(apparmor::plan(root, &format!("{bindir}/bbvirt")));
     let dry = opts.dry_run;
     let system_dir = ["/usr/", "/opt/"].iter().any(|p| bindir.starts_with(p)) || bindir == "/bin";
-    if !system_dir && plan.steps.iter().any(|s| s.kind().managed() && s.changes()) {
+    if !system_dir
+        && plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.kind(), Kind::Rule | Kind::Hook) && s.changes())
+    {
         warn!(
             "the rule and the hook will run {bindir}/bbvirt: keep it there, or install \
              bbvirt in /usr/local/bin (make install) and run its install"
@@ -208,10 +227,9 @@ pub fn install(root: &Path, opts: &Opts) -> Result<(), InstallError> {
     if !refusals.is_empty() {
         return Err(InstallError::Refused { refusals });
     }
-    let (failed, rule_changed) = carry_out_all(&plan.steps, dry);
-    warn_other_rules(root);
-    if rule_changed {
-        reload_udev(root, dry);
+    let failed = carry_out_all(&plan.steps, root, dry);
+    if !apparmor_only {
+        warn_other_rules(root);
     }
     if plan.needs_libvirt_restart() {
         println!(
@@ -221,23 +239,30 @@ pub fn install(root: &Path, opts: &Opts) -> Result<(), InstallError> {
     incomplete(failed)
 }
 
-/// Uninstalls under `root`.
-pub fn uninstall(root: &Path, opts: &Opts) -> Result<(), InstallError> {
+/// Uninstalls under `root` (`apparmor_only`: only the AppArmor rule).
+pub fn uninstall(root: &Path, apparmor_only: bool, opts: &Opts) -> Result<(), InstallError> {
     check_root(root)?;
     let dry = opts.dry_run;
-    let (failed, rule_changed) = carry_out_all(&plan_uninstall(root), dry);
-    if rule_changed {
-        reload_udev(root, dry);
+    let mut steps = if apparmor_only {
+        Vec::new()
+    } else {
+        plan_uninstall(root)
+    };
+    // The rule for this binary only: another bbvirt's install may own it.
+    match running_bindir() {
+        Ok(bindir) => steps.extend(apparmor::plan_uninstall(root, &format!("{bindir}/bbvirt"))),
+        Err(e) => warn!("AppArmor rule left as it is: {}", crate::log::chain(&e)),
     }
-    incomplete(failed)
+    incomplete(carry_out_all(&steps, root, dry))
 }
 
 /// Carries out the steps (`dry`: only says what they would do), one line
-/// each; a failure is logged and the rest go on. Returns how many failed,
-/// and whether the rule changed.
-fn carry_out_all(steps: &[Step], dry: bool) -> (usize, bool) {
+/// each; a failure is logged and the rest go on. Then udev and AppArmor
+/// reload what changed (on the running system only). Returns how many
+/// failed.
+fn carry_out_all(steps: &[Step], root: &Path, dry: bool) -> usize {
     let mut failed = 0;
-    let mut rule_changed = false;
+    let mut changed: Vec<&Step> = Vec::new();
     for step in steps {
         if !dry && let Err(e) = carry_out(step) {
             error!("{}: {e}", step.path().display());
@@ -245,9 +270,25 @@ fn carry_out_all(steps: &[Step], dry: bool) -> (usize, bool) {
             continue;
         }
         println!("{}", step.line(dry));
-        rule_changed |= step.kind() == Kind::Rule && step.changes();
+        if step.changes() {
+            changed.push(step);
+        }
     }
-    (failed, rule_changed)
+    if changed.iter().any(|s| s.kind() == Kind::Rule) {
+        reload_udev(root, dry);
+    }
+    let profiles: Vec<&Step> = changed
+        .into_iter()
+        .filter(|s| s.kind() == Kind::AppArmor)
+        .collect();
+    if !profiles.is_empty() {
+        if is_system_root(root) {
+            apparmor::reload(&profiles, dry);
+        } else {
+            note!("not reloading AppArmor: --root is not /");
+        }
+    }
+    failed
 }
 
 fn incomplete(failed: usize) -> Result<(), InstallError> {

@@ -29,6 +29,10 @@ pub enum Kind {
     Hook,
     /// The example vm.conf: written only when none exists, never removed.
     Config,
+    /// bbvirt's lines in the daemon's AppArmor local include: a block in
+    /// the admin's file, written, updated, removed ([`super::apparmor`]);
+    /// not in [`Kind::ALL`], as its files depend on the profiles present.
+    AppArmor,
 }
 
 impl Kind {
@@ -40,13 +44,14 @@ impl Kind {
             Kind::Rule => RULE_PATH,
             Kind::Hook => HOOK_PATH,
             Kind::Config => CONFIG_PATH,
+            Kind::AppArmor => super::apparmor::PROFILES[0].2,
         }
     }
 
     pub fn mode(self) -> u32 {
         match self {
             Kind::Hook => 0o755,
-            Kind::Rule | Kind::Config => 0o644,
+            Kind::Rule | Kind::Config | Kind::AppArmor => 0o644,
         }
     }
 
@@ -223,6 +228,7 @@ pub fn content(kind: Kind, bindir: &str) -> String {
         Kind::Rule => render(RULE_TEMPLATE, bindir),
         Kind::Hook => render(HOOK_TEMPLATE, bindir),
         Kind::Config => CONFIG_TEMPLATE.to_string(),
+        Kind::AppArmor => super::apparmor::block(&format!("{bindir}/bbvirt")),
     }
 }
 
@@ -411,10 +417,7 @@ mod tests {
         assert_eq!(lines.next(), Some("#!/bin/sh"));
         assert_eq!(lines.next(), Some(MARKER_LINE));
         assert!(is_marked(&hook));
-        assert!(
-            hook.ends_with("exec /usr/bin/bbvirt hook \"$@\"\n"),
-            "{hook}"
-        );
+        assert!(hook.contains("\nbin=/usr/bin/bbvirt\n"), "{hook}");
         let rule = with_marker(&content(Kind::Rule, "/usr/local/bin"));
         assert!(rule.starts_with(MARKER_LINE));
         assert!(is_marked(&rule));

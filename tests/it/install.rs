@@ -133,7 +133,7 @@ fn installs_three_files_with_modes_and_the_binary_path() {
     );
     assert!(hook.starts_with("#!/bin/sh\n"), "{hook}");
     assert!(
-        hook.contains(&format!("exec {}/bbvirt hook \"$@\"", bindir())),
+        hook.contains(&format!("\nbin={}/bbvirt\n", bindir())),
         "{hook}"
     );
     assert_eq!(
@@ -326,4 +326,83 @@ fn identical_foreign_hook_is_kept_not_refused() {
     assert_eq!(r.read(HOOK), dist);
     expect_exit(&r.run(&["uninstall"]), exit::OK);
     assert_eq!(r.read(HOOK), dist, "uninstall keeps it");
+}
+
+const AA_PROFILE: &str = "etc/apparmor.d/usr.sbin.libvirtd";
+const AA_LOCAL: &str = "etc/apparmor.d/local/usr.sbin.libvirtd";
+const AA_ADMIN: &str =
+    "# Site-specific additions and overrides for 'usr.sbin.libvirtd'\n/srv/images/** r,\n";
+
+/// The daemon's AppArmor profile is there: install adds a rule for this
+/// binary (in target/, outside the profile's directories) to the local
+/// include, keeping the admin's lines; uninstall takes exactly it out.
+#[test]
+fn apparmor_gets_a_rule_for_this_binary_and_loses_it_again() {
+    let r = Root::new();
+    r.write(
+        AA_PROFILE,
+        "profile libvirtd /usr/sbin/libvirtd {\n  include if exists <local/usr.sbin.libvirtd>\n}\n",
+    );
+    r.write(AA_LOCAL, AA_ADMIN);
+    let out = r.run(&["install"]);
+    let (stdout, stderr) = expect_exit(&out, 0);
+    let exe = format!("{}/bbvirt", bindir());
+    assert_eq!(
+        r.read(AA_LOCAL),
+        format!("{AA_ADMIN}{}", bbvirt::install::apparmor::block(&exe)),
+        "{stdout}{stderr}"
+    );
+    assert!(r.read(AA_LOCAL).contains(&format!("\n\"{exe}\" PUx,\n")));
+    assert!(
+        stdout.contains(&format!("updated {}", r.path(AA_LOCAL).display())),
+        "{stdout}"
+    );
+    // again: nothing changes
+    let before = r.snapshot();
+    expect_exit(&r.run(&["install"]), 0);
+    assert_eq!(r.snapshot(), before);
+    // uninstall: the admin's file as it was, the rest removed as before
+    expect_exit(&r.run(&["uninstall"]), 0);
+    assert_eq!(r.read(AA_LOCAL), AA_ADMIN);
+    assert!(!r.path(HOOK).exists());
+}
+
+/// `--apparmor-only` (what `make install` runs) touches nothing else, and
+/// creates the local include when the profile has none yet.
+#[test]
+fn apparmor_only_writes_the_rule_and_nothing_else() {
+    let r = Root::new();
+    r.write(AA_PROFILE, "profile libvirtd {}\n");
+    let out = r.run(&["install", "--apparmor-only"]);
+    expect_exit(&out, 0);
+    let exe = format!("{}/bbvirt", bindir());
+    assert_eq!(r.read(AA_LOCAL), bbvirt::install::apparmor::block(&exe));
+    assert_eq!(r.mode(AA_LOCAL), 0o644);
+    for rel in [RULE, HOOK, CONF] {
+        assert!(!r.path(rel).exists(), "{rel}");
+    }
+    // --dry-run says what it would do and does nothing
+    r.write(AA_LOCAL, AA_ADMIN);
+    let out = r.run(&["uninstall", "--apparmor-only", "--dry-run"]);
+    let (stdout, _) = expect_exit(&out, 0);
+    assert!(
+        stdout.contains("unchanged") || stdout.contains("kept") || stdout.contains("absent"),
+        "{stdout}"
+    );
+    assert_eq!(r.read(AA_LOCAL), AA_ADMIN);
+    // another bbvirt's rule is not this one's to remove
+    let other = format!(
+        "{AA_ADMIN}{}",
+        bbvirt::install::apparmor::block("/opt/other/bin/bbvirt")
+    );
+    r.write(AA_LOCAL, &other);
+    let (stdout, _) = expect_exit(&r.run(&["uninstall", "--apparmor-only"]), 0);
+    assert!(stdout.contains("allow another bbvirt binary"), "{stdout}");
+    assert_eq!(r.read(AA_LOCAL), other);
+    // install replaces it with this binary's
+    expect_exit(&r.run(&["install", "--apparmor-only"]), 0);
+    assert_eq!(
+        r.read(AA_LOCAL),
+        format!("{AA_ADMIN}{}", bbvirt::install::apparmor::block(&exe))
+    );
 }

@@ -13,6 +13,7 @@ mod deadline;
 mod devices;
 mod event;
 mod event_diff;
+mod hook_script;
 mod hostile;
 mod install;
 mod saved;

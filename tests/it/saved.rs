@@ -776,7 +776,7 @@ fn the_installed_hook_filters_through_stdin_and_stdout_and_refuses_by_exit_statu
     // A snapshot's XML naming the twin's address: the start is refused.
     let old = fixture("save-image-guestA-old.xml");
     let (code, _) = hook_binary(&tree, &conf, &["guestA", "prepare", "begin", "-"], &old);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(bbvirt::exit::REFUSED));
     // Any other operation: 0, nothing printed.
     let (code, out) = hook_binary(&tree, &conf, &["guestA", "release", "end", "-"], &old);
     assert_eq!((code, out.as_str()), (Some(0), ""));
