@@ -45,7 +45,7 @@ Exit status:
                       bbvirt devices|list [--json] [OPTIONS]\n       \
                       bbvirt status [--json] [OPTIONS]\n       \
                       bbvirt check [OPTIONS]\n       \
-                      bbvirt install|uninstall [--root DIR] [OPTIONS]\n       \
+                      bbvirt install|uninstall [--root DIR] [--apparmor-only] [OPTIONS]\n       \
                       bbvirt completions SHELL",
     subcommand_help_heading = "Actions"
 )]
