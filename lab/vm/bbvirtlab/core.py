@@ -36,6 +36,7 @@ from . import fastvirt
 URI = 'qemu:///system'
 WORK = '/run/lab'
 BBVIRT = '/usr/bin/bbvirt'
+BBVIRT_LOCAL = '/usr/local/bin/bbvirt'   # trixie, boot "anywhere": `make install`'s default PREFIX
 VMCONF = '/etc/bit-babbler/vm.conf'
 GADGETS = '/sys/kernel/config/usb_gadget'
 USBDEVS = '/sys/bus/usb/devices'
@@ -675,14 +676,29 @@ class Lab:
         self.udev = UdevMonitor(WORK + '/udev.log')
         self.udev.start()
         r = run(['dpkg-query', '-W', '-f=${Status} ${Version}', 'bbvirt'])
-        check(r.out.startswith('install ok installed'), 'the bbvirt package is not installed: %s' % r)
-        self.pkg_version = r.out.split()[-1]
-        for f in (BBVIRT, '/usr/lib/udev/rules.d/60-bbvirt.rules', '/etc/libvirt/hooks/qemu.d/bbvirt'):
-            check(os.path.exists(f), 'the package did not install %s' % f)
+        if a.boot == 'anywhere':
+            # no package: `make install` (PREFIX=/usr/local) ran in the root
+            # before the boot (lab/run); scenario 62 moves it to /opt
+            check(not r.out.startswith('install ok installed'), 'boot "anywhere": the bbvirt package is installed: %s' % r)
+            self.bbvirt_bin = BBVIRT_LOCAL
+            for f in (BBVIRT_LOCAL, '/usr/local/lib/bbvirt/bbvirt-event', '/usr/local/lib/udev/rules.d/60-bbvirt.rules',
+                      '/etc/libvirt/hooks/qemu.d/bbvirt'):
+                check(os.path.exists(f), 'make install did not install %s' % f)
+            check(not os.path.exists(BBVIRT), 'boot "anywhere": %s exists' % BBVIRT)
+            r = run([BBVIRT_LOCAL, '--version'])
+            self.pkg_version = r.out.strip().split()[-1] if r.rc == 0 and r.out.strip() else '?'
+            self.install_note = 'bbvirt %s installed by make install (PREFIX=/usr/local), no package' % self.pkg_version
+        else:
+            check(r.out.startswith('install ok installed'), 'the bbvirt package is not installed: %s' % r)
+            self.pkg_version = r.out.split()[-1]
+            self.bbvirt_bin = BBVIRT
+            self.install_note = 'bbvirt %s from its package' % self.pkg_version
+            for f in (BBVIRT, '/usr/lib/udev/rules.d/60-bbvirt.rules', '/etc/libvirt/hooks/qemu.d/bbvirt'):
+                check(os.path.exists(f), 'the package did not install %s' % f)
         check(rfile(VMCONF) + '\n' == BASE_CONF, '%s is not the lab\'s (lab/run writes lab.py --print-conf)' % VMCONF)
         self.daemon = 'libvirtd'
         self.libvirtd = SystemdDaemon('libvirtd')
-        if a.boot in ('main', 'resume'):
+        if a.boot in ('main', 'resume', 'anywhere'):
             r = run(['systemctl', 'is-system-running', '--wait'], timeout=900)
             self.system_state = r.out.strip()
             self.t_libvirtd = now()

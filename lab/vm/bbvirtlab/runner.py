@@ -87,7 +87,7 @@ def parser():
     ap = argparse.ArgumentParser(description='bbvirt lab (VM side)')
     ap.add_argument('--stage', default='', help='bookworm: the tree staged by make install DESTDIR=')
     ap.add_argument('--platform', default='bookworm', choices=('bookworm', 'trixie'))
-    ap.add_argument('--boot', default='main', choices=('main', 'resume', 'nobbvirt', 'hang'),
+    ap.add_argument('--boot', default='main', choices=('main', 'resume', 'nobbvirt', 'hang', 'anywhere'),
                     help='trixie: which boot this is (lab/run)')
     ap.add_argument('--print-conf', action='store_true', help='print the lab\'s vm.conf and exit (lab/run)')
     ap.add_argument('--crash-runs', type=int, default=1000, help='trixie: bbvirt invocations of the crash hunt')
@@ -113,10 +113,12 @@ def select(args):
     platform = args.platform
     registered = [s for s in SCENARIOS if args.bench or not s.bench]
     only = set(int(x) for x in args.only.split(',') if x.strip())
-    if platform == 'trixie' and args.boot != 'main':
+    if platform == 'trixie' and args.boot == 'anywhere':
+        only = (only & set(trixie.ANYWHERE)) if only else set(trixie.ANYWHERE)
+    elif platform == 'trixie' and args.boot != 'main':
         only = {'nobbvirt': {55}, 'hang': {56}, 'resume': {60}}[args.boot]
     elif platform == 'trixie':
-        only = (only - {55, 56, 60}) if only else set(trixie.MAIN)
+        only = (only - {55, 56, 60} - set(trixie.ANYWHERE)) if only else set(trixie.MAIN)
     todo = [s for s in registered if (s.num in only if only else
                                       (s.demo if args.demo else platform in s.platforms))]
     if platform == 'trixie':
@@ -149,8 +151,8 @@ def main():
     out('lab: setup done in %.0fs (libvirtd answered after %.0fs), %d USB buses, guests %s'
         % (now() - t_start, lab.libvirtd_secs, args.buses, ', '.join(GUESTS)))
     if platform == 'trixie':
-        out('lab: trixie: bbvirt %s from its package; %s; versions: %s' % (
-            lab.pkg_version, lab.udevd_note, trixie.versions()))
+        out('lab: trixie: %s; %s; versions: %s' % (
+            lab.install_note, lab.udevd_note, trixie.versions()))
 
     if args.smoke:
         os.unlink('/usr/lib/udev/rules.d/60-bbvirt.rules')

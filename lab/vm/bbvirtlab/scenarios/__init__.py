@@ -23,9 +23,13 @@ all (core.scenario), in the order they run in on bookworm:
   reboot.py      59, 60 a host reboot with libvirt-guests suspending and
                         resuming the guests (trixie: the main boot, then
                         the boot "resume" of the same root)
+  anywhere.py    61-63  bbvirt installed other than as /usr/bin (issue 22):
+                        make install to /usr/local, bbvirt install from /opt,
+                        a hook that cannot run bbvirt (trixie: the boot
+                        "anywhere", no package)
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere  # noqa: F401  (registration order)
