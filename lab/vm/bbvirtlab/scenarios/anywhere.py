@@ -218,12 +218,13 @@ def sc_install_opt(lab):
 # ----------------------------------------------------------------------- 63
 
 def without_block(text):
-    """`text` without bbvirt's lines (# BEGIN bbvirt ... # END bbvirt)."""
+    """`text` without bbvirt's lines: from a line that begins with `# BEGIN
+    bbvirt` (it may say more) to one that begins with `# END bbvirt`."""
     res, inside = [], False
     for l in text.splitlines(True):
-        if l.strip() == AA_BEGIN:
+        if l.strip().startswith(AA_BEGIN):
             inside = True
-        elif l.strip() == AA_END and inside:
+        elif l.strip().startswith(AA_END) and inside:
             inside = False
         elif not inside:
             res.append(l)
