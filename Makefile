@@ -61,10 +61,13 @@ install:
 	@# The libvirt daemon's AppArmor profile lets hooks run programs in
 	@# /usr/bin and /usr/sbin only: bbvirt adds a rule for itself to the
 	@# profile's local include and reloads it (on this host: not with DESTDIR).
-	if [ -z "$(DESTDIR)" ]; then $(BINDIR)/bbvirt install --apparmor-only; fi
+	@# (a warning, not a failure, where it cannot: a chroot without /proc)
+	if [ -z "$(DESTDIR)" ]; then $(BINDIR)/bbvirt install --apparmor-only || \
+	  echo "make install: the AppArmor rule was not added: run $(BINDIR)/bbvirt install --apparmor-only" >&2; fi
 
 uninstall:
-	if [ -z "$(DESTDIR)" ] && [ -x $(BINDIR)/bbvirt ]; then $(BINDIR)/bbvirt uninstall --apparmor-only; fi
+	if [ -z "$(DESTDIR)" ] && [ -x $(BINDIR)/bbvirt ]; then $(BINDIR)/bbvirt uninstall --apparmor-only || \
+	  echo "make uninstall: bbvirt's AppArmor rule was left in /etc/apparmor.d/local/" >&2; fi
 	rm -f $(DESTDIR)$(BINDIR)/bbvirt $(DESTDIR)$(LIBEXECDIR)/bbvirt-event \
 	      $(DESTDIR)$(UDEVRULESDIR)/60-bbvirt.rules \
 	      $(DESTDIR)$(HOOKDIR)/bbvirt $(DESTDIR)$(MANDIR)/man1/bbvirt.1 \
