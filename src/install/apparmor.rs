@@ -37,11 +37,10 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::plan::{Kind, Step};
-use crate::{note, warn};
+use crate::note;
 
 /// The daemons whose profiles run the hook: (profile name, profile file,
 /// its local include), paths relative to the root.
@@ -261,32 +260,16 @@ pub fn reload(changed: &[&Step], dry: bool) {
             );
             continue;
         }
-        let shown = format!("apparmor_parser -r {}", profile.display());
-        if dry {
-            println!("would run {shown}");
-            continue;
-        }
-        let Some(parser) = ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
-            .iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-        else {
-            warn!("apparmor_parser not found: run {shown} yourself");
+        let Some(profile) = profile.to_str() else {
             continue;
         };
-        let mut cmd = Command::new(parser);
-        cmd.arg("-r").arg(&profile).stdin(Stdio::null());
-        match crate::child::run(&mut cmd, PARSER_TIMEOUT, 64 << 10) {
-            Ok(done) if done.status.success() => {
-                println!("reloaded the AppArmor profile {name}")
-            }
-            Ok(done) => warn!(
-                "{shown}: failed ({}: {}): run it yourself",
-                crate::child::describe_status(done.status),
-                crate::child::stderr_summary(&done.stderr)
-            ),
-            Err(e) => warn!("{shown}: {e}: run it yourself"),
-        }
+        super::run_reload(
+            &["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"],
+            &["-r", profile],
+            PARSER_TIMEOUT,
+            &format!("reloaded the AppArmor profile {name}"),
+            dry,
+        );
     }
 }
 

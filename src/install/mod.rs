@@ -325,32 +325,44 @@ fn reload_udev(root: &Path, dry: bool) {
         note!("not reloading udev: --root is not /");
         return;
     }
-    let Some(udevadm) = ["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-    else {
-        warn!("udevadm not found: reload the udev rules yourself (udevadm control --reload)");
+    run_reload(
+        &["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"],
+        &["control", "--reload"],
+        UDEVADM_TIMEOUT,
+        "reloaded the udev rules",
+        dry,
+    );
+}
+
+/// Runs the first of `programs` that exists with `args`, bounded by
+/// `limit`: prints `done` when it succeeds; a failure (or no program) is a
+/// warning with the command to run by hand. `dry`: only says what it would
+/// run. The one way install and uninstall make udev and AppArmor reload.
+pub(super) fn run_reload(programs: &[&str], args: &[&str], limit: Duration, done: &str, dry: bool) {
+    let shown = |program: &str| format!("{program} {}", args.join(" "));
+    let Some(program) = programs.iter().find(|p| Path::new(p).is_file()) else {
+        warn!(
+            "{} not found: run `{}` yourself",
+            programs[0],
+            shown(programs[0])
+        );
         return;
     };
+    let shown = shown(program);
     if dry {
-        println!("would run {} control --reload", udevadm.display());
+        println!("would run {shown}");
         return;
     }
-    let mut cmd = Command::new(udevadm);
-    cmd.args(["control", "--reload"]).stdin(Stdio::null());
-    match crate::child::run(&mut cmd, UDEVADM_TIMEOUT, 64 << 10) {
-        Ok(done) if done.status.success() => println!("reloaded the udev rules"),
-        Ok(done) => warn!(
-            "{} control --reload: failed ({}: {}): reload the udev rules yourself",
-            udevadm.display(),
-            crate::child::describe_status(done.status),
-            crate::child::stderr_summary(&done.stderr)
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    match crate::child::run(&mut cmd, limit, 64 << 10) {
+        Ok(finished) if finished.status.success() => println!("{done}"),
+        Ok(finished) => warn!(
+            "{shown}: failed ({}: {}): run it yourself",
+            crate::child::describe_status(finished.status),
+            crate::child::stderr_summary(&finished.stderr)
         ),
-        Err(e) => warn!(
-            "{} control --reload: {e}: reload the udev rules yourself",
-            udevadm.display()
-        ),
+        Err(e) => warn!("{shown}: {e}: run it yourself"),
     }
 }
 
