@@ -117,6 +117,27 @@ pub fn classify(domain: &str, code: i32, message: &str, active: Option<bool>) ->
     }
 }
 
+/// The monolithic daemon's socket, which libvirt's default URI reaches
+/// (on hosts with the modular daemons, `virtproxyd` listens there).
+pub const LIBVIRTD_SOCK: &str = "/run/libvirt/libvirt-sock";
+
+/// The URI to connect to instead when libvirt's default URI found no daemon
+/// (`uri` None, `LIBVIRT_DEFAULT_URI` unset): `qemu:///system` on a host
+/// whose only local daemon is virtqemud (its socket there, libvirtd's, or
+/// virtproxyd's in its place, not). libvirt's client resolves the default
+/// through `/run/libvirt/libvirt-sock` alone, so without this a guest with
+/// no `DOMAIN_URI_` is unreachable there, although `qemu:///system` is
+/// (lab scenario 64: the boot "modular" runs virtqemud without virtproxyd).
+pub fn default_uri_fallback(
+    uri: Option<&str>,
+    default_uri_set: bool,
+    libvirtd_sock: bool,
+    virtqemud_sock: bool,
+) -> Option<&'static str> {
+    (uri.is_none() && !default_uri_set && !libvirtd_sock && virtqemud_sock)
+        .then_some("qemu:///system")
+}
+
 /// The real thing: libvirt through the `virt` crate.
 #[derive(Debug, Default)]
 pub struct Libvirt;
@@ -139,9 +160,25 @@ impl Hypervisor for Libvirt {
         match virt::connect::Connect::open(uri) {
             Ok(conn) => Ok(Box::new(LibvirtConnection { conn })),
             Err(e) => {
+                let absent = daemon_absent(code_of(&e), last_errno());
+                let sockets = |p: &str| std::path::Path::new(p).exists();
+                if absent
+                    && let Some(instead) = default_uri_fallback(
+                        uri,
+                        std::env::var_os("LIBVIRT_DEFAULT_URI").is_some(),
+                        sockets(LIBVIRTD_SOCK),
+                        sockets(crate::daemon::VIRTQEMUD_SOCK),
+                    )
+                {
+                    crate::debug!(
+                        "the default URI has no daemon ({LIBVIRTD_SOCK} is missing), but \
+                         virtqemud listens: connecting to {instead}"
+                    );
+                    return self.connect(Some(instead));
+                }
                 let uri = uri_label(uri).to_string();
                 let message = e.message().to_string();
-                if daemon_absent(code_of(&e), last_errno()) {
+                if absent {
                     Err(VirtError::Down { uri, message })
                 } else {
                     Err(VirtError::Connect { uri, message })
@@ -307,6 +344,27 @@ pub fn job_busy(code: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_uri_falls_back_to_virtqemud_only_where_nothing_else_answers() {
+        let q = Some("qemu:///system");
+        // only virtqemud listens (no libvirtd, no virtproxyd)
+        assert_eq!(default_uri_fallback(None, false, false, true), q);
+        // libvirt-sock there (libvirtd, or virtproxyd forwarding): libvirt's own
+        assert_eq!(default_uri_fallback(None, false, true, true), None);
+        // nothing listens: nothing to fall back to
+        assert_eq!(default_uri_fallback(None, false, false, false), None);
+        // the admin chose: a URI given, or LIBVIRT_DEFAULT_URI set
+        assert_eq!(
+            default_uri_fallback(Some("qemu:///system"), false, false, true),
+            None
+        );
+        assert_eq!(
+            default_uri_fallback(Some("test:///default"), false, false, true),
+            None
+        );
+        assert_eq!(default_uri_fallback(None, true, false, true), None);
+    }
 
     #[test]
     fn classification_by_code() {
