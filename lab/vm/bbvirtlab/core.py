@@ -676,7 +676,7 @@ class Lab:
         self.udev = UdevMonitor(WORK + '/udev.log')
         self.udev.start()
         r = run(['dpkg-query', '-W', '-f=${Status} ${Version}', 'bbvirt'])
-        if a.boot == 'anywhere':
+        if a.boot in ('anywhere', 'modular'):
             # no package: `make install` (PREFIX=/usr/local) ran in the root
             # before the boot (lab/run); scenario 62 moves it to /opt
             check(not r.out.startswith('install ok installed'), 'boot "anywhere": the bbvirt package is installed: %s' % r)
@@ -687,7 +687,8 @@ class Lab:
             check(not os.path.exists(BBVIRT), 'boot "anywhere": %s exists' % BBVIRT)
             r = run([BBVIRT_LOCAL, '--version'])
             self.pkg_version = r.out.strip().split()[-1] if r.rc == 0 and r.out.strip() else '?'
-            self.install_note = 'bbvirt %s installed by make install (PREFIX=/usr/local), no package' % self.pkg_version
+            self.install_note = 'bbvirt %s installed by make install (PREFIX=/usr/local), no package%s' % (
+                self.pkg_version, '; virtqemud, no libvirtd' if a.boot == 'modular' else '')
         else:
             check(r.out.startswith('install ok installed'), 'the bbvirt package is not installed: %s' % r)
             self.pkg_version = r.out.split()[-1]
@@ -696,9 +697,10 @@ class Lab:
             for f in (BBVIRT, '/usr/lib/udev/rules.d/60-bbvirt.rules', '/etc/libvirt/hooks/qemu.d/bbvirt'):
                 check(os.path.exists(f), 'the package did not install %s' % f)
         check(rfile(VMCONF) + '\n' == BASE_CONF, '%s is not the lab\'s (lab/run writes lab.py --print-conf)' % VMCONF)
-        self.daemon = 'libvirtd'
-        self.libvirtd = SystemdDaemon('libvirtd')
-        if a.boot in ('main', 'resume', 'anywhere'):
+        # the boot "modular" runs virtqemud instead (scenarios/modular.py)
+        self.daemon = 'virtqemud' if a.boot == 'modular' else 'libvirtd'
+        self.libvirtd = SystemdDaemon(self.daemon)
+        if a.boot in ('main', 'resume', 'anywhere', 'modular'):
             r = run(['systemctl', 'is-system-running', '--wait'], timeout=900)
             self.system_state = r.out.strip()
             self.t_libvirtd = now()

@@ -87,7 +87,7 @@ def parser():
     ap = argparse.ArgumentParser(description='bbvirt lab (VM side)')
     ap.add_argument('--stage', default='', help='bookworm: the tree staged by make install DESTDIR=')
     ap.add_argument('--platform', default='bookworm', choices=('bookworm', 'trixie'))
-    ap.add_argument('--boot', default='main', choices=('main', 'resume', 'nobbvirt', 'hang', 'anywhere'),
+    ap.add_argument('--boot', default='main', choices=('main', 'resume', 'nobbvirt', 'hang', 'anywhere', 'modular'),
                     help='trixie: which boot this is (lab/run)')
     ap.add_argument('--print-conf', action='store_true', help='print the lab\'s vm.conf and exit (lab/run)')
     ap.add_argument('--crash-runs', type=int, default=1000, help='trixie: bbvirt invocations of the crash hunt')
@@ -115,10 +115,12 @@ def select(args):
     only = set(int(x) for x in args.only.split(',') if x.strip())
     if platform == 'trixie' and args.boot == 'anywhere':
         only = (only & set(trixie.ANYWHERE)) if only else set(trixie.ANYWHERE)
+    elif platform == 'trixie' and args.boot == 'modular':
+        only = (only & set(trixie.MODULAR)) if only else set(trixie.MODULAR)
     elif platform == 'trixie' and args.boot != 'main':
         only = {'nobbvirt': {55}, 'hang': {56}, 'resume': {60}}[args.boot]
     elif platform == 'trixie':
-        only = (only - {55, 56, 60} - set(trixie.ANYWHERE)) if only else set(trixie.MAIN)
+        only = (only - {55, 56, 60} - set(trixie.ANYWHERE) - set(trixie.MODULAR)) if only else set(trixie.MAIN)
     todo = [s for s in registered if (s.num in only if only else
                                       (s.demo if args.demo else platform in s.platforms))]
     if platform == 'trixie':

@@ -27,9 +27,12 @@ all (core.scenario), in the order they run in on bookworm:
                         make install to /usr/local, bbvirt install from /opt,
                         a hook that cannot run bbvirt (trixie: the boot
                         "anywhere", no package)
+  modular.py     64, 65 the modular daemon virtqemud instead of libvirtd:
+                        hotplug, the hook, the sync unit, the idle exit
+                        and socket activation (trixie: the boot "modular")
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere, modular  # noqa: F401  (registration order)
