@@ -236,7 +236,7 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
-    /// Install the udev rule, the libvirt hook and an example vm.conf
+    /// Install the udev rule, the libvirt hook, an example vm.conf and, for a binary outside /usr/bin, the libvirt daemon's AppArmor rule
     Install {
         /// Install under this directory instead of /
         #[arg(long, value_name = "DIR", default_value = "/", value_parser = non_empty::<std::path::PathBuf>)]
