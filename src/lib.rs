@@ -18,8 +18,12 @@
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
 //! - [`status`], [`devices`] (every USB device, who has it, the
 //!   `DOMAIN_USB_` element that selects it), [`check`], [`install`],
-//!   [`completions`]: for the admin;
-//!   [`hook`]: the libvirt qemu hook (never calls libvirt).
+//!   [`completions`]: for the admin ([`install::apparmor`]: the rule that
+//!   lets the daemon's AppArmor profile run a bbvirt outside `/usr/bin`;
+//!   [`check::hook_probe`]: the installed hook run as the daemon would);
+//!   [`hook`]: the libvirt qemu hook (never calls libvirt; its script,
+//!   `dist/libvirt/hooks/qemu.d/bbvirt`, lets libvirt go on when bbvirt
+//!   cannot run).
 //! - [`saved`]: what bbvirt's hostdevs in a saved guest's XML (restore,
 //!   migration, snapshot) become on this host; [`follow_up`]: the
 //!   background `sync --after-job` the hook starts once libvirt is done.

@@ -1,8 +1,8 @@
 //! Whether libvirt's daemon can run the installed hook, found by running
 //! it as the daemon would.
 //!
-//! Reading the hook, its mode and the binary it names (what
-//! [`super::installation`] does) cannot tell whether the daemon may run
+//! Reading the hook, its mode and the binary it names (what the
+//! installation checks do) cannot tell whether the daemon may run
 //! them: Debian's and Ubuntu's AppArmor profile for libvirtd runs hooks in
 //! its own profile and lets them execute programs from a few directories
 //! only, and a policy, a `noexec` mount or a broken binary stop the hook
@@ -111,8 +111,8 @@ pub fn finding(
             None => "killed, nothing said".to_string(),
         },
     };
-    // The hook script of bbvirt 0.1's first installs exec'd bbvirt, so its
-    // failure failed the guest's start too.
+    // A hook script installed before this one exec'd bbvirt: its failure
+    // (a non-zero status here) fails the guest's start too.
     let consequence = if status == Some(0) {
         "guests start without bbvirt's devices"
     } else {
