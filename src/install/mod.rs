@@ -198,10 +198,16 @@ fn check_root(root: &Path) -> Result<(), InstallError> {
 pub fn install(root: &Path, apparmor_only: bool, opts: &Opts) -> Result<(), InstallError> {
     check_root(root)?;
     let bindir = running_bindir()?;
-    let mut plan = plan(root, &bindir);
-    if apparmor_only {
-        plan.steps.clear();
-    }
+    // --apparmor-only: no rule, hook or vm.conf to plan (nor a hook whose
+    // absence would ask for a restart)
+    let mut plan = if apparmor_only {
+        Plan {
+            steps: Vec::new(),
+            hook_active_before: true,
+        }
+    } else {
+        plan(root, &bindir)
+    };
     plan.steps
         .extend(apparmor::plan(root, &format!("{bindir}/bbvirt")));
     let dry = opts.dry_run;
