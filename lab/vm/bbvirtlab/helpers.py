@@ -98,6 +98,22 @@ def qemu_pids(dom):
     return res
 
 
+def bbvirt_pids():
+    """The pids of the bbvirt processes alive now (a hook's detached
+    follow-up among them)."""
+    res = []
+    for p in os.listdir('/proc'):
+        if p.isdigit():
+            try:
+                with open('/proc/%s/comm' % p) as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if comm == 'bbvirt':
+                res.append(int(p))
+    return res
+
+
 def seed_of(lab):
     """The seed of a randomized scenario: --soak-seed, or a new one."""
     s = lab.args.soak_seed

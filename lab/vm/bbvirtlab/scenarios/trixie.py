@@ -44,8 +44,8 @@ import threading
 import time
 
 from ..core import (AB, BBVIRT, BR, KW, LONER, STORM, URI, WORK, act, check, find_dev, must, now, out,
-                    rfile, run, scenario, settle, virsh)
-from ..helpers import crash_recorder, crashes, qemu_pids, seed_of
+                    rfile, run, scenario, settle, virsh, wait_for)
+from ..helpers import bbvirt_pids, crash_recorder, crashes, qemu_pids, seed_of
 
 T = ('trixie',)
 ORDER = [50, 51, 58, 1, 2, 3, 4, 5, 10, 11, 52, 54, 59, 60, 55, 56, 61, 62, 63, 64, 65]
@@ -638,6 +638,11 @@ def sc_crash_hunt(lab):
         if bursts % 25 == 0:
             out('lab: crash hunt: %d runs, %.0fs' % (done, now() - t0))
     secs = now() - t0
+    # The hunt's hook runs leave detached follow-ups behind, each holding the
+    # lock while it syncs guestA (a detach and an attach per device: 45 s on
+    # a slow CI host, CI of 2026-12-08), and a sync waits 20 s for the lock:
+    # let them end first.
+    wait_for(lambda: not bbvirt_pids(), 300, 'the follow-ups of the hunt to end', 1)
     # the state is still right: sync (a detach may have been last) and check
     lab.bbvirt('sync')
     lab.wait_state(expect, now(), 'guestA holding the 4 devices after the hunt and a sync', 120)
