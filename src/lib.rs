@@ -44,6 +44,9 @@
 //!   who wins a device (most specific, then file order, one device each);
 //!   [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's own seedd's
 //!   devices.
+//! - [`remote`]: USB over the network (a device served by `usbredirect`
+//!   on an exporting host, a `<redirdev>` in the guest): `HOST:PORT`
+//!   values, vm.conf elements and redirdev XML, not wired in yet.
 //! - [`log`]: verbosity levels, stderr and syslog; [`text`]: escaping
 //!   untrusted text for a line or a shell word; [`child`]: child processes
 //!   under a deadline.
@@ -99,6 +102,7 @@ pub mod libvirt;
 pub mod lock;
 pub mod log;
 pub mod reconcile;
+pub mod remote;
 pub mod saved;
 pub mod seedd;
 pub mod selector;
