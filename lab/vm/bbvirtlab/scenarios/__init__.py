@@ -30,9 +30,13 @@ all (core.scenario), in the order they run in on bookworm:
   modular.py     64, 65 the modular daemon virtqemud instead of libvirtd:
                         hotplug, the hook, the sync unit, the idle exit
                         and socket activation (trixie: the boot "modular")
+  remote.py      70     USB over the network (issue 23): usbredirect behind
+                        mutual-TLS stunnel to a guest's <redirdev>, an
+                        exporting host in a network namespace (trixie, main
+                        boot, only when asked)
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere, modular  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere, modular, remote  # noqa: F401  (registration order)

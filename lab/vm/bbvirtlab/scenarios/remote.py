@@ -1,0 +1,302 @@
+"""USB over the network (issue 23): the engines bbvirt is to drive, seen
+working together on the Debian 13 platform before bbvirt drives them.
+
+  70 remote engine  an exporting host in a network namespace of its own
+                    (veth pair 10.231.0.1 <-> 10.231.0.2) serves a gadget
+                    with usbredirect on its loopback behind stunnel (mutual
+                    TLS, verifyChain); the hypervisor's stunnel client takes
+                    QEMU's plain connection on 127.0.0.1 and carries it over
+                    TLS; a running guest's <redirdev> reaches the gadget at
+                    its own speed. Then: the bytes on the veth are TLS (and
+                    the lab's detector does see usbredir's hello on the
+                    hypervisor's loopback); a client without a certificate,
+                    one of another CA and a second valid client while the
+                    guest holds the device get nothing and the guest keeps
+                    it; what usbredirect does when its client goes and when
+                    its device is unplugged; libvirt's <reconnect> brings the
+                    device back once usbredirect serves again.
+
+These are the facts bbvirt's design for issue 23 rests on (src/remote/): a
+change in usbredirect or stunnel that breaks one fails here. Not bbvirt's
+code yet: it runs in the main boot of a full run (`lab/run --platform
+trixie`, `./test-all --full`) or alone (`--only 70`), not in CI.
+Standard library only.
+"""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from ..core import LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for, wfile
+
+T = ('trixie',)
+NS = 'bbexp'
+HYP_IP, EXP_IP = '10.231.0.1', '10.231.0.2'
+PORT = 4000          # the served port on the exporting host (stunnel, TLS)
+INNER = 4100         # usbredirect on the exporting host's loopback
+LOCAL = 4000         # the hypervisor's stunnel client on its loopback
+ALIAS = 'ua-bbnet-probe'
+PKI = WORK + '/pki'
+
+
+def ossl(*args):
+    return must(['openssl'] + list(args), timeout=120)
+
+
+def make_pki():
+    """A CA, a server and a client certificate from it; a rogue CA and a
+    client of its own."""
+    os.makedirs(PKI, exist_ok=True)
+    key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+    for ca in ('ca', 'rogue-ca'):
+        ossl('req', '-x509', *key, '-keyout', '%s/%s.key' % (PKI, ca), '-out', '%s/%s.pem' % (PKI, ca),
+             '-days', '2', '-subj', '/CN=bbvirt lab %s' % ca)
+    for name, ca in (('server', 'ca'), ('client', 'ca'), ('rogue', 'rogue-ca')):
+        ossl('req', *key, '-keyout', '%s/%s.key' % (PKI, name), '-out', '%s/%s.csr' % (PKI, name),
+             '-subj', '/CN=bbvirt lab %s' % name)
+        ossl('x509', '-req', '-in', '%s/%s.csr' % (PKI, name), '-CA', '%s/%s.pem' % (PKI, ca),
+             '-CAkey', '%s/%s.key' % (PKI, ca), '-CAcreateserial', '-out', '%s/%s.pem' % (PKI, name), '-days', '2')
+
+
+def stunnel_bin():
+    b = shutil.which('stunnel4') or shutil.which('stunnel')
+    check(b, 'stunnel is not installed')
+    return b
+
+
+def stunnel(conf_name, body, ns=None):
+    path = '%s/%s.conf' % (WORK, conf_name)
+    wfile(path, 'foreground = yes\npid =\ndebug = 5\noutput = %s/%s.log\n%s' % (WORK, conf_name, body))
+    argv = [stunnel_bin(), path]
+    if ns:
+        argv = ['ip', 'netns', 'exec', ns] + argv
+    act('start: %s' % ' '.join(argv))
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def listening(port, ns=None):
+    argv = ['ss', '-Htln', 'sport = :%d' % port]
+    if ns:
+        argv = ['ip', 'netns', 'exec', ns] + argv
+    return bool(run(argv).out.strip())
+
+
+class Sniffer(threading.Thread):
+    """The TCP payloads on one interface to or from one port (AF_PACKET)."""
+
+    def __init__(self, ifname, port):
+        super().__init__(daemon=True)
+        self.s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self.s.bind((ifname, 0))
+        self.s.settimeout(0.5)
+        self.port = port
+        self.payloads = []
+        self.streams = {}
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            try:
+                frame = self.s.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(frame) < 14 + 20 or frame[12:14] != b'\x08\x00':
+                continue
+            ip = frame[14:]
+            ihl = (ip[0] & 0x0f) * 4
+            if ip[9] != 6:
+                continue
+            tcp = ip[ihl:]
+            sport, dport = struct.unpack('!HH', tcp[:4])
+            if self.port not in (sport, dport):
+                continue
+            data = tcp[(tcp[12] >> 4) * 4:]
+            total = struct.unpack('!H', ip[2:4])[0]
+            data = data[:max(0, total - ihl - (tcp[12] >> 4) * 4)]
+            if data:
+                self.payloads.append(data)
+                self.streams.setdefault((sport, dport), []).append(data)
+
+    def done(self):
+        self.stop = True
+        self.join(3)
+        self.s.close()
+        return b''.join(self.payloads)
+
+
+def tls_records(sniffer):
+    """Walks each direction's bytes as TLS records (type 20-23, version
+    3.x, length): (records, what was not a record)."""
+    n, bad = 0, []
+    for key, parts in sniffer.streams.items():
+        data = b''.join(parts)
+        i = 0
+        while i + 5 <= len(data):
+            typ, major, ln = data[i], data[i + 1], struct.unpack('!H', data[i + 3:i + 5])[0]
+            if typ not in (20, 21, 22, 23) or major != 3:
+                bad.append('%s at byte %d: %r' % (key, i, data[i:i + 16]))
+                break
+            n += 1
+            i += 5 + ln
+    return n, bad
+
+
+def speeds(dom):
+    r = virsh('qemu-monitor-command', dom, '--hmp', 'info usb')
+    return [l.strip() for l in r.out.splitlines() if ALIAS in l]
+
+
+def held_at(dom, speed):
+    lines = speeds(dom)
+    return bool(lines) and all('Speed %s' % speed in l for l in lines), lines
+
+
+def usbredirect(dev):
+    argv = ['ip', 'netns', 'exec', NS, 'usbredirect', '--device', '%d-%d' % (dev.bus, dev.dev),
+            '--as', '127.0.0.1:%d' % INNER]
+    act('start: %s' % ' '.join(argv))
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open('%s/usbredirect.log' % WORK, 'a'))
+    wait_for(lambda: listening(INNER, NS) or (p.poll() is not None and (False, 'exited %s' % p.returncode)),
+             30, 'usbredirect to listen')
+    return p
+
+
+def s_client(*extra):
+    """openssl s_client to the exporting host: what it received, its exit."""
+    argv = ['timeout', '20', 'openssl', 's_client', '-connect', '%s:%d' % (EXP_IP, PORT),
+            '-CAfile', PKI + '/ca.pem', '-quiet'] + list(extra)
+    r = run(argv, timeout=30, input='')
+    return r
+
+
+@scenario(70, 'remote engine', platforms=T)
+def sc_remote_engine(lab):
+    check(shutil.which('usbredirect'), 'usbredirect is not installed')
+    notes = []
+    lab.reset(running=('guestA',))
+    # the exporting host: a network namespace joined by a veth pair
+    run(['ip', 'netns', 'del', NS])
+    must(['ip', 'netns', 'add', NS])
+    run(['ip', 'link', 'del', 'bbv0'])
+    must(['ip', 'link', 'add', 'bbv0', 'type', 'veth', 'peer', 'name', 'bbv1'])
+    must(['ip', 'link', 'set', 'bbv1', 'netns', NS])
+    must(['ip', 'addr', 'add', HYP_IP + '/24', 'dev', 'bbv0'])
+    must(['ip', 'link', 'set', 'bbv0', 'up'])
+    for c in (['ip', 'addr', 'add', EXP_IP + '/24', 'dev', 'bbv1'], ['ip', 'link', 'set', 'bbv1', 'up'],
+              ['ip', 'link', 'set', 'lo', 'up']):
+        must(['ip', 'netns', 'exec', NS] + c)
+    make_pki()
+    procs = []
+    paused = False
+    try:
+        dev = lab.plug(LONER)
+        ur = usbredirect(dev)
+        procs.append(ur)
+        tls = 'CAfile = {p}/ca.pem\nverifyChain = yes\n'.format(p=PKI)
+        procs.append(stunnel('exporter', (
+            '[usb-{port}]\naccept = {ip}:{port}\nconnect = 127.0.0.1:{inner}\ncert = {p}/server.pem\n'
+            'key = {p}/server.key\nrequireCert = yes\n{tls}').format(
+                port=PORT, ip=EXP_IP, inner=INNER, p=PKI, tls=tls), ns=NS))
+        procs.append(stunnel('hypervisor', (
+            '[usb-{port}]\nclient = yes\naccept = 127.0.0.1:{local}\nconnect = {ip}:{port}\n'
+            'cert = {p}/client.pem\nkey = {p}/client.key\n{tls}').format(
+                port=PORT, local=LOCAL, ip=EXP_IP, p=PKI, tls=tls)))
+        wait_for(lambda: listening(PORT, NS) and listening(LOCAL), 30, 'both stunnels to listen')
+        wire = Sniffer('bbv0', PORT)
+        wire.start()
+        lo = Sniffer('lo', LOCAL)
+        lo.start()
+        # the guest must run: a paused QEMU reads nothing from usb-redir
+        paused = lab.state('guestA') == 'paused'
+        if paused:
+            must(['virsh', '-c', 'qemu:///system', 'resume', 'guestA'])
+        xml = ("<redirdev bus='usb' type='tcp'><source mode='connect' host='127.0.0.1' service='%d'>"
+               "<reconnect enabled='yes' timeout='2'/></source><alias name='%s'/></redirdev>" % (LOCAL, ALIAS))
+        wfile(WORK + '/redirdev.xml', xml)
+        t = now()
+        must(['virsh', '-c', 'qemu:///system', 'attach-device', 'guestA', WORK + '/redirdev.xml', '--live'])
+        (_, lines), secs = wait_for(lambda: held_at('guestA', '480 Mb/s'), 60, 'the gadget at 480 Mb/s in guestA')
+        notes.append('attach->480 Mb/s %.1fs (%s)' % (now() - t, lines[0]))
+        time.sleep(2)
+        onwire, onlo = wire.done(), lo.done()
+        check(b'usb-redir' in onlo or b'usbredir' in onlo,
+              "the detector saw no usbredir hello on the hypervisor's loopback (%d bytes)" % len(onlo))
+        check(onwire and b'usb-redir' not in onwire and b'usbredir' not in onwire,
+              'usbredir plaintext on the veth (%d bytes)' % len(onwire))
+        recs, bad = tls_records(wire)
+        check(recs and not bad, 'the veth carries other than TLS records: %s' % bad)
+        notes.append('veth: %d bytes, every byte in %d TLS records, no usbredir plaintext; loopback (QEMU<->'
+                     'stunnel): %d bytes with the hello' % (len(onwire), recs, len(onlo)))
+        # nobody else gets it
+        for what, extra in (('no certificate', []),
+                            ('a certificate of another CA', ['-cert', PKI + '/rogue.pem', '-key', PKI + '/rogue.key']),
+                            ('a second valid client', ['-cert', PKI + '/client.pem', '-key', PKI + '/client.key'])):
+            r = s_client(*extra)
+            got = r.out
+            check('usbredir' not in got and 'usb-redir' not in got,
+                  '%s received usbredir data: %r' % (what, got[:200]))
+            ok, lines = held_at('guestA', '480 Mb/s')
+            check(ok, 'guestA lost the device after %s tried: %s' % (what, lines))
+            notes.append('%s: refused (s_client rc %s, %d bytes), guestA keeps it' % (what, r.rc, len(got)))
+        check(ur.poll() is None, 'usbredirect exited while serving: %s' % ur.returncode)
+        # the device unplugged while served
+        t = lab.unplug(LONER)
+        try:
+            (_, lines), _ = wait_for(lambda: (bool(speeds('guestA')) and not held_at('guestA', '480 Mb/s')[0],
+                                              speeds('guestA')), 30, 'guestA to lose the gadget')
+            notes.append('unplug -> guest lost it in %.1fs (%s)' % (now() - t, lines))
+        except Exception as e:   # recorded, not asserted: the fact is what we look for
+            notes.append('unplug: %s' % e)
+        try:
+            ur.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        notes.append('usbredirect after the unplug: %s' % (
+            'running' if ur.poll() is None else 'exited %s' % ur.returncode))
+        if ur.poll() is None:
+            ur.terminate()
+            ur.wait(10)
+        # plugged again: a new usbredirect, and <reconnect> brings it back
+        dev = lab.plug(LONER)
+        ur = usbredirect(dev)
+        procs.append(ur)
+        t = now()
+        _, secs = wait_for(lambda: held_at('guestA', '480 Mb/s'), 60, 'the gadget back in guestA by <reconnect>')
+        notes.append('served again -> held by reconnect in %.1fs' % secs)
+        # the client goes: what usbredirect does
+        must(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', ALIAS, '--live'])
+        try:
+            ur.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        notes.append('usbredirect after its client went: %s' % (
+            'running' if ur.poll() is None else 'exited %s' % ur.returncode))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if paused:
+            run(['virsh', '-c', 'qemu:///system', 'suspend', 'guestA'])
+        run(['ip', 'link', 'del', 'bbv0'])
+        run(['ip', 'netns', 'del', NS])
+        for name in ('exporter', 'hypervisor'):
+            try:
+                tail = open('%s/%s.log' % (WORK, name), errors='replace').read().splitlines()[-12:]
+                out('lab: stunnel %s log tail:\n  %s' % (name, '\n  '.join(tail)))
+            except OSError:
+                pass
+        try:
+            out('lab: usbredirect log:\n  %s' % '\n  '.join(open(WORK + '/usbredirect.log').read().splitlines()[-20:]))
+        except OSError:
+            pass
+    lab.notes.append('; '.join(notes))
