@@ -1,5 +1,6 @@
 //! `bbvirt detach DEVICE` and `bbvirt detach-all [DOMAIN]`: find bbvirt's
-//! hostdevs in the live XML and detach them; a dry run that cannot ask
+//! hostdevs (and for detach-all its redirdevs) in the live XML and detach
+//! them; a dry run that cannot ask
 //! libvirt lists the detaches it would request.
 
 use crate::context::{Context, Target};
@@ -52,6 +53,9 @@ impl Context<'_> {
             for hd in hds.iter().filter(|h| h.is_bbvirts() && (search.wanted)(h)) {
                 let alias = hd.alias.as_deref().unwrap_or_default();
                 steps.record(self.detach_alias(conn, target, alias));
+            }
+            if search.remote {
+                self.detach_remote(conn, &mut steps, target);
             }
         }
         if answered && steps.errors.is_empty() && steps.outcome != Some(Outcome::Done) {
@@ -139,13 +143,14 @@ impl Context<'_> {
                         && hint_dev.is_none_or(|d| h.device == Some(d))
                 }),
                 planned: Box::new(move |_| planned.clone()),
+                remote: false,
             },
         )
     }
 
     /// `bbvirt detach-all [DOMAIN]`: every bbvirt hostdev (alias
-    /// `ua-bbvirt-*` or `ua-bbusb-*`) in DOMAIN, or in every configured
-    /// domain.
+    /// `ua-bbvirt-*` or `ua-bbusb-*`) and redirdev (`ua-bbnet-*`) in
+    /// DOMAIN, or in every configured domain.
     pub fn detach_all(&self, domain: Option<&str>) -> Result<Outcome, ActionError> {
         let targets = match self.selected_domains(domain) {
             Some(domains) => self.targets_of(domains),
@@ -161,6 +166,7 @@ impl Context<'_> {
                 none_found: "no bbvirt device is attached to any guest bbvirt looked at".into(),
                 wanted: Box::new(|_| true),
                 planned: Box::new(|t| self.present_devices_of(t)),
+                remote: true,
             },
         )
     }
@@ -200,4 +206,6 @@ struct Search<'s> {
     /// The present devices a dry run plans to detach from a guest when
     /// libvirt cannot be asked, with their serials.
     planned: Box<dyn Fn(&Target) -> Planned + 's>,
+    /// Whether bbvirt's redirdevs (remote devices) go too: detach-all.
+    remote: bool,
 }

@@ -6,7 +6,8 @@
 //! presence and address come from sysfs, the guest's devices from its live
 //! XML. bbvirt only ever touches hostdevs that carry one of its own
 //! aliases: `ua-bbvirt-<serial>` (a BitBabbler by `DOMAIN_RNG_`) or
-//! `ua-bbusb-...` (a device a `DOMAIN_USB_` element routes).
+//! `ua-bbusb-...` (a device a `DOMAIN_USB_` element routes), and redirdevs
+//! aliased `ua-bbnet-...` (a remote device of `DOMAIN_REMOTE_`, [`remote`]).
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::{debug, detail, info, note, warn};
 
 mod detach;
 mod follow_up;
+mod remote;
 mod sync;
 
 pub use follow_up::{Bounds, NOT_RUNNING};
@@ -554,9 +556,12 @@ impl Context<'_> {
         let requested = conn.detach_alias_live(&target.name, alias);
         let start = Instant::now();
         loop {
-            let still_there = match self.live_hostdevs(conn, &target.name)? {
-                None => false,
-                Some(hds) => hds.iter().any(|h| h.alias.as_deref() == Some(alias)),
+            let still_there = if crate::remote::redirdev::is_ours(alias) {
+                self.live_redirdevs(conn, &target.name)?
+                    .is_some_and(|rds| rds.iter().any(|r| r.alias == alias))
+            } else {
+                self.live_hostdevs(conn, &target.name)?
+                    .is_some_and(|hds| hds.iter().any(|h| h.alias.as_deref() == Some(alias)))
             };
             if !still_there {
                 return match requested {

@@ -1,6 +1,7 @@
 //! `bbvirt sync [DOMAIN]` (and `attach-all`): each running configured
 //! guest holds exactly its present devices, each once at its current
-//! address, and no stale bbvirt entry.
+//! address, and no stale bbvirt entry; and its remote devices
+//! (`DOMAIN_REMOTE_`, [`super::remote`]).
 
 use crate::config::DomainConf;
 use crate::context::{Connections, Context, Target};
@@ -163,6 +164,7 @@ impl Context<'_> {
             steps.record(self.attach_to(conns, dev, &what, alias, &target));
             conns.release_lock();
         }
+        self.sync_remote(conns, steps, &target, &d.remote);
     }
 
     /// The guest's USB hostdevs; None when there is nothing to do there

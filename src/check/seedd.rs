@@ -214,6 +214,7 @@ mod tests {
                 uri: None,
                 serials: vec![],
                 usb: Vec::new(),
+                remote: Vec::new(),
             }],
             ..config()
         };

@@ -56,6 +56,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::device::is_valid_serial;
+use crate::remote::element::RemoteElement;
 use crate::selector::Selector;
 
 /// The configuration file used when no `--config` is given.
@@ -87,6 +88,10 @@ pub struct DomainConf {
     /// `DOMAIN_USB_<id>`: the USB devices of any kind assigned to this
     /// guest, one element per device ([`crate::selector`]).
     pub usb: Vec<Selector>,
+    /// `DOMAIN_REMOTE_<id>`: the devices served by other hosts that this
+    /// guest gets over the network, one `HOST:PORT [tls=yes|no]` element
+    /// each ([`crate::remote`]).
+    pub remote: Vec<RemoteElement>,
 }
 
 impl DomainConf {
@@ -395,10 +400,16 @@ impl Config {
 
     /// The line of the first assignment to any of `d`'s variables, if known.
     pub fn domain_line(&self, d: &DomainConf) -> Option<usize> {
-        ["DOMAIN_RNG_", "DOMAIN_URI_", "DOMAIN_NAME_", "DOMAIN_USB_"]
-            .iter()
-            .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
-            .min()
+        [
+            "DOMAIN_RNG_",
+            "DOMAIN_URI_",
+            "DOMAIN_NAME_",
+            "DOMAIN_USB_",
+            "DOMAIN_REMOTE_",
+        ]
+        .iter()
+        .filter_map(|p| self.lines.first_assignment(&format!("{p}{}", d.id)))
+        .min()
     }
 
     /// Who gets each of the present USB `devices` among the `DOMAIN_USB_`
@@ -661,6 +672,8 @@ fn domain_var(name: &str) -> Option<(DomainVar, &str)> {
         (DomainVar::Name, id)
     } else if let Some(id) = name.strip_prefix("DOMAIN_USB_") {
         (DomainVar::Usb, id)
+    } else if let Some(id) = name.strip_prefix("DOMAIN_REMOTE_") {
+        (DomainVar::Remote, id)
     } else {
         return None;
     };
@@ -674,6 +687,7 @@ enum DomainVar {
     Uri,
     Name,
     Usb,
+    Remote,
 }
 
 /// Domains from variables, in the order the variables are given, and the
@@ -699,6 +713,7 @@ fn domains_from_vars(
                     uri: None,
                     serials: Vec::new(),
                     usb: Vec::new(),
+                    remote: Vec::new(),
                 });
                 domains.len() - 1
             }
@@ -714,7 +729,7 @@ fn domains_from_vars(
                 left_out.retain(|(lid, _)| lid != id);
                 d.usb.clear();
                 for (i, text) in var.values.iter().enumerate() {
-                    match usb_element(path, var, i, text) {
+                    match element::<Selector>(path, var, i, text) {
                         Ok(selector) => d.usb.push(selector),
                         Err(e) => {
                             errors.push(e);
@@ -723,15 +738,31 @@ fn domains_from_vars(
                     }
                 }
             }
+            DomainVar::Remote => {
+                // A later assignment replaces the whole array; a malformed
+                // element is an error of its own and left out.
+                d.remote.clear();
+                for (i, text) in var.values.iter().enumerate() {
+                    match element(path, var, i, text) {
+                        Ok(e) => d.remote.push(e),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
         }
     }
     (domains, left_out)
 }
 
-/// Element `i` of a `DOMAIN_USB_` array as a selector; a malformed one is
-/// an error at its line (native parse), else named by its index.
-fn usb_element(path: &Path, var: &RawVar, i: usize, text: &str) -> Result<Selector, ConfigError> {
-    text.parse::<Selector>().map_err(|e| {
+/// Element `i` of an array (`DOMAIN_USB_`, `DOMAIN_REMOTE_`) parsed as a
+/// `T`; a malformed one is an error at its line (native parse), else named
+/// by its index.
+fn element<T>(path: &Path, var: &RawVar, i: usize, text: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse::<T>().map_err(|e| {
         let line = var.lines.as_ref().and_then(|l| l.elements.get(i).copied());
         let msg = format!(
             "{}[{i}] \"{}\": {e}",
@@ -819,6 +850,45 @@ mod tests {
         assert_eq!(ha.usb[0].port, Some((1, vec![5])));
         assert_eq!(c.domains[1].usb[0].serial.as_deref(), Some("A B"));
         assert_eq!(c.lines.element("DOMAIN_USB_ha", 1), Some(3));
+    }
+
+    #[test]
+    fn remote_elements_parse_and_a_malformed_one_names_its_line() {
+        let c = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_REMOTE_ha=( \"zigbee.lan:4000\"\n  \"[fd00::7]:4001 tls=no\" )\n",
+        )
+        .unwrap();
+        let ha = &c.domains[0];
+        assert_eq!(ha.id, "ha", "a domain with only remote devices");
+        let shown: Vec<String> = ha.remote.iter().map(|r| r.endpoint.to_string()).collect();
+        assert_eq!(shown, ["zigbee.lan:4000", "[fd00::7]:4001"]);
+        assert_eq!(c.domain_line(ha), Some(1));
+        let e = parse_native(
+            Path::new("/t/vm.conf"),
+            "DOMAIN_RNG_a=(ABC1234)\nDOMAIN_REMOTE_a=( \"h:1\"\n \"h:0 tls=no\" \"<x>:1\" )\n",
+        )
+        .unwrap_err();
+        let NativeError::Invalid(ConfigError::Several(all)) = &e else {
+            panic!("{e:?}");
+        };
+        let all: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert!(
+            all[0].starts_with("/t/vm.conf:3: DOMAIN_REMOTE_a[1] \"h:0 tls=no\": "),
+            "{all:?}"
+        );
+        assert!(
+            all[1].starts_with("/t/vm.conf:3: DOMAIN_REMOTE_a[2] \"<x>:1\": "),
+            "{all:?}"
+        );
+        // check reads the rest: the valid element stays
+        let v = parse_bytes_lenient(
+            Path::new("/t/vm.conf"),
+            b"DOMAIN_REMOTE_a=( \"h:1\" \"h:x\" )\n",
+        )
+        .unwrap();
+        assert_eq!(v.config.domains[0].remote.len(), 1);
+        assert_eq!(v.errors.len(), 1);
     }
 
     #[test]

@@ -666,6 +666,7 @@ mod tests {
                     uri: Some("qemu:///system".into()),
                     serials: vec!["KWIF4Q".into(), "JAXJE6".into()],
                     usb: Vec::new(),
+                    remote: Vec::new(),
                 },
                 DomainConf {
                     id: "kbsd".into(),
@@ -673,6 +674,7 @@ mod tests {
                     uri: Some("qemu+ssh://your.domain/system".into()),
                     serials: vec!["G2SJ3Z".into()],
                     usb: Vec::new(),
+                    remote: Vec::new(),
                 },
             ]
         );

@@ -82,6 +82,26 @@ impl FromStr for RemoteElement {
     }
 }
 
+/// Where a hypervisor's QEMU connects for a remote device: the local end
+/// of its TLS tunnel, `127.0.0.1` at the device's own port (the tunnel
+/// carries it to the exporting host), or for `tls=no` the exporting host
+/// itself. The same on every hypervisor, so a guest's XML stays right
+/// wherever it moves.
+pub const TUNNEL_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
+impl RemoteElement {
+    /// Where QEMU connects for this device ([`TUNNEL_HOST`]).
+    pub fn connects_to(&self) -> Endpoint {
+        match self.transport {
+            Transport::Tls => Endpoint {
+                host: crate::remote::endpoint::Host::V4(TUNNEL_HOST),
+                port: self.endpoint.port,
+            },
+            Transport::Plain => self.endpoint.clone(),
+        }
+    }
+}
+
 /// The value of an exporting host's `SERVE_USB_<port>`: the words of a
 /// `DOMAIN_USB_` element ([`crate::selector`]) and at most one `tls=` word.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +164,19 @@ mod tests {
 
     fn ep(s: &str) -> Endpoint {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn qemu_connects_to_the_tunnel_unless_plaintext_is_asked_for() {
+        let r = |s: &str| {
+            s.parse::<RemoteElement>()
+                .unwrap()
+                .connects_to()
+                .to_string()
+        };
+        assert_eq!(r("exporter.lan:4000"), "127.0.0.1:4000");
+        assert_eq!(r("[fd00::7]:4001 tls=yes"), "127.0.0.1:4001");
+        assert_eq!(r("exporter.lan:4000 tls=no"), "exporter.lan:4000");
     }
 
     #[test]

@@ -72,6 +72,14 @@ pub fn parse_alias(alias: &str) -> Option<Endpoint> {
     (alias_for(&endpoint) == alias).then_some(endpoint)
 }
 
+/// Seconds between QEMU's attempts to connect again after a remote
+/// device's stream broke (`<reconnect timeout>`): how soon a device is back
+/// after a network drop, an unplug and replug, or a migration (whose
+/// destination is refused while the source still holds the device). Each
+/// attempt costs one local connection to the tunnel and one TLS handshake
+/// with the exporting host.
+pub const RECONNECT_SECS: u32 = 2;
+
 /// The redirdev XML that connects the guest's USB redirection to
 /// `connect` (where usbredir's stream is served to QEMU: the local end of
 /// the TLS tunnel, or the exporting host itself for `tls=no`), tagged with

@@ -691,6 +691,7 @@ fn domain(id: &str, name: Option<&str>, uri: Option<&str>) -> DomainConf {
         uri: uri.map(Into::into),
         serials: vec!["KWIF4Q".into()],
         usb: Vec::new(),
+        remote: Vec::new(),
     }
 }
 
@@ -988,6 +989,7 @@ fn guests_without_a_usable_usb_controller() {
     let with = |id: &str, serial: &str| DomainConf {
         serials: vec![serial.into()],
         usb: Vec::new(),
+        remote: Vec::new(),
         ..domain(id, None, None)
     };
     let cfg = config(vec![
@@ -998,6 +1000,7 @@ fn guests_without_a_usable_usb_controller() {
         DomainConf {
             serials: vec![],
             usb: Vec::new(),
+            remote: Vec::new(),
             ..domain("nodevices", None, None)
         },
     ]);

@@ -16,6 +16,7 @@ mod event_diff;
 mod hook_script;
 mod hostile;
 mod install;
+mod remote;
 mod saved;
 mod status;
 mod sysfs;

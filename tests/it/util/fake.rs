@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use bbvirt::hostdev::usb_hostdevs;
 use bbvirt::libvirt::{Connection, Hypervisor, JobState, VirtError};
+use bbvirt::remote::redirdev::redirdevs_in;
 
 /// One hostdev in a fake domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +19,20 @@ pub struct Dev {
     pub dev: u32,
 }
 
+/// One redirdev (a remote USB device) in a fake domain: where its
+/// `<source>` connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redir {
+    pub alias: String,
+    pub host: String,
+    pub service: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FakeDomain {
     pub running: bool,
     pub hostdevs: Vec<Dev>,
+    pub redirdevs: Vec<Redir>,
     /// The `<controller type='usb'>` elements of its XML.
     pub usb_controllers: String,
     /// Whether its live XML gives each hostdev its guest-side address
@@ -67,8 +78,8 @@ struct FakeState {
 }
 
 /// A change asked of the fake; its Display is the line tests compare:
-/// `attach URI NAME ALIAS BUS:DEV`, `detach URI NAME ALIAS` (URI `-` for
-/// the default).
+/// `attach URI NAME ALIAS BUS:DEV`, `attach-redir URI NAME ALIAS
+/// HOST:SERVICE`, `detach URI NAME ALIAS` (URI `-` for the default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Attach {
@@ -77,6 +88,13 @@ pub enum Call {
         alias: String,
         bus: u32,
         dev: u32,
+    },
+    AttachRedir {
+        uri: Option<String>,
+        domain: String,
+        alias: String,
+        host: String,
+        service: String,
     },
     Detach {
         uri: Option<String>,
@@ -96,6 +114,17 @@ impl std::fmt::Display for Call {
                 bus,
                 dev,
             } => write!(f, "attach {} {domain} {alias} {bus}:{dev}", uri(u)),
+            Call::AttachRedir {
+                uri: u,
+                domain,
+                alias,
+                host,
+                service,
+            } => write!(
+                f,
+                "attach-redir {} {domain} {alias} {host}:{service}",
+                uri(u)
+            ),
             Call::Detach {
                 uri: u,
                 domain,
@@ -121,10 +150,34 @@ impl FakeHv {
             FakeDomain {
                 running,
                 hostdevs: Vec::new(),
+                redirdevs: Vec::new(),
                 usb_controllers: XHCI.to_string(),
                 guest_addresses: false,
             },
         );
+        self
+    }
+
+    /// Puts a redirdev in a domain (an admin's, or one bbvirt left).
+    pub fn redirdev(
+        self,
+        uri: Option<&str>,
+        name: &str,
+        alias: &str,
+        host: &str,
+        service: &str,
+    ) -> FakeHv {
+        self.0
+            .borrow_mut()
+            .domains
+            .get_mut(&(uri.map(str::to_string), name.to_string()))
+            .expect("domain added first")
+            .redirdevs
+            .push(Redir {
+                alias: alias.into(),
+                host: host.into(),
+                service: service.into(),
+            });
         self
     }
 
@@ -181,6 +234,15 @@ impl FakeHv {
             .hostdevs
             .iter()
             .map(|d| (d.alias.clone(), d.bus, d.dev))
+            .collect()
+    }
+
+    /// A domain's redirdevs: (alias, "host:service").
+    pub fn redirdevs(&self, uri: Option<&str>, name: &str) -> Vec<(String, String)> {
+        self.0.borrow().domains[&(uri.map(str::to_string), name.to_string())]
+            .redirdevs
+            .iter()
+            .map(|r| (r.alias.clone(), format!("{}:{}", r.host, r.service)))
             .collect()
     }
 
@@ -321,6 +383,7 @@ impl Connection for FakeConn {
                 .retain(|p| !((p.0.clone(), p.1.clone()) == *key && done.contains(&p.2)));
             let d = st.domains.get_mut(key).expect("checked");
             d.hostdevs.retain(|h| !done.contains(&h.alias));
+            d.redirdevs.retain(|r| !done.contains(&r.alias));
             let mut xml = format!(
                 "<domain type='kvm'><name>{}</name><devices>{}",
                 key.1, d.usb_controllers
@@ -335,6 +398,15 @@ impl Connection for FakeConn {
                     "<hostdev mode='subsystem' type='usb' managed='no'><source>\
                      <address bus='{}' device='{}'/></source><alias name='{}'/>{guest}</hostdev>",
                     h.bus, h.dev, h.alias
+                ));
+            }
+            // As libvirt writes a live redirdev: tls='no' and the protocol added.
+            for r in &d.redirdevs {
+                xml.push_str(&format!(
+                    "<redirdev bus='usb' type='tcp'><source mode='connect' host='{}' \
+                     service='{}' tls='no'><reconnect enabled='yes' timeout='2'/></source>\
+                     <protocol type='raw'/><alias name='{}'/></redirdev>",
+                    r.host, r.service, r.alias
                 ));
             }
             xml.push_str("</devices></domain>");
@@ -376,6 +448,37 @@ impl Connection for FakeConn {
                 });
             }
             let wrapped = format!("<domain><devices>{xml}</devices></domain>");
+            if xml.starts_with("<redirdev") {
+                let rd = redirdevs_in(&wrapped)
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .ok_or(VirtError::Failed {
+                        code: 27,
+                        message: "XML error".into(),
+                    })?;
+                let d = st.domains.get_mut(key).expect("checked");
+                if d.hostdevs.iter().any(|h| h.alias == rd.alias)
+                    || d.redirdevs.iter().any(|r| r.alias == rd.alias)
+                {
+                    return Err(VirtError::Failed {
+                        code: 67,
+                        message: "non unique alias detected".into(),
+                    });
+                }
+                d.redirdevs.push(Redir {
+                    alias: rd.alias.clone(),
+                    host: rd.host.clone(),
+                    service: rd.service.clone(),
+                });
+                st.calls.push(Call::AttachRedir {
+                    uri: uri.clone(),
+                    domain: key.1.clone(),
+                    alias: rd.alias,
+                    host: rd.host,
+                    service: rd.service,
+                });
+                return Ok(());
+            }
             let hd = usb_hostdevs(&wrapped)
                 .ok()
                 .and_then(|v| v.into_iter().next())
@@ -430,7 +533,9 @@ impl Connection for FakeConn {
                 });
             }
             let d = st.domains.get(key).expect("checked");
-            if !d.hostdevs.iter().any(|h| h.alias == alias) {
+            if !d.hostdevs.iter().any(|h| h.alias == alias)
+                && !d.redirdevs.iter().any(|r| r.alias == alias)
+            {
                 return Err(VirtError::Failed {
                     code: 99,
                     message: format!("no device found with alias {alias}"),

@@ -14,6 +14,7 @@ pub fn dom(id: &str, name: Option<&str>, uri: Option<&str>, serials: &[&str]) ->
         uri: uri.map(Into::into),
         serials: serials.iter().map(|s| s.to_string()).collect(),
         usb: Vec::new(),
+        remote: Vec::new(),
     }
 }
 
