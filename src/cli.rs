@@ -258,6 +258,22 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
+    /// Serve the device of SERVE_USB_PORT to guests on other hosts with usbredirect, while it is plugged in (bbvirt-serve@PORT.service runs this)
+    Serve {
+        /// The TCP port of a SERVE_USB_PORT variable in vm.conf
+        #[arg(value_name = "PORT")]
+        port: crate::remote::endpoint::Port,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Run stunnel with this host's TLS tunnels: of its served devices and of its guests' remote devices (bbvirt-tunnels.service runs this)
+    Tunnels {
+        /// Print stunnel's configuration and exit
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        opts: Opts,
+    },
     /// Print a completion script for SHELL (bash, zsh or fish)
     Completions {
         shell: clap_complete::Shell,
@@ -287,7 +303,9 @@ impl Action {
             | Action::Status { opts, .. }
             | Action::Check { opts, .. }
             | Action::Install { opts, .. }
-            | Action::Uninstall { opts, .. } => std::mem::take(opts),
+            | Action::Uninstall { opts, .. }
+            | Action::Serve { opts, .. }
+            | Action::Tunnels { opts, .. } => std::mem::take(opts),
             Action::Completions { .. } | Action::Hook { .. } => Opts::default(),
         }
     }

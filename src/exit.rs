@@ -38,6 +38,10 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Install(#[from] InstallError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Tunnels(#[from] crate::tunnels::TunnelsError),
     /// `status` found problems; its report shows them.
     #[error("not healthy")]
     Unhealthy,
@@ -69,7 +73,13 @@ impl CommandError {
                 | ActionError::HintMismatch { .. }
                 | ActionError::AmbiguousSerial { .. },
             ) => NOT_FOUND,
-            CommandError::Config(_) => CONFIG,
+            CommandError::Config(_)
+            | CommandError::Serve(
+                crate::serve::ServeError::NotConfigured { .. }
+                | crate::serve::ServeError::NoInnerPort { .. },
+            )
+            | CommandError::Tunnels(crate::tunnels::TunnelsError::Clash { .. }) => CONFIG,
+            CommandError::Serve(_) | CommandError::Tunnels(_) => FAILED,
             CommandError::Action(_)
             | CommandError::Install(_)
             | CommandError::Unhealthy

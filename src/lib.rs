@@ -46,7 +46,11 @@
 //!   devices.
 //! - [`remote`]: USB over the network (a device served by `usbredirect`
 //!   on an exporting host, a `<redirdev>` in the guest): `HOST:PORT`
-//!   values, vm.conf elements and redirdev XML, not wired in yet.
+//!   values, vm.conf elements, redirdev XML and the stunnel tunnels;
+//!   [`serve`]: `bbvirt serve PORT`, an exporting host's supervisor of one
+//!   served device; [`tunnels`]: `bbvirt tunnels`, stunnel with the
+//!   host's TLS tunnels. A guest's remote devices are synced by
+//!   [`actions`] (`DOMAIN_REMOTE_`).
 //! - [`log`]: verbosity levels, stderr and syslog; [`text`]: escaping
 //!   untrusted text for a line or a shell word; [`child`]: child processes
 //!   under a deadline.
@@ -106,6 +110,8 @@ pub mod remote;
 pub mod saved;
 pub mod seedd;
 pub mod selector;
+pub mod serve;
 pub mod status;
 pub mod sysfs;
 pub mod text;
+pub mod tunnels;

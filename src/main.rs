@@ -64,6 +64,10 @@ fn run() -> i32 {
     {
         WAIT_SECS.store(bbvirt::follow_up::WAIT.as_secs(), Ordering::SeqCst);
     }
+    // serve and tunnels run until they are stopped: no deadline.
+    if matches!(action, Action::Serve { .. } | Action::Tunnels { .. }) {
+        return execute(action, &opts);
+    }
     let limit = if is_hook {
         HOOK_TIMEOUT
     } else {
@@ -187,6 +191,15 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
             apparmor_only,
             ..
         } => return Ok(bbvirt::install::uninstall(root, *apparmor_only, opts)?),
+        // Long-running: they run until systemd stops them (no deadline).
+        Action::Serve { port, .. } => {
+            let config = load_config(opts, false)?;
+            return Ok(bbvirt::serve::run(&config, &sysfs, *port)?);
+        }
+        Action::Tunnels { print, .. } => {
+            let config = load_config(opts, false)?;
+            return Ok(bbvirt::tunnels::run(&config, *print)?);
+        }
         Action::Hook { args } => {
             // A config problem never stops a guest: it is logged, and the
             // hook goes on without (or parks devices, see bbvirt::hook).
@@ -248,7 +261,9 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         | Action::Completions { .. }
         | Action::Check { .. }
         | Action::Install { .. }
-        | Action::Uninstall { .. } => Ok(Outcome::NothingToDo),
+        | Action::Uninstall { .. }
+        | Action::Serve { .. }
+        | Action::Tunnels { .. } => Ok(Outcome::NothingToDo),
     };
     let result = match action {
         Action::Attach { .. } => bbvirt::actions::absent_under_udev(result, Outcome::NothingToDo),

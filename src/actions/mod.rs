@@ -7,7 +7,7 @@
 //! XML. bbvirt only ever touches hostdevs that carry one of its own
 //! aliases: `ua-bbvirt-<serial>` (a BitBabbler by `DOMAIN_RNG_`) or
 //! `ua-bbusb-...` (a device a `DOMAIN_USB_` element routes), and redirdevs
-//! aliased `ua-bbnet-...` (a remote device of `DOMAIN_REMOTE_`, [`remote`]).
+//! aliased `ua-bbnet-...` (a remote device of `DOMAIN_REMOTE_`, `actions::remote`).
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,8 @@ use super::{
 
 /// The fixed script bash runs: `$1` is the file.  Its stdout goes to stderr
 /// so that only the dump reaches fd 3 (our stdout).  Dump format, each field
-/// NUL-terminated: `bbvirt-vars-1`, then per `${!DOMAIN_@}` variable `V`,
+/// NUL-terminated: `bbvirt-vars-1`, then per `${!DOMAIN_@}` (and
+/// `${!SERVE_USB_@}`, `BBVIRT_TIMEOUT`) variable `V`,
 /// name, `${!name}`, element count, elements; then `E`.
 const BASH_SCRIPT: &str = r#"__bbvirt_file=$1
 shift
@@ -25,7 +26,7 @@ if (( __bbvirt_rc != 0 )); then
     exit "$__bbvirt_rc"
 fi
 builtin printf 'bbvirt-vars-1\0' >&3
-for __bbvirt_n in "${!DOMAIN_@}" "${!BBVIRT_TIMEOUT@}"; do
+for __bbvirt_n in "${!DOMAIN_@}" "${!SERVE_USB_@}" "${!BBVIRT_TIMEOUT@}"; do
     __bbvirt_r="${__bbvirt_n}[@]"
     __bbvirt_v=( "${!__bbvirt_r}" )
     builtin printf 'V\0%s\0%s\0%d\0' "$__bbvirt_n" "${!__bbvirt_n}" "${#__bbvirt_v[@]}" >&3

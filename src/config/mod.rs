@@ -115,6 +115,12 @@ pub struct Config {
     /// Where the variables are set, for messages (native parse only: empty
     /// when bash evaluated the file).
     pub lines: SourceLines,
+    /// `SERVE_USB_<port>`: the devices this host serves to guests on other
+    /// hosts, by TCP port, in port order ([`serve`]).
+    pub serve: Vec<(
+        crate::remote::endpoint::Port,
+        crate::remote::element::ServeElement,
+    )>,
     /// `DOMAIN_USB_` elements left out as malformed, as (guest id, index
     /// in the file's array): only in a config read leniently
     /// ([`load_lenient`], for `check`); empty in any config bbvirt acts on.
@@ -281,11 +287,13 @@ fn validate(path: &Path, vars: &[RawVar], lines: SourceLines) -> Validated {
         errors.push(e);
         None
     });
+    let serve = serve::serve_from_vars(path, vars, &mut errors);
     Validated {
         config: Config {
             path: path.to_path_buf(),
             domains,
             timeout,
+            serve,
             lines,
             usb_left_out,
         },
@@ -776,6 +784,7 @@ where
 mod bash;
 mod native;
 mod perms;
+pub mod serve;
 
 pub use native::{parse_bytes, parse_native};
 

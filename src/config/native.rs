@@ -93,7 +93,8 @@ const BASH_READONLY: &[&str] = &[
     "UID",
 ];
 
-/// The DOMAIN_* variables assigned so far, as (dense) bash arrays.
+/// The DOMAIN_*, SERVE_USB_* and BBVIRT_TIMEOUT variables assigned so far,
+/// as (dense) bash arrays.
 #[derive(Default)]
 struct Vars {
     order: Vec<String>,
@@ -116,7 +117,8 @@ impl Vars {
     /// it); an array assignment replaces the array (`+=` appends elements).
     /// `line` is where the assignment starts.
     fn assign(&mut self, name: &str, append: bool, value: Value, line: usize) {
-        if !name.starts_with("DOMAIN_") && name != TIMEOUT_VAR {
+        if !name.starts_with("DOMAIN_") && name != TIMEOUT_VAR && !super::serve::is_serve_var(name)
+        {
             return;
         }
         if !self.values.contains_key(name) {
