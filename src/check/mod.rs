@@ -56,6 +56,7 @@ mod config;
 pub mod hook_probe;
 mod installation;
 mod libvirt;
+mod remote;
 mod saved;
 mod seedd;
 
@@ -182,6 +183,13 @@ pub fn run(
     emit(found);
     if let Some(cfg) = &cfg {
         emit(check_domains(cfg, opts.connect.as_deref(), hv));
+    }
+
+    if let Some(cfg) = &cfg {
+        crate::log::step("checking the devices on other hosts");
+        let tls =
+            crate::remote::tunnel::TlsFiles::in_dir(Path::new(crate::remote::tunnel::TLS_DIR));
+        emit(remote::check_remote(cfg, &tls));
     }
 
     crate::log::step("listing the USB devices in sysfs");
