@@ -15,7 +15,9 @@
 //!   (it ran before: a restore, an incoming migration, a snapshot revert),
 //!   or that has a follow-up pending, it leaves the devices to the
 //!   follow-up instead (starting one if none is pending): udev's attach
-//!   would wait for libvirt's job inside a udev worker.
+//!   would wait for libvirt's job inside a udev worker. A guest that gets
+//!   devices from other hosts (`DOMAIN_REMOTE_`, [`crate::remote`]) is
+//!   followed up too: no udev event brings those.
 //! - `restore begin` (`virsh restore`, a start from a managed save image)
 //!   and `migrate begin` (the destination of a migration): libvirt passes
 //!   the saved XML and uses what the hook prints instead (nothing printed:
@@ -102,14 +104,16 @@ pub fn run(args: &[String], env: &HookEnv, stdin: &mut dyn Read, stdout: &mut dy
         },
         ("started", _) => {
             let followed = read_xml(stdin, domain, operation)
-                .is_some_and(|xml| saved::holds_bbvirt_hostdevs(&xml));
+                .is_some_and(|xml| saved::holds_bbvirt_hostdevs(&xml))
+                || has_remote_devices(domain, env);
             if followed || env.follow_ups.pending(domain) {
                 if followed {
                     start_follow_up(domain, operation, env);
                 }
                 note!(
                     "hook: {domain} {operation}: its devices come with the follow-up \
-                     (it held bbvirt devices before, or is being restored or migrated in)"
+                     (it held bbvirt devices before, is being restored or migrated in, or \
+                     gets devices from other hosts)"
                 );
             } else {
                 reannounce(domain, operation, env);
@@ -151,6 +155,16 @@ fn read_xml(stdin: &mut dyn Read, domain: &str, operation: &str) -> Option<Strin
             None
         }
     }
+}
+
+/// Whether vm.conf gives `domain` devices of other hosts
+/// (`DOMAIN_REMOTE_`): no udev event can bring those, so its start is
+/// followed up (the follow-up's sync attaches every device of the guest).
+fn has_remote_devices(domain: &str, env: &HookEnv) -> bool {
+    env.config.as_ref().is_ok_and(|c| {
+        c.guest_named(domain)
+            .is_some_and(|i| !c.domains[i].remote.is_empty())
+    })
 }
 
 /// The devices this host gives `domain` now, with their aliases; None when

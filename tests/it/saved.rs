@@ -491,6 +491,23 @@ fn started_leaves_a_followed_guest_to_its_follow_up_and_reannounces_a_fresh_one(
         "LONER01 is nobody's"
     );
     assert!(follow.started.borrow().is_empty());
+    // A guest with devices of other hosts (DOMAIN_REMOTE_): no udev event
+    // brings those, so its start is followed up, and the follow-up's sync
+    // attaches its local devices too.
+    let tree = host();
+    let before = uevent(&tree, "1-2");
+    let mut cfg = guest_a();
+    cfg.domains[0].remote = vec!["exporter.lan:4000".parse().unwrap()];
+    let follow = Recorded::default();
+    hook_run(
+        Ok(&cfg),
+        &tree,
+        &follow,
+        &["guestA", "started", "begin", "-"],
+        plain,
+    );
+    assert_eq!(*follow.started.borrow(), ["guestA"]);
+    assert_eq!(uevent(&tree, "1-2"), before, "no udev re-announce");
 }
 
 #[test]
