@@ -30,10 +30,11 @@ all (core.scenario), in the order they run in on bookworm:
   modular.py     64, 65 the modular daemon virtqemud instead of libvirtd:
                         hotplug, the hook, the sync unit, the idle exit
                         and socket activation (trixie: the boot "modular")
-  remote.py      70     USB over the network (issue 23): usbredirect behind
+  remote.py      70, 71 USB over the network (issue 23): usbredirect behind
                         mutual-TLS stunnel to a guest's <redirdev>, an
-                        exporting host in a network namespace (trixie, main
-                        boot, only when asked)
+                        exporting host in a network namespace; then bbvirt
+                        driving it (serve, tunnels, DOMAIN_REMOTE_) (trixie,
+                        main boot, not CI)
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".

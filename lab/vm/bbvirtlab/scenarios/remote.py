@@ -16,14 +16,21 @@ working together on the Debian 13 platform before bbvirt drives them.
                     its device is unplugged; libvirt's <reconnect> brings the
                     device back once usbredirect serves again.
 
-These are the facts bbvirt's design for issue 23 rests on (src/remote/): a
-change in usbredirect or stunnel that breaks one fails here. Not bbvirt's
-code yet: it runs in the main boot of a full run (`lab/run --platform
-trixie`, `./test-all --full`) or alone (`--only 70`), not in CI.
+  71 remote by bbvirt  the same, driven by bbvirt: `bbvirt serve` and
+                    `bbvirt tunnels` on the exporting host (SERVE_USB_),
+                    DOMAIN_REMOTE_ and bbvirt-tunnels.service on the
+                    hypervisor: sync, plug, unplug, replug, detach-all and a
+                    guest start through the hook (see its docstring).
+
+70 holds the facts bbvirt's design for issue 23 rests on (src/remote/): a
+change in usbredirect or stunnel that breaks one fails there. Both run in
+the main boot of a full run (`lab/run --platform trixie`, `./test-all
+--full`) or alone (`--only 70,71`), not in CI.
 Standard library only.
 """
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -31,7 +38,7 @@ import subprocess
 import threading
 import time
 
-from ..core import LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for, wfile
+from ..core import BASE_CONF, BBVIRT, LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for, wfile
 
 T = ('trixie',)
 NS = 'bbexp'
@@ -41,6 +48,20 @@ INNER = 4100         # usbredirect on the exporting host's loopback
 LOCAL = 4000         # the hypervisor's stunnel client on its loopback
 ALIAS = 'ua-bbnet-probe'
 PKI = WORK + '/pki'
+
+
+def exporting_host():
+    """The exporting host: a network namespace joined by a veth pair."""
+    run(['ip', 'netns', 'del', NS])
+    must(['ip', 'netns', 'add', NS])
+    run(['ip', 'link', 'del', 'bbv0'])
+    must(['ip', 'link', 'add', 'bbv0', 'type', 'veth', 'peer', 'name', 'bbv1'])
+    must(['ip', 'link', 'set', 'bbv1', 'netns', NS])
+    must(['ip', 'addr', 'add', HYP_IP + '/24', 'dev', 'bbv0'])
+    must(['ip', 'link', 'set', 'bbv0', 'up'])
+    for c in (['ip', 'addr', 'add', EXP_IP + '/24', 'dev', 'bbv1'], ['ip', 'link', 'set', 'bbv1', 'up'],
+              ['ip', 'link', 'set', 'lo', 'up']):
+        must(['ip', 'netns', 'exec', NS] + c)
 
 
 def ossl(*args):
@@ -60,6 +81,17 @@ def make_pki():
              '-subj', '/CN=bbvirt lab %s' % name)
         ossl('x509', '-req', '-in', '%s/%s.csr' % (PKI, name), '-CA', '%s/%s.pem' % (PKI, ca),
              '-CAkey', '%s/%s.key' % (PKI, ca), '-CAcreateserial', '-out', '%s/%s.pem' % (PKI, name), '-days', '2')
+
+
+def stop_all(procs):
+    """Ends the lab's processes: SIGTERM, SIGKILL after 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def stunnel_bin():
@@ -180,17 +212,7 @@ def sc_remote_engine(lab):
     check(shutil.which('usbredirect'), 'usbredirect is not installed')
     notes = []
     lab.reset(running=('guestA',))
-    # the exporting host: a network namespace joined by a veth pair
-    run(['ip', 'netns', 'del', NS])
-    must(['ip', 'netns', 'add', NS])
-    run(['ip', 'link', 'del', 'bbv0'])
-    must(['ip', 'link', 'add', 'bbv0', 'type', 'veth', 'peer', 'name', 'bbv1'])
-    must(['ip', 'link', 'set', 'bbv1', 'netns', NS])
-    must(['ip', 'addr', 'add', HYP_IP + '/24', 'dev', 'bbv0'])
-    must(['ip', 'link', 'set', 'bbv0', 'up'])
-    for c in (['ip', 'addr', 'add', EXP_IP + '/24', 'dev', 'bbv1'], ['ip', 'link', 'set', 'bbv1', 'up'],
-              ['ip', 'link', 'set', 'lo', 'up']):
-        must(['ip', 'netns', 'exec', NS] + c)
+    exporting_host()
     make_pki()
     procs = []
     paused = False
@@ -278,13 +300,7 @@ def sc_remote_engine(lab):
         notes.append('usbredirect after its client went: %s' % (
             'running' if ur.poll() is None else 'exited %s' % ur.returncode))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
         if paused:
             run(['virsh', '-c', 'qemu:///system', 'suspend', 'guestA'])
         run(['ip', 'link', 'del', 'bbv0'])
@@ -299,4 +315,156 @@ def sc_remote_engine(lab):
             out('lab: usbredirect log:\n  %s' % '\n  '.join(open(WORK + '/usbredirect.log').read().splitlines()[-20:]))
         except OSError:
             pass
+    lab.notes.append('; '.join(notes))
+
+
+# ------------------------------------------------------- 71: bbvirt drives it
+
+EXP_ETC = '/etc/netns/%s/bit-babbler' % NS   # `ip netns exec` mounts it on /etc/bit-babbler
+REMOTE_ALIAS = 'ua-bbnet-4-%s-%d' % (EXP_IP.replace('.', '_'), PORT)
+BASE_CONF_REMOTE = BASE_CONF + 'DOMAIN_REMOTE_guestA=( "%s:%d" )\n' % (EXP_IP, PORT)
+
+
+def host_pki(etc, cn, san=None):
+    """bbvirt's TLS directory `etc`/tls: the lab CA (made by make_pki) and
+    a host certificate of its own, with `san` (subjectAltName) if given."""
+    d = etc + '/tls'
+    os.makedirs(d, exist_ok=True)
+    key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+    ossl('req', *key, '-keyout', d + '/host-key.pem', '-out', d + '/host.csr', '-subj', '/CN=' + cn)
+    ext = []
+    if san:
+        wfile(d + '/ext.cnf', 'subjectAltName=%s\n' % san)
+        ext = ['-extfile', d + '/ext.cnf']
+    ossl('x509', '-req', '-in', d + '/host.csr', '-CA', PKI + '/ca.pem', '-CAkey', PKI + '/ca.key',
+         '-CAcreateserial', '-out', d + '/host-cert.pem', '-days', '2', *ext)
+    shutil.copy(PKI + '/ca.pem', d + '/ca-cert.pem')
+    os.chmod(d + '/host-key.pem', 0o600)
+
+
+def in_exporter(argv, log):
+    act('start (exporting host): %s' % ' '.join(argv))
+    return subprocess.Popen(['ip', 'netns', 'exec', NS] + argv, stdout=subprocess.DEVNULL,
+                            stderr=open('%s/%s.log' % (WORK, log), 'a'))
+
+
+def redir_state(dom):
+    """guestA's bbvirt redirdev in QEMU: None (none), or its `info usb` line."""
+    lines = [l.strip() for l in virsh('qemu-monitor-command', dom, '--hmp', 'info usb').out.splitlines()
+             if REMOTE_ALIAS in l]
+    return lines[0] if lines else None
+
+
+def held(dom):
+    line = redir_state(dom)
+    return (bool(line and 'Speed 480 Mb/s' in line), line)
+
+
+def not_held(dom):
+    """Lost: usb-redir leaves the guest's USB bus when its stream closes
+    (QEMU's `info usb` lists it only while connected), or shows no device."""
+    line = redir_state(dom)
+    return (bool(line is None or 'Speed 480 Mb/s' not in line), line)
+
+
+def redirdev_sources(dom):
+    """bbvirt's redirdevs in the guest's live XML: {alias: 'host:service'}."""
+    xml = virsh('dumpxml', dom).out
+    res = {}
+    for m in re.finditer(r"<redirdev .*?</redirdev>", xml, re.S):
+        a = re.search(r"<alias name='([^']*)'", m.group(0))
+        src = re.search(r"<source [^>]*host='([^']*)' service='([^']*)'", m.group(0))
+        if a and a.group(1).startswith('ua-bbnet-'):
+            res[a.group(1)] = '%s:%s' % src.groups() if src else '?'
+    return res
+
+
+@scenario(71, 'remote by bbvirt', platforms=T)
+def sc_remote_bbvirt(lab):
+    """An exporting host (network namespace) serves LONER01 by its serial
+    with `bbvirt serve 4000` and `bbvirt tunnels`; the hypervisor's vm.conf
+    gives guestA `DOMAIN_REMOTE_guestA=( "10.231.0.2:4000" )` and runs
+    bbvirt-tunnels.service: sync attaches it, the gadget's plug on the
+    exporting host reaches the running guest at 480 Mb/s, an unplug is an
+    unplug for the guest and a replug (new address) brings it back with
+    nobody acting, the bytes between the hosts are TLS, detach-all removes
+    it, and a guest start gets it through the hook."""
+    notes = []
+    conf = BASE_CONF_REMOTE
+    lab.reset(running=('guestA',))
+    exporting_host()
+    make_pki()
+    shutil.rmtree(EXP_ETC, ignore_errors=True)
+    os.makedirs(EXP_ETC)
+    wfile(EXP_ETC + '/vm.conf', 'SERVE_USB_4000="id=0403:7840 serial=%s"\n' % LONER)
+    os.chmod(EXP_ETC + '/vm.conf', 0o644)
+    host_pki(EXP_ETC, 'exporter', 'IP:%s' % EXP_IP)
+    host_pki('/etc/bit-babbler', 'hypervisor')
+    lab.write_conf(conf)
+    procs = []
+    paused = lab.state('guestA') == 'paused'
+    try:
+        if paused:
+            must(['virsh', '-c', 'qemu:///system', 'resume', 'guestA'])
+        procs.append(in_exporter([BBVIRT, 'serve', '4000', '-v'], 'exporter-serve'))
+        procs.append(in_exporter([BBVIRT, 'tunnels', '-v'], 'exporter-tunnels'))
+        r = run(['systemctl', 'start', 'bbvirt-tunnels.service'], timeout=60)
+        check(r.rc == 0, 'systemctl start bbvirt-tunnels: %s' % r)
+        wait_for(lambda: listening(PORT, NS) and listening(LOCAL), 30, 'both tunnels to listen')
+        lab.bbvirt('sync')
+        have = redirdev_sources('guestA')
+        check(have == {REMOTE_ALIAS: '127.0.0.1:%d' % LOCAL}, "guestA's redirdevs after sync: %s" % have)
+        notes.append('sync: %s' % have)
+        lab.bbvirt('sync')
+        check(redirdev_sources('guestA') == have, 'a second sync changed the redirdevs')
+        wire = Sniffer('bbv0', PORT)
+        wire.start()
+        # 1. plugged on the exporting host: the running guest holds it
+        d = lab.plug(LONER)
+        (_, line), secs = wait_for(lambda: held('guestA'), 60, 'LONER01 at 480 Mb/s in guestA')
+        lab.timing('remote plug->held', now() - d.t_plug)
+        notes.append('plug->held %.1fs' % (now() - d.t_plug))
+        time.sleep(2)
+        wire.done()
+        recs, bad = tls_records(wire)
+        check(recs and not bad, 'the veth carries other than TLS records: %s' % bad)
+        notes.append('veth: %d TLS records, nothing else' % recs)
+        # 2. unplug: an unplug for the guest; replug at a new address: back by itself
+        t = lab.unplug(LONER)
+        _, secs = wait_for(lambda: not_held('guestA'), 60, 'guestA to lose LONER01 after its unplug')
+        notes.append('unplug->lost %.1fs' % (now() - t))
+        d2 = lab.plug(LONER)
+        check((d2.bus, d2.dev) != (d.bus, d.dev), 'the replug kept the address %d:%d' % (d.bus, d.dev))
+        _, secs = wait_for(lambda: held('guestA'), 60, 'LONER01 back in guestA after its replug')
+        notes.append('replug (%d:%d -> %d:%d)->held %.1fs' % (d.bus, d.dev, d2.bus, d2.dev, now() - d2.t_plug))
+        lab.timing('remote replug->held', now() - d2.t_plug)
+        # detach-all removes it; sync gives it back
+        lab.bbvirt('detach-all', 'guestA')
+        check(not redirdev_sources('guestA'), 'detach-all left %s in guestA' % redirdev_sources('guestA'))
+        # 3. a guest start: through the hook's follow-up
+        lab.destroy('guestA')
+        t = lab.start('guestA')
+        must(['virsh', '-c', 'qemu:///system', 'resume', 'guestA'])
+        _, secs = wait_for(lambda: held('guestA'), 120, 'LONER01 in guestA after its start (hook)')
+        notes.append('start->held %.1fs' % (now() - t))
+        lab.timing('remote start->held', now() - t)
+    finally:
+        stop_all(procs)
+        run(['systemctl', 'stop', 'bbvirt-tunnels.service'])
+        run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', REMOTE_ALIAS, '--live'])
+        if lab.gadgets.get(LONER) is not None and lab.gadgets[LONER].udc:
+            lab.unplug(LONER)
+        if paused:
+            run(['virsh', '-c', 'qemu:///system', 'suspend', 'guestA'])
+        run(['ip', 'link', 'del', 'bbv0'])
+        run(['ip', 'netns', 'del', NS])
+        lab.write_conf(BASE_CONF)
+        for name in ('exporter-serve', 'exporter-tunnels'):
+            try:
+                tail = open('%s/%s.log' % (WORK, name), errors='replace').read().splitlines()[-15:]
+                out('lab: %s log tail:\n  %s' % (name, '\n  '.join(tail)))
+            except OSError:
+                pass
+        r = run(['journalctl', '-b', '-u', 'bbvirt-tunnels.service', '--no-pager', '-n', '15'])
+        out('lab: bbvirt-tunnels.service journal:\n  %s' % '\n  '.join(r.out.splitlines()[-15:]))
     lab.notes.append('; '.join(notes))
