@@ -388,7 +388,10 @@ def sc_remote_bbvirt(lab):
     exporting host reaches the running guest at 480 Mb/s, an unplug is an
     unplug for the guest and a replug (new address) brings it back with
     nobody acting, the bytes between the hosts are TLS, detach-all removes
-    it, and a guest start gets it through the hook."""
+    it; the connection between the hosts killed (`ss -K`): back with nobody
+    acting; the exporting host down while the guest starts: the start goes
+    on, the hook's follow-up attaches the redirdev, and the device arrives
+    when the exporting host comes up."""
     notes = []
     conf = BASE_CONF_REMOTE
     lab.reset(running=('guestA',))
@@ -441,13 +444,35 @@ def sc_remote_bbvirt(lab):
         # detach-all removes it; sync gives it back
         lab.bbvirt('detach-all', 'guestA')
         check(not redirdev_sources('guestA'), 'detach-all left %s in guestA' % redirdev_sources('guestA'))
-        # 3. a guest start: through the hook's follow-up
+        lab.bbvirt('sync')
+        wait_for(lambda: held('guestA'), 60, 'LONER01 back in guestA after sync')
+        # 3. the connection between the hosts killed (as a network drop that
+        # outlasts TCP would): back with nobody acting, once
+        t = now()
+        r = run(['ss', '-K', 'dst', EXP_IP, 'dport', '=', str(PORT)])
+        check(r.rc == 0, 'ss -K: %s' % r)
+        wait_for(lambda: not_held('guestA'), 30, 'guestA to lose LONER01 when the connection is killed')
+        _, secs = wait_for(lambda: held('guestA'), 60, 'LONER01 back in guestA after the connection was killed')
+        notes.append('connection killed->held again %.1fs' % (now() - t))
+        lab.timing('remote connection killed->held', now() - t)
+        # 4. the exporting host down when the guest starts: the start neither
+        # fails nor waits; the device arrives when the host comes up
+        stop_all(procs)
+        procs = []
         lab.destroy('guestA')
         t = lab.start('guestA')
+        start_secs = now() - t
         must(['virsh', '-c', 'qemu:///system', 'resume', 'guestA'])
-        _, secs = wait_for(lambda: held('guestA'), 120, 'LONER01 in guestA after its start (hook)')
-        notes.append('start->held %.1fs' % (now() - t))
-        lab.timing('remote start->held', now() - t)
+        wait_for(lambda: redirdev_sources('guestA') == {REMOTE_ALIAS: '127.0.0.1:%d' % LOCAL}, 120,
+                 "the follow-up's redirdev in guestA while the exporting host is down")
+        check(not held('guestA')[0], 'guestA holds LONER01 while its exporting host is down')
+        notes.append('start with the exporting host down: virsh start %.1fs, redirdev attached' % start_secs)
+        t = now()
+        procs.append(in_exporter([BBVIRT, 'serve', '4000', '-v'], 'exporter-serve'))
+        procs.append(in_exporter([BBVIRT, 'tunnels', '-v'], 'exporter-tunnels'))
+        _, secs = wait_for(lambda: held('guestA'), 90, 'LONER01 in guestA once its exporting host is up')
+        notes.append('exporting host up->held %.1fs' % (now() - t))
+        lab.timing('remote host up->held', now() - t)
     finally:
         stop_all(procs)
         run(['systemctl', 'stop', 'bbvirt-tunnels.service'])
