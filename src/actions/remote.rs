@@ -42,11 +42,8 @@ pub(super) fn wanted(remote: &[RemoteElement]) -> Vec<Wanted> {
             continue;
         }
         let to = r.connects_to();
-        // The live XML writes an IPv6 address without brackets.
-        let host = match &to.host {
-            crate::remote::endpoint::Host::V6(a) => a.to_string(),
-            h => h.to_string(),
-        };
+        // As the live XML writes it: an IPv6 address without brackets.
+        let host = to.host.bare();
         out.push(Wanted {
             xml: redirdev_xml(&alias, &to, RECONNECT_SECS),
             alias,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::remote::element::{RemoteElement, Transport};
-use crate::remote::endpoint::Host;
 use crate::remote::tunnel::{TlsFiles, stunnel_conf};
 
 use super::Finding;
@@ -174,11 +173,7 @@ fn program_finding(paths: &[&str], name: &str, fix: &str) -> Finding {
 /// connection, nothing sent). Down is a warning: the device arrives when
 /// the host is up.
 fn reachable_finding(id: &str, r: &RemoteElement) -> Finding {
-    let host = match &r.endpoint.host {
-        Host::Name(n) => n.clone(),
-        Host::V4(a) => a.to_string(),
-        Host::V6(a) => a.to_string(),
-    };
+    let host = r.endpoint.host.bare();
     let addrs = (host.as_str(), r.endpoint.port.get()).to_socket_addrs();
     let answered =
         addrs.map(|mut a| a.any(|sa| TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT).is_ok()));

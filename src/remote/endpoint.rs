@@ -149,6 +149,16 @@ impl fmt::Display for Host {
 }
 
 impl Host {
+    /// The host as an XML attribute, a socket address lookup and stunnel
+    /// take it: an IPv6 address without brackets (they are only there to
+    /// split `HOST:PORT`), anything else as written.
+    pub fn bare(&self) -> String {
+        match self {
+            Host::V6(a) => a.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the host is this machine: 127.0.0.0/8, `::1`, or the name
     /// `localhost` in any case.
     pub fn is_loopback(&self) -> bool {

@@ -89,11 +89,7 @@ pub const RECONNECT_SECS: u32 = 2;
 /// attribute: the tunnel gives TLS (libvirt 11.3 hot-plugs a `tls='yes'`
 /// redirdev as plain TCP).
 pub fn redirdev_xml(alias: &str, connect: &Endpoint, reconnect_secs: u32) -> String {
-    // An address in an attribute needs no brackets.
-    let host = match &connect.host {
-        Host::V6(a) => a.to_string(),
-        name_or_v4 => name_or_v4.to_string(),
-    };
+    let host = connect.host.bare();
     let reconnect = if reconnect_secs == 0 {
         "<reconnect enabled='no'/>".to_string()
     } else {

@@ -249,11 +249,11 @@ pub fn stunnel_conf(
         out.push_str("requireCert = yes\n");
     }
     for (alias, e) in &remotes {
-        let (host, check) = match &e.host {
-            // Bare, not in brackets: see the module's text.
-            Host::V6(a) => (a.to_string(), "checkIP"),
-            Host::V4(_) => (e.host.to_string(), "checkIP"),
-            Host::Name(_) => (e.host.to_string(), "checkHost"),
+        // Bare, not in brackets: see the module's text.
+        let host = e.host.bare();
+        let check = match &e.host {
+            Host::V6(_) | Host::V4(_) => "checkIP",
+            Host::Name(_) => "checkHost",
         };
         let (port, local) = (e.port, TUNNEL_HOST);
         let _ = writeln!(
