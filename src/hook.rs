@@ -11,7 +11,7 @@
 //!   each of the guest's devices that is plugged in
 //!   ([`crate::config::Config::guest_devices`]); udev then runs its rule,
 //!   which runs `bbvirt attach` outside libvirt's hook, and that attaches
-//!   the device. On `started` of a guest whose XML holds bbvirt hostdevs
+//!   the device. On `started` of a guest whose XML holds bbvirt devices
 //!   (it ran before: a restore, an incoming migration, a snapshot revert),
 //!   or that has a follow-up pending, it leaves the devices to the
 //!   follow-up instead (starting one if none is pending): udev's attach
@@ -23,13 +23,17 @@
 //!   the saved XML and uses what the hook prints instead (nothing printed:
 //!   unchanged). The hook rewrites bbvirt's hostdevs for this host
 //!   ([`crate::saved::rewrite`]: each at its device's current address, or
-//!   parked) and starts the follow-up. Unreadable XML is left to libvirt:
+//!   parked) and its redirdevs ([`crate::saved::rewrite_remote`]: each
+//!   connecting where this host's vm.conf says, or parked), and starts the
+//!   follow-up. Unreadable XML is left to libvirt:
 //!   nothing printed, exit 0 (bbvirt never makes a restore fail); unusable
 //!   vm.conf or sysfs parks every bbvirt hostdev.
 //! - `prepare begin` (before any QEMU starts): when a bbvirt hostdev of the
 //!   XML would make libvirt take a device that is not the guest's own
 //!   ([`crate::saved::judge`]: a snapshot revert, which has no XML hook, to
-//!   a state whose device's old address now holds a twin), the hook refuses
+//!   a state whose device's old address now holds a twin; or a redirdev
+//!   would connect where this host does not give the guest a remote
+//!   device, [`crate::saved::foreign_redirdevs`]), the hook refuses
 //!   the start: it logs why and exits 5 ([`crate::exit::REFUSED`]), the
 //!   hook script exits 1, and libvirt does not start the guest. This is the
 //!   one case it exits non-zero, and the one failure the script passes on:
@@ -44,6 +48,8 @@ use std::io::{Read, Write};
 
 use crate::config::Config;
 use crate::follow_up::FollowUps;
+use crate::remote::endpoint::Endpoint;
+use crate::remote::redirdev::alias_for;
 use crate::saved;
 use crate::sysfs::{Scan, Sysfs, UsbDevice};
 use crate::{debug, error, info, note, warn};
@@ -104,7 +110,7 @@ pub fn run(args: &[String], env: &HookEnv, stdin: &mut dyn Read, stdout: &mut dy
         },
         ("started", _) => {
             let followed = read_xml(stdin, domain, operation)
-                .is_some_and(|xml| saved::holds_bbvirt_hostdevs(&xml))
+                .is_some_and(|xml| saved::holds_bbvirt_devices(&xml))
                 || has_remote_devices(domain, env);
             if followed || env.follow_ups.pending(domain) {
                 if followed {
@@ -196,13 +202,54 @@ fn scan_or_log(env: &HookEnv, domain: &str, operation: &str) -> Option<Scan> {
 /// `restore`/`migrate begin`: the XML libvirt should use, None for "as it
 /// is". See the module doc.
 fn rewrite(domain: &str, operation: &str, xml: &str, env: &HookEnv) -> Option<String> {
-    if !saved::holds_bbvirt_hostdevs(xml) {
+    if !saved::holds_bbvirt_devices(xml) {
         debug!("hook: {domain} {operation}: no bbvirt device in its XML");
         return None;
     }
     if let Err(why) = &env.config {
         error!("hook: {domain} {operation}: {why}: parking every bbvirt device of the guest");
     }
+    let hostdevs = if saved::holds_bbvirt_hostdevs(xml) {
+        rewrite_hostdevs(domain, operation, xml, env)
+    } else {
+        None
+    };
+    let xml_now = hostdevs.as_deref().unwrap_or(xml);
+    let given = remote_given(domain, env);
+    match saved::rewrite_remote(xml_now, given.as_deref()) {
+        Ok(r) => {
+            for c in &r.changes {
+                info!("hook: {domain} {operation}: {}", c.describe());
+            }
+            r.xml.or(hostdevs)
+        }
+        Err(e) => {
+            error!(
+                "hook: {domain} {operation}: {}: its remote devices left unchanged",
+                crate::log::chain(&e)
+            );
+            hostdevs
+        }
+    }
+}
+
+/// The remote devices this host gives `domain` (vm.conf's
+/// `DOMAIN_REMOTE_`), as alias and where QEMU connects; None when vm.conf
+/// cannot be used. A guest vm.conf does not name gets none.
+fn remote_given(domain: &str, env: &HookEnv) -> Option<Vec<(String, Endpoint)>> {
+    let config = env.config.as_ref().ok()?;
+    Some(match config.guest_named(domain) {
+        Some(i) => config.domains[i]
+            .remote
+            .iter()
+            .map(|r| (alias_for(&r.endpoint), r.connects_to()))
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// [`rewrite`]'s part for bbvirt's hostdevs ([`saved::rewrite`]).
+fn rewrite_hostdevs(domain: &str, operation: &str, xml: &str, env: &HookEnv) -> Option<String> {
     let scan = scan_or_log(env, domain, operation);
     let assigned = assigned(domain, env, scan.as_ref());
     let nodes: Vec<String> = assigned
@@ -257,35 +304,42 @@ fn start_follow_up(domain: &str, operation: &str, env: &HookEnv) {
 /// `prepare begin`: 1 (refuse: `bbvirt hook` exits [`crate::exit::REFUSED`]) when a bbvirt hostdev would take a device
 /// that is not the guest's own, else 0.
 fn refuse_wrong_devices(domain: &str, xml: &str, env: &HookEnv) -> i32 {
-    if !saved::holds_bbvirt_hostdevs(xml) {
-        return 0;
-    }
-    let Some(scan) = scan_or_log(env, domain, "prepare") else {
-        return 0;
-    };
-    let own = assigned(domain, env, Some(&scan)).unwrap_or_default();
-    let judged = match saved::judge(xml, &own, &scan.usb) {
-        Ok(j) => j,
-        Err(e) => {
-            error!("hook: {domain} prepare: {}", crate::log::chain(&e));
-            return 0;
+    let mut wrong = Vec::new();
+    if saved::holds_bbvirt_hostdevs(xml)
+        && let Some(scan) = scan_or_log(env, domain, "prepare")
+    {
+        let own = assigned(domain, env, Some(&scan)).unwrap_or_default();
+        match saved::judge(xml, &own, &scan.usb) {
+            Ok(judged) => wrong.extend(
+                judged
+                    .iter()
+                    .filter(|j| matches!(j.verdict, saved::Verdict::Wrong { .. }))
+                    .map(|j| {
+                        format!(
+                            "{}: unplug and plug that device again (its address changes), \
+                             then retry",
+                            j.describe()
+                        )
+                    }),
+            ),
+            Err(e) => error!("hook: {domain} prepare: {}", crate::log::chain(&e)),
         }
-    };
-    let wrong: Vec<_> = judged
-        .iter()
-        .filter(|j| matches!(j.verdict, saved::Verdict::Wrong { .. }))
-        .collect();
-    if wrong.is_empty() {
-        return 0;
     }
-    for j in &wrong {
-        error!(
-            "hook: {domain} prepare: refusing to start it: {}: unplug and plug that device \
-             again (its address changes), then retry",
-            j.describe()
-        );
+    let given = remote_given(domain, env).unwrap_or_default();
+    match saved::foreign_redirdevs(xml, &given) {
+        Ok(foreign) => wrong.extend(foreign.iter().map(|r| {
+            format!(
+                "{} would connect to {}:{}, which this host does not give it: \
+                 start it afresh (virsh start) and `bbvirt sync` attaches its remote devices",
+                r.alias, r.host, r.service
+            )
+        })),
+        Err(e) => error!("hook: {domain} prepare: {}", crate::log::chain(&e)),
     }
-    1
+    for why in &wrong {
+        error!("hook: {domain} prepare: refusing to start it: {why}");
+    }
+    i32::from(!wrong.is_empty())
 }
 
 /// `started`/`reconnect`: asks udev to re-announce each of the guest's

@@ -40,12 +40,27 @@
 //!   own; `status` and `check` report managed save images that would not
 //!   restore cleanly without the rewrite.
 //!
+//! - **Remote devices the same way** ([`rewrite_remote`]): a saved state
+//!   carries bbvirt's redirdevs (`ua-bbnet-`, [`crate::remote`]) with the
+//!   address QEMU connected to. One this host gives the guest connects
+//!   where this host's vm.conf says (the same XML on every host whose
+//!   tunnel serves it: a migration's destination connects as soon as the
+//!   exporting host lets it, which is when the source's connection is
+//!   gone); any other is parked ([`crate::remote::redirdev::parked`]),
+//!   since the same local port may lead to another exporting host here.
+//!   At a snapshot revert, a redirdev that is neither refuses the start
+//!   ([`foreign_redirdevs`]).
+//!
 //! Pure functions: the caller reads sysfs, vm.conf and `/proc`.
 
 use std::ops::Range;
 
 use crate::device::UsbId;
 use crate::hostdev::{UsbHostdev, XmlError, alias_id, parked_source_xml, source_xml, usb_hostdevs};
+use crate::remote::endpoint::Endpoint;
+use crate::remote::redirdev::{
+    RECONNECT_SECS, Redirdev, parked, redirdev_sources, source_xml as redirdev_source_xml,
+};
 use crate::sysfs::UsbDevice;
 
 /// Why a hostdev is parked.
@@ -170,8 +185,17 @@ pub fn rewrite(
             changed,
         });
     }
+    Ok(Rewritten {
+        xml: apply(xml, edits),
+        changes,
+    })
+}
+
+/// `xml` with each range of `edits` (in document order, disjoint) replaced
+/// by its text; None when there is none.
+fn apply(xml: &str, edits: Vec<(Range<usize>, String)>) -> Option<String> {
     if edits.is_empty() {
-        return Ok(Rewritten { xml: None, changes });
+        return None;
     }
     let mut out = String::with_capacity(xml.len() + 256 * edits.len());
     let mut at = 0;
@@ -181,8 +205,101 @@ pub fn rewrite(
         at = range.end;
     }
     out.push_str(&xml[at..]);
-    Ok(Rewritten {
-        xml: Some(out),
+    Some(out)
+}
+
+/// What [`rewrite_remote`] made of one of bbvirt's redirdevs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteFate {
+    /// This host gives the guest that remote device: QEMU connects where
+    /// this host's vm.conf says (`HOST:PORT`).
+    Connects(String),
+    /// Parked ([`crate::remote::redirdev::parked`]): it connects nowhere
+    /// and the follow-up detaches it.
+    Parked(ParkReason),
+}
+
+/// One of bbvirt's redirdevs in a saved XML and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChange {
+    pub alias: String,
+    /// Where it connected in the saved XML (`HOST:SERVICE`).
+    pub was: String,
+    pub fate: RemoteFate,
+    /// Whether the `<source>` text changed.
+    pub changed: bool,
+}
+
+impl RemoteChange {
+    /// The change in words, for the log.
+    pub fn describe(&self) -> String {
+        match &self.fate {
+            RemoteFate::Connects(to) if !self.changed => {
+                format!("{} stays connecting to {to}", self.alias)
+            }
+            RemoteFate::Connects(to) => format!("{} {} -> {to}", self.alias, self.was),
+            RemoteFate::Parked(why) => format!("{} {} -> parked ({why})", self.alias, self.was),
+        }
+    }
+}
+
+/// The result of [`rewrite_remote`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRewritten {
+    /// The XML to use; None when nothing changed.
+    pub xml: Option<String>,
+    /// Every bbvirt redirdev found, in document order.
+    pub changes: Vec<RemoteChange>,
+}
+
+/// Rewrites bbvirt's redirdevs (remote devices, [`crate::remote`]) in a
+/// saved domain XML for this host, as [`rewrite`] does its hostdevs: each
+/// one this host gives the guest (`given`: alias and where QEMU connects,
+/// from this host's vm.conf) connects where this host says, with
+/// reconnecting on; any other is parked. None for `given`: this host
+/// cannot tell (vm.conf unusable), every one is parked. So a migrated or
+/// restored guest never reaches through this host's tunnels a device this
+/// host does not give it (on another host the same local port may lead to
+/// another exporting host), and the one it should hold is back as soon as
+/// QEMU connects (the source's connection is gone, or the exporting host
+/// refuses it until it is).
+pub fn rewrite_remote(
+    xml: &str,
+    given: Option<&[(String, Endpoint)]>,
+) -> Result<RemoteRewritten, XmlError> {
+    let mut edits = Vec::new();
+    let mut changes = Vec::new();
+    for (r, range) in redirdev_sources(xml)? {
+        let (fate, connect) = match given {
+            Some(g) => match g.iter().find(|(alias, _)| *alias == r.alias) {
+                Some((_, to)) => (RemoteFate::Connects(to.to_string()), to.clone()),
+                None => (RemoteFate::Parked(ParkReason::NotAssigned), parked()),
+            },
+            None => (RemoteFate::Parked(ParkReason::Unknown), parked()),
+        };
+        // Where it connects already: left byte for byte as libvirt wrote it.
+        let changed = r.host != connect.host.bare() || r.service != connect.port.to_string();
+        match range {
+            Some(range) if changed => {
+                edits.push((range, redirdev_source_xml(&connect, RECONNECT_SECS)))
+            }
+            // No <source>: libvirt would not have saved it; left as it is.
+            _ => {}
+        }
+        let was = match (r.host.as_str(), r.service.as_str()) {
+            ("", "") => "nowhere".to_string(),
+            (h, s) if h.contains(':') => format!("[{h}]:{s}"),
+            (h, s) => format!("{h}:{s}"),
+        };
+        changes.push(RemoteChange {
+            alias: r.alias,
+            was,
+            fate,
+            changed,
+        });
+    }
+    Ok(RemoteRewritten {
+        xml: apply(xml, edits),
         changes,
     })
 }
@@ -211,6 +328,30 @@ fn indent_before(xml: &str, at: usize) -> String {
     } else {
         String::new()
     }
+}
+
+/// bbvirt's redirdevs of a saved XML (as it is, no rewrite) that would
+/// connect the guest where this host does not: not parked, and not one
+/// `given` names with that same source (`given`: alias and where QEMU
+/// connects, from this host's vm.conf). The hook refuses a start that
+/// would keep one (a snapshot revert, which has no XML filter): the same
+/// local port may lead to another device here.
+pub fn foreign_redirdevs(
+    xml: &str,
+    given: &[(String, Endpoint)],
+) -> Result<Vec<Redirdev>, XmlError> {
+    Ok(redirdev_sources(xml)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| {
+            !r.is_parked()
+                && !given.iter().any(|(alias, to)| {
+                    *alias == r.alias
+                        && to.host.bare() == r.host
+                        && to.port.to_string() == r.service
+                })
+        })
+        .collect())
 }
 
 /// What libvirt would do with one of bbvirt's hostdevs of a saved XML as it
@@ -336,6 +477,12 @@ fn libvirt_would_take<'p>(h: &UsbHostdev, present: &'p [UsbDevice]) -> Option<&'
 /// false).
 pub fn holds_bbvirt_hostdevs(xml: &str) -> bool {
     usb_hostdevs(xml).is_ok_and(|hs| hs.iter().any(UsbHostdev::is_bbvirts))
+}
+
+/// Whether `xml` holds any of bbvirt's devices: its hostdevs, or its
+/// redirdevs (remote devices).
+pub fn holds_bbvirt_devices(xml: &str) -> bool {
+    holds_bbvirt_hostdevs(xml) || redirdev_sources(xml).is_ok_and(|r| !r.is_empty())
 }
 
 /// A guest's managed save image, judged ([`judge`]): what `status` and

@@ -13,8 +13,9 @@
 //! guest holds an empty slot under the device's alias until it is attached
 //! again; seen in the lab (scenario 23: no QEMU held the node after the
 //! restore, though libvirt listed the device at its new address). A guest
-//! vm.conf does not name only loses bbvirt's entries (parked: the rewrite
-//! gave it none of this host's devices). It gives up quietly
+//! vm.conf does not name only loses bbvirt's entries, its redirdevs
+//! (remote devices) included (parked: the rewrite gave it none of this
+//! host's devices). It gives up quietly
 //! when the guest is not running, or libvirt not reachable, for
 //! [`NOT_RUNNING`] (the restore or migration failed), and with a warning
 //! after [`crate::follow_up::WAIT`] of libvirt being busy with it.
@@ -124,11 +125,15 @@ impl Context<'_> {
                 let scan = self.sysfs.scan()?;
                 self.sync_one(&mut conns, &mut steps, d, &scan);
             }
-            None => note!(
-                "'{}' is not in {}: no device of this host for it",
-                target.name,
-                self.config.path.display()
-            ),
+            None => {
+                note!(
+                    "'{}' is not in {}: no device of this host for it",
+                    target.name,
+                    self.config.path.display()
+                );
+                // Out with its remote devices too (the rewrite parked them).
+                self.sync_remote(&mut conns, &mut steps, &target, &[]);
+            }
         }
         steps.finish()
     }

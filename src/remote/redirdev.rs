@@ -2,6 +2,7 @@
 //! and reading bbvirt's redirdevs back from a domain's live XML.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 
 use super::endpoint::{Endpoint, Host, Port, is_valid_name};
 use crate::hostdev::{XmlError, escape_attr};
@@ -89,18 +90,44 @@ pub const RECONNECT_SECS: u32 = 2;
 /// attribute: the tunnel gives TLS (libvirt 11.3 hot-plugs a `tls='yes'`
 /// redirdev as plain TCP).
 pub fn redirdev_xml(alias: &str, connect: &Endpoint, reconnect_secs: u32) -> String {
-    let host = connect.host.bare();
+    format!(
+        "<redirdev bus='usb' type='tcp'>{}<alias name='{}'/></redirdev>",
+        source_xml(connect, reconnect_secs),
+        escape_attr(alias)
+    )
+}
+
+/// The `<source>` element of a redirdev that connects to `connect`, QEMU
+/// connecting again every `reconnect_secs` seconds (0: never): the one
+/// place it is written, for a live attach ([`redirdev_xml`]) and for a
+/// saved state's rewrite ([`crate::saved::rewrite_remote`]).
+pub fn source_xml(connect: &Endpoint, reconnect_secs: u32) -> String {
     let reconnect = if reconnect_secs == 0 {
         "<reconnect enabled='no'/>".to_string()
     } else {
         format!("<reconnect enabled='yes' timeout='{reconnect_secs}'/>")
     };
     format!(
-        "<redirdev bus='usb' type='tcp'><source mode='connect' host='{}' service='{}'>{reconnect}</source><alias name='{}'/></redirdev>",
-        escape_attr(&host),
+        "<source mode='connect' host='{}' service='{}'>{reconnect}</source>",
+        escape_attr(&connect.host.bare()),
         escape_attr(&connect.port.to_string()),
-        escape_attr(alias)
     )
+}
+
+/// Where a parked redirdev connects: TCP port 9 of the loopback address
+/// (the discard service, which nothing normally serves). A saved state
+/// carries each redirdev with its source; libvirt refuses a restored or
+/// migrated XML with a redirdev less (or of another type), so one this
+/// host does not give the guest cannot be removed there. It is pointed
+/// here instead: QEMU's connection is refused (or, should a discard
+/// service listen, whatever it says is discarded and no device comes), it
+/// tries again every [`RECONNECT_SECS`], and the follow-up detaches it.
+/// Never a port a tunnel or an exporting host could serve a device on.
+pub fn parked() -> Endpoint {
+    Endpoint {
+        host: Host::V4(Ipv4Addr::LOCALHOST),
+        port: Port::new(9).expect("9 is a valid port"),
+    }
 }
 
 /// One of bbvirt's redirdevs in a domain's XML.
@@ -116,9 +143,30 @@ fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Nod
     n.children().find(|c| c.is_element() && c.has_tag_name(tag))
 }
 
+impl Redirdev {
+    /// Whether it is parked ([`parked`]).
+    pub fn is_parked(&self) -> bool {
+        let p = parked();
+        self.host == p.host.bare() && self.service == p.port.to_string()
+    }
+}
+
 /// Every `<redirdev>` under `<devices>` whose alias is bbvirt's
 /// ([`is_ours`]), in document order; all others are left out.
 pub fn redirdevs_in(domain_xml: &str) -> Result<Vec<Redirdev>, XmlError> {
+    Ok(redirdev_sources(domain_xml)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// A redirdev and the byte range of its `<source>` element in the XML it
+/// was read from (None: it has none).
+pub type Located = (Redirdev, Option<Range<usize>>);
+
+/// [`redirdevs_in`], each with where its `<source>` is, for a rewrite in
+/// place.
+pub fn redirdev_sources(domain_xml: &str) -> Result<Vec<Located>, XmlError> {
     let doc = roxmltree::Document::parse(domain_xml)?;
     let mut out = Vec::new();
     for rd in doc.descendants().filter(|n| {
@@ -139,11 +187,14 @@ pub fn redirdevs_in(domain_xml: &str) -> Result<Vec<Redirdev>, XmlError> {
                 .unwrap_or("")
                 .to_string()
         };
-        out.push(Redirdev {
-            alias: alias.to_string(),
-            host: attr("host"),
-            service: attr("service"),
-        });
+        out.push((
+            Redirdev {
+                alias: alias.to_string(),
+                host: attr("host"),
+                service: attr("service"),
+            },
+            source.map(|s| s.range()),
+        ));
     }
     Ok(out)
 }

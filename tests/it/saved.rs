@@ -829,3 +829,190 @@ fn a_migration_arrives_with_the_destinations_devices_never_the_sources() {
         [(Some(1), Some(3)), (Some(1), Some(4))]
     );
 }
+
+// ------------------------------------------------------------ remote devices
+
+/// guestA on this host: KWIF4Q and ABC1234 as above, and the stick served
+/// by zigbee.lan on port 4000 (through this host's tunnel).
+fn guest_a_remote() -> Config {
+    let mut cfg = guest_a();
+    cfg.domains[0].remote = vec!["zigbee.lan:4000".parse().unwrap()];
+    cfg
+}
+
+/// A saved guestA holding bbvirt's redirdevs for zigbee.lan:4000 (through
+/// a tunnel, as libvirt writes a live one back), 10.0.0.9:4001 (plain) and
+/// an admin's own redirdev.
+fn saved_remote_xml() -> String {
+    "<domain type='qemu'>\n  <name>guestA</name>\n  <devices>\n\
+     \x20   <redirdev bus='usb' type='tcp'>\n\
+     \x20     <source mode='connect' host='127.0.0.1' service='4000'>\n\
+     \x20       <reconnect enabled='yes' timeout='2'/>\n\
+     \x20     </source>\n\
+     \x20     <protocol type='raw'/>\n\
+     \x20     <alias name='ua-bbnet-n-zigbee_lan-4000'/>\n\
+     \x20     <address type='usb' bus='0' port='2'/>\n\
+     \x20   </redirdev>\n\
+     \x20   <redirdev bus='usb' type='tcp'>\n\
+     \x20     <source mode='connect' host='10.0.0.9' service='4001'/>\n\
+     \x20     <protocol type='raw'/>\n\
+     \x20     <alias name='ua-bbnet-4-10_0_0_9-4001'/>\n\
+     \x20   </redirdev>\n\
+     \x20   <redirdev bus='usb' type='tcp'>\n\
+     \x20     <source mode='connect' host='10.0.0.9' service='5000'/>\n\
+     \x20     <alias name='ua-mine'/>\n\
+     \x20   </redirdev>\n\
+     \x20 </devices>\n</domain>\n"
+        .to_string()
+}
+
+fn sources(xml: &str) -> Vec<(String, String)> {
+    bbvirt::remote::redirdev::redirdevs_in(xml)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.alias, format!("{}:{}", r.host, r.service)))
+        .collect()
+}
+
+#[test]
+fn a_restore_keeps_the_remote_devices_this_host_gives_and_parks_the_others() {
+    let xml = saved_remote_xml();
+    let cfg = guest_a_remote();
+    let given: Vec<_> = cfg.domains[0]
+        .remote
+        .iter()
+        .map(|r| {
+            (
+                bbvirt::remote::redirdev::alias_for(&r.endpoint),
+                r.connects_to(),
+            )
+        })
+        .collect();
+    let r = saved::rewrite_remote(&xml, Some(&given)).unwrap();
+    let out = r.xml.clone().expect("the plain one is parked");
+    assert_eq!(
+        sources(&out),
+        [
+            ("ua-bbnet-n-zigbee_lan-4000".into(), "127.0.0.1:4000".into()),
+            ("ua-bbnet-4-10_0_0_9-4001".into(), "127.0.0.1:9".into()),
+        ]
+    );
+    assert_eq!(
+        r.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+        [
+            "ua-bbnet-n-zigbee_lan-4000 stays connecting to 127.0.0.1:4000",
+            "ua-bbnet-4-10_0_0_9-4001 10.0.0.9:4001 -> parked (this host does not give the guest that device now)",
+        ]
+    );
+    // Every other byte stays: the admin's redirdev, protocol, addresses,
+    // and the number of redirdevs (libvirt refuses a restore XML without).
+    for kept in [
+        "<alias name='ua-mine'/>",
+        "host='10.0.0.9' service='5000'",
+        "<address type='usb' bus='0' port='2'/>",
+    ] {
+        assert!(out.contains(kept), "{kept}: {out}");
+    }
+    assert_eq!(out.matches("<redirdev ").count(), 3);
+    assert!(out.contains("<reconnect enabled='yes' timeout='2'/>"));
+    // The one in its place is left as libvirt wrote it; a second rewrite
+    // changes nothing.
+    assert!(out.contains("service='4000'>\n        <reconnect enabled='yes' timeout='2'/>\n"));
+    let again = saved::rewrite_remote(&out, Some(&given)).unwrap();
+    assert_eq!(again.xml, None);
+    // vm.conf unusable: everything parked.
+    let blind = saved::rewrite_remote(&xml, None).unwrap();
+    assert!(
+        sources(&blind.xml.unwrap())
+            .iter()
+            .all(|(_, to)| to == "127.0.0.1:9")
+    );
+    // Nothing of bbvirt's: nothing printed.
+    let none = saved::rewrite_remote("<domain><devices/></domain>", None).unwrap();
+    assert_eq!((none.xml, none.changes.len()), (None, 0));
+}
+
+#[test]
+fn the_hook_rewrites_remote_devices_and_follows_up_a_restored_guest() {
+    let tree = host();
+    let cfg = guest_a_remote();
+    let follow = Recorded::default();
+    let (code, out) = hook_run(
+        Ok(&cfg),
+        &tree,
+        &follow,
+        &["guestA", "restore", "begin", "-"],
+        &saved_remote_xml(),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(sources(&out)[1].1, "127.0.0.1:9", "{out}");
+    assert_eq!(*follow.started.borrow(), ["guestA"]);
+    // guestB is given no remote device here: each of its redirdevs parked.
+    let follow = Recorded::default();
+    let (_, out) = hook_run(
+        Ok(&cfg),
+        &tree,
+        &follow,
+        &["guestB", "migrate", "begin", "-"],
+        &saved_remote_xml().replace("guestA", "guestB"),
+    );
+    assert!(sources(&out).iter().all(|(_, to)| to == "127.0.0.1:9"));
+    // A started guest holding a redirdev of bbvirt's is followed up, even
+    // with no hostdev and no DOMAIN_REMOTE_ for it.
+    let follow = Recorded::default();
+    let (code, _) = hook_run(
+        Ok(&guest_a()),
+        &tree,
+        &follow,
+        &["guestA", "started", "begin", "-"],
+        &out,
+    );
+    assert_eq!(code, 0);
+    assert_eq!(*follow.started.borrow(), ["guestA"]);
+}
+
+#[test]
+fn prepare_refuses_a_revert_to_a_remote_device_this_host_does_not_give() {
+    let tree = host();
+    let cfg = guest_a_remote();
+    let follow = Recorded::default();
+    let prepare = |cfg: &Config, xml: &str| {
+        hook_run(
+            Ok(cfg),
+            &tree,
+            &follow,
+            &["guestA", "prepare", "begin", "-"],
+            xml,
+        )
+        .0
+    };
+    let xml = saved_remote_xml();
+    // 10.0.0.9:4001 is not this host's for guestA: refused.
+    assert_eq!(prepare(&cfg, &xml), 1);
+    // Without it (or parked) the start goes on.
+    let mut given = cfg.clone();
+    given.domains[0]
+        .remote
+        .push("10.0.0.9:4001 tls=no".parse().unwrap());
+    assert_eq!(prepare(&given, &xml), 0);
+    let parked = saved::rewrite_remote(&xml, Some(&[])).unwrap().xml.unwrap();
+    assert_eq!(prepare(&cfg, &parked), 0);
+    // The same alias with another source is not the same device.
+    let moved = xml.replace("service='4000'", "service='4002'");
+    assert_eq!(prepare(&given, &moved), 1);
+}
+
+#[test]
+fn the_follow_up_of_a_guest_vm_conf_does_not_name_takes_out_its_redirdevs() {
+    let tree = host();
+    let cfg = guest_a();
+    let hv = running(&["other"])
+        .redirdev(None, "other", "ua-bbnet-4-10_0_0_9-4001", "127.0.0.1", "9")
+        .redirdev(None, "other", "ua-mine", "10.0.0.9", "5000");
+    let out = ctx_run(&cfg, &tree, &hv, |c| c.follow_up("other")).unwrap();
+    assert_eq!(out, Outcome::Done);
+    assert_eq!(
+        hv.redirdevs(None, "other"),
+        vec![("ua-mine".into(), "10.0.0.9:5000".into())]
+    );
+}
