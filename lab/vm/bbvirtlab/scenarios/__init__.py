@@ -34,10 +34,14 @@ all (core.scenario), in the order they run in on bookworm:
                         mutual-TLS stunnel to a guest's <redirdev>, an
                         exporting host in a network namespace; then bbvirt
                         driving it (serve, tunnels, DOMAIN_REMOTE_) (trixie,
-                        main boot, not CI)
+                        main boot)
+  remote_follows.py 72-74 the remote device follows its guest (save and
+                        restore, managed save, live migration) and twins
+                        served by port; nobody else gets one (trixie, main
+                        boot)
 
 A new scenario goes into the module of its group (or a new module imported
 here): see lab/README.md, "How to add a scenario".
 """
 
-from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere, modular, remote  # noqa: F401  (registration order)
+from . import hotplug, hardening, admin, guestside, anyusb, saved, trixie, journal, reboot, anywhere, modular, remote, remote_follows  # noqa: F401  (registration order)

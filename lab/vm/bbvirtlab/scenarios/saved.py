@@ -370,6 +370,10 @@ class HostB:
         with open(self.src('/etc/libvirt/libvirtd.conf'), 'a') as f:
             f.write('\n# bbvirt lab: host B\nhost_uuid = "%s"\nlog_outputs = "1:file:/var/log/libvirt/libvirtd.log"\n'
                     % uuid.uuid4())
+        # QEMU's output to plain files: A's virtlogd socket (trixie: socket
+        # activated in /run/libvirt) is hidden under B's /run/libvirt
+        with open(self.src('/etc/libvirt/qemu.conf'), 'a') as f:
+            f.write('\n# bbvirt lab: host B\nstdio_handler = "file"\n')
         # QEMU's capabilities, probed once by A (~40 s under TCG), still valid
         run(['cp', '-a', '/var/cache/libvirt/.', self.src('/var/cache/libvirt')])
         os.makedirs(self.src('/var/log/libvirt/qemu'), exist_ok=True)

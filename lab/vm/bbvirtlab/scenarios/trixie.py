@@ -48,13 +48,13 @@ from ..core import (AB, BBVIRT, BR, KW, LONER, STORM, URI, WORK, act, check, fin
 from ..helpers import bbvirt_pids, crash_recorder, crashes, qemu_pids, seed_of
 
 T = ('trixie',)
-ORDER = [50, 51, 58, 1, 2, 3, 4, 5, 10, 11, 52, 54, 70, 71, 59, 60, 55, 56, 61, 62, 63, 64, 65]
+ORDER = [50, 51, 58, 1, 2, 3, 4, 5, 10, 11, 52, 54, 70, 71, 72, 73, 74, 75, 59, 60, 55, 56, 61, 62, 63, 64, 65]
 # The main boot's default: 1-4 (hotplug, unplug, replug, coldplug) are the
 # steps of 52, judged by the same checks, so they run only when asked for
 # (lab/run --platform trixie --only 1,2,3,4): 4 minutes of TCG less. 70
-# and 71 (scenarios/remote.py: USB over the network) before 59,
+# to 74 (scenarios/remote.py, remote_follows.py: USB over the network) before 59,
 # which suspends the guests.
-MAIN = [50, 51, 58, 5, 10, 11, 52, 54, 70, 71, 59]
+MAIN = [50, 51, 58, 5, 10, 11, 52, 54, 70, 71, 72, 73, 74, 59]
 # The boot "anywhere" (bbvirt installed by `make install`, no package;
 # scenarios/anywhere.py): its scenarios, never in the main boot.
 ANYWHERE = [61, 62, 63]
