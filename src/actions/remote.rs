@@ -14,60 +14,24 @@
 use crate::context::{Connections, Target};
 use crate::libvirt::Connection;
 use crate::remote::element::RemoteElement;
-use crate::remote::redirdev::{RECONNECT_SECS, Redirdev, alias_for, redirdev_xml, redirdevs_in};
+use crate::remote::redirdev::{Redirdev, Wanted, redirdevs_in, wanted};
 use crate::text::shell_quote;
 use crate::{detail, info, note, warn};
 
 use super::{ActionError, Context, Outcome, Steps};
 
-/// One remote device a guest should hold: its alias, and where QEMU
-/// connects (host and service as the live XML writes them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Wanted {
-    pub alias: String,
-    pub host: String,
-    pub service: String,
-    pub xml: String,
-    /// `HOST:PORT` of the exporting host, for messages.
-    pub shown: String,
-}
-
-/// The redirdevs `remote` asks for, one per exporting host and port (a
-/// repeated element is one device).
-pub(super) fn wanted(remote: &[RemoteElement]) -> Vec<Wanted> {
-    let mut out: Vec<Wanted> = Vec::new();
-    for r in remote {
-        let alias = alias_for(&r.endpoint);
-        if out.iter().any(|w| w.alias == alias) {
-            continue;
-        }
-        let to = r.connects_to();
-        // As the live XML writes it: an IPv6 address without brackets.
-        let host = to.host.bare();
-        out.push(Wanted {
-            xml: redirdev_xml(&alias, &to, RECONNECT_SECS),
-            alias,
-            host,
-            service: to.port.to_string(),
-            shown: r.endpoint.to_string(),
-        });
-    }
-    out
-}
-
 /// What to change in a guest holding `live` to hold exactly `wanted`: the
 /// aliases to detach (ours but not wanted, or wanted with another source),
 /// then the devices to attach.
 pub(super) fn plan<'w>(live: &[Redirdev], wanted: &'w [Wanted]) -> (Vec<String>, Vec<&'w Wanted>) {
-    let same = |l: &Redirdev, w: &Wanted| l.host == w.host && l.service == w.service;
     let detach = live
         .iter()
-        .filter(|l| !wanted.iter().any(|w| w.alias == l.alias && same(l, w)))
+        .filter(|l| !wanted.iter().any(|w| w.is_held_by(l)))
         .map(|l| l.alias.clone())
         .collect();
     let attach = wanted
         .iter()
-        .filter(|w| !live.iter().any(|l| l.alias == w.alias && same(l, w)))
+        .filter(|w| !live.iter().any(|l| w.is_held_by(l)))
         .collect();
     (detach, attach)
 }
@@ -218,36 +182,6 @@ mod tests {
             host: w.host.clone(),
             service: w.service.clone(),
         }
-    }
-
-    #[test]
-    fn each_exporting_host_and_port_is_one_device() {
-        let w = wanted(&remote(&[
-            "a.lan:4000",
-            "A.LAN:4000 tls=yes",
-            "[::1]:4000 tls=no",
-        ]));
-        let shown: Vec<(&str, &str, &str)> = w
-            .iter()
-            .map(|w| (w.alias.as_str(), w.host.as_str(), w.service.as_str()))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("ua-bbnet-n-a_lan-4000", "127.0.0.1", "4000"),
-                ("ua-bbnet-6-0_0_0_0_0_0_0_1-4000", "::1", "4000"),
-            ]
-        );
-        assert!(
-            w[0].xml.contains("host='127.0.0.1' service='4000'"),
-            "{}",
-            w[0].xml
-        );
-        assert!(
-            w[1].xml.contains("host='::1' service='4000'"),
-            "{}",
-            w[1].xml
-        );
     }
 
     #[test]
