@@ -6,7 +6,7 @@
 //! state; with devices on another host ([`crate::remote`]), each guest's
 //! remote devices and whether their streams are up (hypervisor), and each
 //! `SERVE_USB_` device and its client (exporting host): how these are told
-//! without QMP is in [`remote`]. A USB device that nothing in vm.conf
+//! without QMP is in its `remote` part. A USB device that nothing in vm.conf
 //! selects is not shown.
 //!
 //! Read-only: status never changes a guest, never takes the host lock, and
