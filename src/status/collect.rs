@@ -118,7 +118,7 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
     let seen = look_at_libvirt(ctx);
     let mut stale = stale_of(ctx, &seen.domains, present, &routes);
     stale.extend(super::remote::stale_redirdevs(ctx, &seen.domains));
-    let net = super::remote::Net::look(ctx.config, proc_root);
+    let net = super::remote::Net::look(ctx, &seen.domains, proc_root);
     let remote = super::remote::remote_of(ctx, &seen.domains, &net);
     let served = super::remote::served_of(ctx.config, &scan.usb, net.tables.as_ref());
     let devices: Vec<DeviceStatus> = routes

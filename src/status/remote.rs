@@ -69,8 +69,11 @@ fn addresses_of(e: &Endpoint) -> Result<Vec<SocketAddr>, String> {
 
 impl Net {
     /// Looks under `proc_root` at what the configured remote and served
-    /// devices need: nothing when vm.conf has neither.
-    pub(crate) fn look(config: &Config, proc_root: &Path) -> Net {
+    /// devices need: nothing when vm.conf has neither. A name is looked up
+    /// (DNS, for `tls=no`) only for a redirdev a running guest holds
+    /// (`seen`): a status never waits on the resolver for nothing.
+    pub(crate) fn look(ctx: &Context, seen: &[LiveDomain], proc_root: &Path) -> Net {
+        let config = ctx.config;
         let mut net = Net::default();
         let guests: Vec<&crate::config::DomainConf> = config
             .domains
@@ -99,8 +102,17 @@ impl Net {
                 })
                 .collect();
             net.qemu.insert(name.to_string(), sockets);
-            for r in &d.remote {
-                let to = r.connects_to();
+            let uri = uri_of(ctx, d);
+            let live = seen
+                .iter()
+                .find(|s| s.is(&uri, name))
+                .and_then(|s| s.redirdevs.as_deref())
+                .unwrap_or_default();
+            for w in wanted(&d.remote) {
+                if !live.iter().any(|l| w.is_held_by(l)) {
+                    continue;
+                }
+                let to = w.element.connects_to();
                 net.addrs
                     .entry(to.to_string())
                     .or_insert_with(|| addresses_of(&to));
@@ -465,6 +477,13 @@ mod tests {
             assert_eq!(got.0, RemoteState::Attached, "{why}");
             assert!(got.2.as_deref().unwrap().contains(why), "{got:?}");
         }
+    }
+
+    #[test]
+    fn addresses_are_taken_as_they_are() {
+        let of = |s: &str| addresses_of(&s.parse().unwrap()).unwrap();
+        assert_eq!(of("10.0.0.7:4001"), ["10.0.0.7:4001".parse().unwrap()]);
+        assert_eq!(of("[fd00::7]:4002"), ["[fd00::7]:4002".parse().unwrap()]);
     }
 
     #[test]
