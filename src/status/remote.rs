@@ -27,7 +27,7 @@ use std::path::Path;
 use crate::config::Config;
 use crate::context::Context;
 use crate::remote::element::Transport;
-use crate::remote::endpoint::{Endpoint, Host};
+use crate::remote::endpoint::{Endpoint, Host, Port};
 use crate::remote::redirdev::{Redirdev, Wanted, parse_alias, wanted};
 use crate::sockets::{OnPort, TcpSocket, connected_to, on_port};
 use crate::sysfs::UsbDevice;
@@ -293,13 +293,14 @@ pub(crate) fn served_of(
         .iter()
         .map(|(port, element)| {
             let dev = crate::serve::device_for(config, *port, usb);
-            let listen = crate::serve::listen_address(*port, element);
+            let listen = crate::serve::listen_address(*port, element).ok();
+            let inner = crate::serve::listen_port(*port, element);
             let tls = element.transport == Transport::Tls;
-            let (client, peer, reason) = client_of(*port, tls, &listen, dev.is_some(), tables);
+            let (client, peer, reason) = client_of(*port, tls, &inner, dev.is_some(), tables);
             Served {
                 port: port.get(),
                 tls,
-                listen: listen.as_ref().ok().cloned(),
+                listen,
                 device: dev.map(|d| ServedDevice {
                     address: d.address().to_string(),
                     bus: d.busnum,
@@ -316,19 +317,19 @@ pub(crate) fn served_of(
         .collect()
 }
 
-/// The client of the device served at `port`, usbredirect listening at
-/// `listen`: who is on that port, and for TLS the far end of stunnel's
-/// socket on `port` (the client's own address).
+/// The client of the device served at `port`, usbredirect listening on
+/// port `listen`: who is on that port, and for TLS the far end of
+/// stunnel's socket on `port` (the client's own address).
 fn client_of(
-    port: crate::remote::endpoint::Port,
+    port: Port,
     tls: bool,
-    listen: &Result<String, crate::serve::ServeError>,
+    listen: &Result<Port, crate::serve::ServeError>,
     plugged: bool,
     tables: Option<&Result<Vec<TcpSocket>, String>>,
 ) -> (ClientState, Option<String>, Option<String>) {
     let unknown = |why: String| (ClientState::Unknown, None, Some(why));
     let listen = match listen {
-        Ok(l) => l,
+        Ok(l) => *l,
         Err(e) => return unknown(e.to_string()),
     };
     let tables = match tables {
@@ -336,14 +337,8 @@ fn client_of(
         Some(Err(e)) => return unknown(format!("the socket tables could not be read: {e}")),
         None => return unknown("the socket tables were not read".into()),
     };
-    let Some(inner) = listen
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-    else {
-        return unknown(format!("'{listen}' has no port"));
-    };
     let outer = on_port(tables, port.get());
-    match on_port(tables, inner) {
+    match on_port(tables, listen.get()) {
         OnPort::Connected(peer) => {
             let peer = match (tls, outer) {
                 (true, OnPort::Connected(p)) => Some(p.to_string()),
@@ -370,8 +365,8 @@ fn client_of(
             ClientState::None,
             None,
             Some(format!(
-                "nothing listens on {listen}: bbvirt serve {port} (bbvirt-serve@{port}) is not \
-                 running, or usbredirect is between two clients"
+                "nothing listens on port {listen}: bbvirt serve {port} (bbvirt-serve@{port}) is \
+                 not running, or usbredirect is between two clients"
             )),
         ),
     }
@@ -488,9 +483,9 @@ mod tests {
 
     #[test]
     fn a_served_devices_client() {
-        let p = |n: u16| crate::remote::endpoint::Port::new(n).unwrap();
-        let tls_listen = Ok("127.0.0.1:14000".to_string());
-        let plain_listen = Ok("0.0.0.0:4001".to_string());
+        let p = |n: u16| Port::new(n).unwrap();
+        let tls_listen = Ok(p(14000));
+        let plain_listen = Ok(p(4001));
         let connected = Ok(vec![
             sock("127.0.0.1:14000", ANY, TcpState::Listen, 1),
             sock(
@@ -543,7 +538,7 @@ mod tests {
         assert!(
             got.2
                 .unwrap()
-                .contains("nothing listens on 127.0.0.1:14000: bbvirt serve 4000")
+                .contains("nothing listens on port 14000: bbvirt serve 4000")
         );
         let got = client_of(p(4000), true, &tls_listen, true, None);
         assert_eq!(got.0, ClientState::Unknown);
