@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::util::fake::FakeHv;
 use crate::util::fixture::FixtureTree;
 use crate::util::scene::{config, dom, running, tree};
-use crate::util::{qemu_process, socket_tables};
+use crate::util::{documented_keys, keys_of, qemu_process, socket_tables};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
@@ -106,6 +106,16 @@ fn status_report(
     (v, r)
 }
 
+/// Every key of status's JSON is in bbvirt(1)'s schema (this scene shows
+/// no managed save image: a subset).
+fn assert_documented(v: &Value) {
+    let mut seen = std::collections::BTreeSet::new();
+    keys_of(v, &mut seen);
+    let documented = documented_keys("STATUS");
+    let missing: Vec<&String> = seen.difference(&documented).collect();
+    assert!(missing.is_empty(), "not in bbvirt(1), STATUS: {missing:?}");
+}
+
 #[test]
 fn each_guests_remote_devices_their_redirdev_and_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,6 +188,7 @@ fn each_guests_remote_devices_their_redirdev_and_connection() {
                "endpoint": "h2.lan:4003"})
     );
     assert_eq!(v["healthy"], false);
+    assert_documented(&v);
     let table = bbvirt::status::render_table(&r);
     for line in [
         "Remote devices (DOMAIN_REMOTE_):\n",
@@ -291,6 +302,7 @@ fn an_exporting_hosts_served_devices_and_their_clients() {
     );
     assert_eq!(v["remote"], json!([]));
     assert_eq!(v["healthy"], true, "no client is no problem of this host's");
+    assert_documented(&v);
     let table = bbvirt::status::render_table(&r);
     for line in [
         "Served to other hosts (SERVE_USB_):\n",

@@ -79,6 +79,45 @@ pub fn qemu_process(proc_root: &Path, pid: u32, guest: &str, inodes: &[u64]) {
     );
 }
 
+/// The keys bbvirt(1) documents for a `--json`, from the first schema
+/// block (an `.EX` block holding `"schema"`) after the heading `.SH
+/// SECTION`.
+pub fn documented_keys(section: &str) -> std::collections::BTreeSet<String> {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/bbvirt.1")).unwrap();
+    let after = man
+        .split(&format!("\n.SH {section}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("bbvirt(1) has a {section} section"));
+    let block = after
+        .split("\n.EX\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n.EE\n").next())
+        .find(|b| b.contains("\"schema\""))
+        .expect("with its JSON schema");
+    let mut keys = std::collections::BTreeSet::new();
+    for part in block.split('"').collect::<Vec<_>>().windows(2) {
+        if part[1].trim_start().starts_with(':') && !part[0].contains(' ') && !part[0].is_empty() {
+            keys.insert(part[0].to_string());
+        }
+    }
+    keys
+}
+
+/// Every object key anywhere in `v`, into `out`.
+pub fn keys_of(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.insert(k.clone());
+                keys_of(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| keys_of(x, out)),
+        _ => {}
+    }
+}
+
 /// Runs the bbvirt binary built for these tests.
 pub fn bbvirt(sysfs_root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bbvirt"))
