@@ -6,6 +6,7 @@
 use bbvirt::actions::Outcome;
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
+use bbvirt::libvirt::VirtError;
 use bbvirt::remote::endpoint::Endpoint;
 
 use crate::util::{bbvirt, expect_exit, write_config};
@@ -292,4 +293,55 @@ fn the_binary_takes_host_port_tells_it_from_bus_dev_and_names_a_bad_one() {
             assert_eq!(err.lines().count(), 1, "{err}");
         }
     }
+}
+
+#[test]
+fn libvirt_down_is_nothing_to_do_and_a_dry_run_shows_the_request() {
+    let down = || {
+        running(&["g1", "g2"]).connect_error(VirtError::Down {
+            uri: "qemu:///system".into(),
+            message: "Failed to connect socket: Connection refused".into(),
+        })
+    };
+    let zigbee: Endpoint = "zigbee.lan:4000".parse().unwrap();
+    for dry_run in [false, true] {
+        let opts = Opts {
+            dry_run,
+            ..Opts::default()
+        };
+        let hv = down();
+        let out = run(&remote_config(), &tree(), &hv, opts.clone(), |e| {
+            e.detach_endpoint(&zigbee)
+        });
+        // A dry run plans the detach from g1, whose element names it.
+        let want = if dry_run {
+            Outcome::Done
+        } else {
+            Outcome::NothingToDo
+        };
+        assert_eq!(out.unwrap(), want, "detach, dry run {dry_run}");
+        let out = run(&remote_config(), &tree(), &hv, opts, |e| {
+            e.attach_endpoint(&zigbee)
+        });
+        assert_eq!(out.unwrap(), want, "attach, dry run {dry_run}");
+        assert!(hv.calls().is_empty());
+    }
+    // Another error of libvirt is an error naming the device and guest.
+    let hv = running(&["g1"]).connect_error(VirtError::Connect {
+        uri: "qemu:///system".into(),
+        message: "Failed to connect socket".into(),
+    });
+    let err = run(&remote_config(), &tree(), &hv, Opts::default(), |e| {
+        e.detach_endpoint(&zigbee)
+    })
+    .unwrap_err();
+    // Each configured guest was tried: one error each, kept.
+    let bbvirt::actions::ActionError::Partial { errors, total: 2 } = err else {
+        panic!("{err:?}");
+    };
+    let msg = errors[0].to_string();
+    assert!(
+        msg.contains("zigbee.lan:4000") && msg.contains("'g1'"),
+        "{msg}"
+    );
 }
