@@ -268,9 +268,11 @@ fn stale(out: &mut String, report: &Report) {
                         (None, Some(e)) => format!("{} (remote)", esc(e)),
                         (None, None) => esc(&s.alias),
                     },
-                    match &s.endpoint {
-                        Some(_) => "-".to_string(),
-                        None => show_addr(s.bus, s.dev),
+                    // A redirdev has no USB address.
+                    if crate::remote::redirdev::is_ours(&s.alias) {
+                        "-".to_string()
+                    } else {
+                        show_addr(s.bus, s.dev)
                     },
                     reason,
                 ]
