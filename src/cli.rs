@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::device::{DeviceId, InvalidDeviceId};
+use crate::device::{DeviceArg, InvalidDeviceArg};
 
 const AFTER_HELP: &str = "\
 DEVICE is a serial number (e.g. KWIF4Q, or serial=SERIAL), a logical address
-BUS:DEV (e.g. 3:12) or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2).
+BUS:DEV (e.g. 3:12) or a physical address BUS-PORT[.PORT...] (e.g. 3-1.4.2);
+or a remote device (DOMAIN_REMOTE_) by its exporting host and port, HOST:PORT
+(e.g. exporter.lan:4000, 10.0.0.7:4000, [fd00::7]:4000: IPv6 in brackets).
+A word whose part before its first ':' is all digits is BUS:DEV, never
+HOST:PORT.
 
 Where a device goes (vm.conf): a BitBabbler to the guest whose DOMAIN_RNG_<id>
 list holds its serial (or to the guest --domain names); any USB device to the
@@ -147,8 +151,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 impl Cli {
     /// The invalid DEVICE a parse error is about, if that is what it is
     /// about: shown in bbvirt's own words rather than clap's.
-    pub fn invalid_device(e: &clap::Error) -> Option<&InvalidDeviceId> {
-        std::error::Error::source(e)?.downcast_ref::<InvalidDeviceId>()
+    pub fn invalid_device(e: &clap::Error) -> Option<&InvalidDeviceArg> {
+        std::error::Error::source(e)?.downcast_ref::<InvalidDeviceArg>()
     }
 
     /// Parses the command line, merging options before and after the action.
@@ -165,17 +169,19 @@ impl Cli {
 
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum Action {
-    /// Attach a device to its guest (live only)
+    /// Attach a device to its guest (live only); HOST:PORT: a remote device
+    /// to the guest whose DOMAIN_REMOTE_ gives it (or -D's)
     Attach {
-        /// Serial number (or serial=SERIAL), BUS:DEV or BUS-PORT[.PORT...]
-        device: DeviceId,
+        /// Serial number (or serial=SERIAL), BUS:DEV, BUS-PORT[.PORT...] or HOST:PORT
+        device: DeviceArg,
         #[command(flatten)]
         opts: Opts,
     },
-    /// Detach a device from its guest (live only)
+    /// Detach a device from its guest (live only); HOST:PORT: a remote device
+    /// from whichever guest holds it (configured guests, or -D's)
     Detach {
-        /// Serial number (or serial=SERIAL), BUS:DEV or BUS-PORT[.PORT...]
-        device: DeviceId,
+        /// Serial number (or serial=SERIAL), BUS:DEV, BUS-PORT[.PORT...] or HOST:PORT
+        device: DeviceArg,
         #[command(flatten)]
         opts: Opts,
     },
@@ -208,8 +214,8 @@ pub enum Action {
         #[command(flatten)]
         opts: Opts,
     },
-    /// List every USB device (root hubs aside), who has it, and a DOMAIN_USB_
-    /// element that selects exactly it, to paste into vm.conf
+    /// List every USB device (root hubs aside), who has it (or the port it is
+    /// served on), and a DOMAIN_USB_ element that selects exactly it, to paste into vm.conf
     #[command(visible_alias = "list")]
     Devices {
         /// Machine-readable output (schema in bbvirt(1))
@@ -219,7 +225,8 @@ pub enum Action {
         opts: Opts,
     },
     /// Show every BitBabbler and every device a DOMAIN_USB_ element selects:
-    /// where each is assigned and attached; stale entries
+    /// where each is assigned and attached; stale entries; remote devices
+    /// (DOMAIN_REMOTE_) and served ones (SERVE_USB_) with their connections
     Status {
         /// Machine-readable output (schema in bbvirt(1))
         #[arg(long)]

@@ -5,6 +5,15 @@
 //! changes on every replug), or by its physical address `BUS-PORT[.PORT...]`
 //! (stable while it stays in the same socket). Parsing is pure; the lookup of
 //! the other two forms happens in [`crate::sysfs`].
+//!
+//! `attach` and `detach` also take a remote device (one another host
+//! serves, [`crate::remote`]) by its exporting host and port, `HOST:PORT`
+//! ([`DeviceArg`]). `1:2` is a device address and `exporter:4000` an
+//! endpoint; the rule that tells them apart is one: a word whose part
+//! before its first ':' is all digits (`3:12`, `003:012`, `1:2:3`) is
+//! `BUS:DEV`, and an IPv6 address is written in brackets (`[fd00::7]:4000`)
+//! as in vm.conf. An IPv4 address has dots before its first ':', so
+//! `10.0.0.7:4000` is an endpoint.
 
 use std::fmt;
 use std::str::FromStr;
@@ -159,6 +168,71 @@ impl fmt::Display for DeviceId {
     }
 }
 
+/// A DEVICE argument of `attach` and `detach`: a local device, or a remote
+/// one by its exporting host and port (the rule is in the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceArg {
+    Local(DeviceId),
+    Remote(crate::remote::endpoint::Endpoint),
+}
+
+/// Why a DEVICE argument is neither a device identifier nor `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDeviceArg {
+    #[error(transparent)]
+    Local(#[from] InvalidDeviceId),
+    #[error("invalid remote device '{}' (expected HOST:PORT, [IPV6]:PORT for IPv6): {source}", crate::text::escape_controls(.value))]
+    Remote {
+        value: String,
+        source: crate::remote::endpoint::EndpointError,
+    },
+}
+
+impl DeviceArg {
+    /// Whether `s` names a remote device: it starts with '[' (an IPv6
+    /// address), or has a ':' and the part before its first ':' is not all
+    /// digits (all digits: a USB bus number, `BUS:DEV`). `serial=S` is a
+    /// local device's serial whatever S holds.
+    pub fn is_remote(s: &str) -> bool {
+        if s.starts_with("serial=") {
+            return false;
+        }
+        if s.starts_with('[') {
+            return true;
+        }
+        match s.split_once(':') {
+            Some((bus, _)) => bus.is_empty() || !bus.bytes().all(|b| b.is_ascii_digit()),
+            None => false,
+        }
+    }
+}
+
+impl FromStr for DeviceArg {
+    type Err = InvalidDeviceArg;
+
+    fn from_str(s: &str) -> Result<DeviceArg, InvalidDeviceArg> {
+        if DeviceArg::is_remote(s) {
+            return s
+                .parse()
+                .map(DeviceArg::Remote)
+                .map_err(|source| InvalidDeviceArg::Remote {
+                    value: s.to_string(),
+                    source,
+                });
+        }
+        Ok(DeviceArg::Local(s.parse()?))
+    }
+}
+
+impl fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceArg::Local(id) => write!(f, "{id}"),
+            DeviceArg::Remote(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +342,50 @@ mod tests {
             "serial=A B",
         ] {
             assert_eq!(s.parse::<DeviceId>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn a_device_or_a_remote_one() {
+        let local = |s: &str| DeviceArg::Local(s.parse().unwrap());
+        let remote = |s: &str| DeviceArg::Remote(s.parse().unwrap());
+        for (arg, want) in [
+            ("1:2", local("1:2")),
+            ("003:012", local("3:12")),
+            ("KWIF4Q", local("KWIF4Q")),
+            ("3-1.4", local("3-1.4")),
+            ("serial=a:b", local("serial=a:b")),
+            ("exporter.lan:4000", remote("exporter.lan:4000")),
+            ("10.0.0.7:4001", remote("10.0.0.7:4001")),
+            ("[fd00::7]:4002", remote("[fd00::7]:4002")),
+            ("a1:4000", remote("a1:4000")),
+        ] {
+            assert_eq!(arg.parse::<DeviceArg>(), Ok(want.clone()), "{arg}");
+            assert_eq!(want.to_string().parse::<DeviceArg>(), Ok(want), "{arg}");
+        }
+        // Bus-number words stay device identifiers, and their errors too.
+        for bad in ["1:2:3", "1234:1", "1:", "3-1."] {
+            assert_eq!(
+                bad.parse::<DeviceArg>(),
+                Err(InvalidDeviceArg::Local(InvalidDeviceId(bad.into()))),
+                "{bad}"
+            );
+        }
+        // Anything else with a ':' is HOST:PORT, its error naming the value.
+        for (bad, says) in [
+            ("exporter.lan:0", "invalid port '0'"),
+            ("fe80::1:4000", "write it in brackets"),
+            ("::1:4000", "write it in brackets"),
+            ("h:4000x", "invalid port '4000x'"),
+            ("[fd00::7]", "has no port"),
+            ("evil'/><x:1", "invalid host name 'evil'/><x'"),
+            ("a\nb:1", "'a\\nb:1'"),
+        ] {
+            let e = bad.parse::<DeviceArg>().unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, InvalidDeviceArg::Remote { .. }), "{bad}: {msg}");
+            assert!(msg.contains(says), "{bad}: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
         }
     }
 }

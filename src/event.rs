@@ -54,7 +54,7 @@ use crate::cli::{Action, Opts};
 use crate::config::Config;
 use crate::context::Context;
 use crate::daemon::{HostPaths, Readiness};
-use crate::device::{DeviceId, UsbId};
+use crate::device::{DeviceArg, DeviceId, UsbId};
 use crate::libvirt::{Connection, Hypervisor, VirtError};
 use crate::note;
 use crate::sysfs::Sysfs;
@@ -165,7 +165,7 @@ pub fn rule_words(words: &[std::ffi::OsString]) -> Option<(Action, Opts)> {
     if !device.contains(':') {
         return None;
     }
-    let device = device.parse().ok()?;
+    let device = crate::device::DeviceArg::Local(device.parse().ok()?);
     let action = match action.to_str()? {
         "attach" => Action::Attach {
             device,
@@ -243,7 +243,10 @@ enum Need {
 /// ([`Context::route_attach`]): bbvirt's route either way.
 fn need(action: &Action, ctx: &Context, event: &UdevEnv) -> Need {
     match action {
-        Action::Attach { device, .. } => {
+        Action::Attach {
+            device: DeviceArg::Local(device),
+            ..
+        } => {
             let route =
                 route_from_event(ctx, device, event).unwrap_or_else(|| ctx.route_attach(device));
             match crate::actions::absent_under_udev(route, AttachRoute::Stays) {
@@ -255,10 +258,12 @@ fn need(action: &Action, ctx: &Context, event: &UdevEnv) -> Need {
         }
         // A remove of a device of another kind that no DOMAIN_USB_ element
         // could have matched: bbvirt never attached it.
-        Action::Detach { device, .. }
-            if event
-                .removed()
-                .is_some_and(|r| ctx.opts.domain.is_none() && !could_be_ours(ctx, &r)) =>
+        Action::Detach {
+            device: DeviceArg::Local(device),
+            ..
+        } if event
+            .removed()
+            .is_some_and(|r| ctx.opts.domain.is_none() && !could_be_ours(ctx, &r)) =>
         {
             note!("device {device} (removed) matches no DOMAIN_USB_ element: nothing to detach");
             Need::Nothing

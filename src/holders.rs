@@ -129,6 +129,37 @@ pub fn scan(proc_root: &Path, nodes: &[String]) -> Holders {
     found
 }
 
+/// The QEMU processes libvirt started, by guest name (`-name guest=...`,
+/// [`qemu_guest`]), each guest's pids in order: how `status` finds the
+/// process whose sockets carry a guest's remote devices, on any URI (a
+/// pid file is only where the system daemon writes it). Two daemons
+/// running guests of one name give that name both pids.
+pub fn qemu_pids(proc_root: &Path) -> BTreeMap<String, Vec<u32>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(guest) = std::fs::read(entry.path().join("cmdline"))
+            .ok()
+            .and_then(|c| qemu_guest(&c))
+        {
+            out.entry(guest).or_default().push(pid);
+        }
+    }
+    for pids in out.values_mut() {
+        pids.sort_unstable();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +268,26 @@ mod tests {
         process(dir.path(), 5, "x\x1b[2J; rm", &[&device_node(1, 4)]);
         let h = scan(dir.path(), &[device_node(1, 4)]);
         assert_eq!(h.of(&device_node(1, 4))[0].name, "x\x1b[2J; rm");
+    }
+
+    #[test]
+    fn qemu_processes_by_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        process(p, 90, "qemu-system-x86", &[]);
+        std::fs::write(
+            p.join("90/cmdline"),
+            b"qemu\0-name\0guest=g1,debug-threads=on\0",
+        )
+        .unwrap();
+        process(p, 91, "seedd", &[]);
+        std::fs::write(p.join("91/cmdline"), b"seedd\0").unwrap();
+        process(p, 12, "qemu-system-x86", &[]);
+        std::fs::write(p.join("12/cmdline"), b"qemu\0-name\0guest=g1\0").unwrap();
+        std::fs::create_dir_all(p.join("self")).unwrap();
+        let found = qemu_pids(p);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found["g1"], [12, 90]);
+        assert!(qemu_pids(&p.join("nowhere")).is_empty());
     }
 }

@@ -39,7 +39,9 @@
 //!   implementation; [`daemon`]: under udev, ask the local daemon only once
 //!   it serves; [`lock`]: one bbvirt at a time talks to libvirt.
 //! - [`holders`]: which host processes hold a USB device node open;
-//!   [`controllers`]: whether a guest's USB controllers can take a device.
+//!   [`controllers`]: whether a guest's USB controllers can take a device;
+//!   [`sockets`]: the kernel's TCP socket tables and a process's sockets
+//!   (whether a remote device's stream is up, without asking QEMU).
 //! - [`selector`]: `DOMAIN_USB_` elements (`id=`, `serial=`, `port=`) and
 //!   who wins a device (most specific, then file order, one device each);
 //!   [`seedd`]: `/etc/bit-babbler/seedd.conf`, the host's own seedd's
@@ -111,6 +113,7 @@ pub mod saved;
 pub mod seedd;
 pub mod selector;
 pub mod serve;
+pub mod sockets;
 pub mod status;
 pub mod sysfs;
 pub mod text;

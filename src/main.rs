@@ -12,6 +12,7 @@ use bbvirt::cli::{Action, Cli, Opts};
 use bbvirt::config::{self, Config, ConfigError};
 use bbvirt::context::Context;
 use bbvirt::daemon::{HostPaths, Readiness};
+use bbvirt::device::DeviceArg;
 use bbvirt::exit::{self, CommandError};
 use bbvirt::libvirt::Libvirt;
 use bbvirt::sysfs::Sysfs;
@@ -244,8 +245,14 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
         readiness: readiness.as_ref(),
     };
     let result: Result<Outcome, ActionError> = match action {
-        Action::Attach { device, .. } => ctx.attach(device),
-        Action::Detach { device, .. } => ctx.detach(device),
+        Action::Attach { device, .. } => match device {
+            DeviceArg::Local(id) => ctx.attach(id),
+            DeviceArg::Remote(endpoint) => ctx.attach_endpoint(endpoint),
+        },
+        Action::Detach { device, .. } => match device {
+            DeviceArg::Local(id) => ctx.detach(id),
+            DeviceArg::Remote(endpoint) => ctx.detach_endpoint(endpoint),
+        },
         Action::Sync {
             domain: Some(name),
             after_job: true,

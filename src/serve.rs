@@ -73,14 +73,26 @@ pub fn usbredirect_argv(busnum: u32, devnum: u32, listen: &str) -> Vec<OsString>
         .collect()
 }
 
-/// Where usbredirect listens for the device served at `port`.
-pub fn listen_address(port: Port, element: &ServeElement) -> Result<String, ServeError> {
+/// The port usbredirect listens on for the device served at `port`: the
+/// inner port behind the TLS tunnel, or `port` itself for `tls=no`
+/// (`status` looks for its client there).
+pub fn listen_port(port: Port, element: &ServeElement) -> Result<Port, ServeError> {
     match element.transport {
-        Transport::Tls => crate::remote::tunnel::inner_port(port)
-            .map(|inner| format!("{}:{inner}", crate::remote::tunnel::INNER_HOST))
-            .ok_or(ServeError::NoInnerPort { port }),
-        Transport::Plain => Ok(format!("0.0.0.0:{port}")),
+        Transport::Tls => {
+            crate::remote::tunnel::inner_port(port).ok_or(ServeError::NoInnerPort { port })
+        }
+        Transport::Plain => Ok(port),
     }
+}
+
+/// Where usbredirect listens for the device served at `port`: the
+/// loopback behind the tunnel, every IPv4 address for `tls=no`.
+pub fn listen_address(port: Port, element: &ServeElement) -> Result<String, ServeError> {
+    let at = listen_port(port, element)?;
+    Ok(match element.transport {
+        Transport::Tls => format!("{}:{at}", crate::remote::tunnel::INNER_HOST),
+        Transport::Plain => format!("0.0.0.0:{at}"),
+    })
 }
 
 /// The present device `port`'s element selects, by the rules every

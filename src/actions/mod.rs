@@ -181,6 +181,16 @@ struct Steps {
     total: usize,
 }
 
+/// A dry run's line for the detach of `alias` from `target`.
+fn plan_detach_alias(target: &Target, alias: &str) {
+    crate::log::dry_run(&target.virsh(&[
+        "detach-device-alias",
+        &shell_quote(&target.name),
+        &shell_quote(alias),
+        "--live",
+    ]));
+}
+
 impl Steps {
     /// Counts one step and its result.
     fn record(&mut self, result: Result<Outcome, ActionError>) {
@@ -544,12 +554,7 @@ impl Context<'_> {
         alias: &str,
     ) -> Result<Outcome, ActionError> {
         if self.opts.dry_run {
-            crate::log::dry_run(&target.virsh(&[
-                "detach-device-alias",
-                &shell_quote(&target.name),
-                alias,
-                "--live",
-            ]));
+            plan_detach_alias(target, alias);
             return Ok(Outcome::Done);
         }
         crate::log::step(&format!("detaching {alias} from '{}'", target.name));

@@ -3,7 +3,9 @@
 //! running guest gets a `<redirdev>` per element, connecting where
 //! [`RemoteElement::connects_to`] says; bbvirt's redirdevs it should not
 //! hold (element removed, or its source changed) are detached first.
-//! `detach-all` detaches them all. Only redirdevs with bbvirt's alias
+//! `detach-all` detaches them all; `attach HOST:PORT` and `detach
+//! HOST:PORT` one, by its exporting host and port (the endpoint's alias:
+//! the same on every guest). Only redirdevs with bbvirt's alias
 //! ([`crate::remote::redirdev::is_ours`]) are ever touched.
 //!
 //! Unlike a local device, a remote one is attached whether or not its
@@ -11,63 +13,29 @@
 //! host that is down never fails or delays a guest's start, and the device
 //! arrives when it comes up. Its presence is QEMU's business, not bbvirt's.
 
+use crate::config::DomainConf;
 use crate::context::{Connections, Target};
 use crate::libvirt::Connection;
 use crate::remote::element::RemoteElement;
-use crate::remote::redirdev::{RECONNECT_SECS, Redirdev, alias_for, redirdev_xml, redirdevs_in};
+use crate::remote::endpoint::Endpoint;
+use crate::remote::redirdev::{Redirdev, Wanted, alias_for, redirdevs_in, wanted};
 use crate::text::shell_quote;
 use crate::{detail, info, note, warn};
 
 use super::{ActionError, Context, Outcome, Steps};
 
-/// One remote device a guest should hold: its alias, and where QEMU
-/// connects (host and service as the live XML writes them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Wanted {
-    pub alias: String,
-    pub host: String,
-    pub service: String,
-    pub xml: String,
-    /// `HOST:PORT` of the exporting host, for messages.
-    pub shown: String,
-}
-
-/// The redirdevs `remote` asks for, one per exporting host and port (a
-/// repeated element is one device).
-pub(super) fn wanted(remote: &[RemoteElement]) -> Vec<Wanted> {
-    let mut out: Vec<Wanted> = Vec::new();
-    for r in remote {
-        let alias = alias_for(&r.endpoint);
-        if out.iter().any(|w| w.alias == alias) {
-            continue;
-        }
-        let to = r.connects_to();
-        // As the live XML writes it: an IPv6 address without brackets.
-        let host = to.host.bare();
-        out.push(Wanted {
-            xml: redirdev_xml(&alias, &to, RECONNECT_SECS),
-            alias,
-            host,
-            service: to.port.to_string(),
-            shown: r.endpoint.to_string(),
-        });
-    }
-    out
-}
-
 /// What to change in a guest holding `live` to hold exactly `wanted`: the
 /// aliases to detach (ours but not wanted, or wanted with another source),
 /// then the devices to attach.
 pub(super) fn plan<'w>(live: &[Redirdev], wanted: &'w [Wanted]) -> (Vec<String>, Vec<&'w Wanted>) {
-    let same = |l: &Redirdev, w: &Wanted| l.host == w.host && l.service == w.service;
     let detach = live
         .iter()
-        .filter(|l| !wanted.iter().any(|w| w.alias == l.alias && same(l, w)))
+        .filter(|l| !wanted.iter().any(|w| w.is_held_by(l)))
         .map(|l| l.alias.clone())
         .collect();
     let attach = wanted
         .iter()
-        .filter(|w| !live.iter().any(|l| l.alias == w.alias && same(l, w)))
+        .filter(|w| !live.iter().any(|l| w.is_held_by(l)))
         .collect();
     (detach, attach)
 }
@@ -148,35 +116,227 @@ impl Context<'_> {
             note!("{} is already attached to '{}'", w.shown, target.name);
         }
         for w in attach {
-            if self.opts.dry_run {
-                self.plan_remote(target, w);
-                steps.record(Ok(Outcome::Done));
-                continue;
-            }
-            detail!("redirdev XML for {}:\n{}", w.shown, w.xml);
-            crate::log::step(&format!("attaching {} to '{}'", w.shown, target.name));
-            let result = match conn.attach_live(&target.name, &w.xml) {
-                Ok(()) => {
-                    info!(
-                        "attached {} (served by {}) to '{}'",
-                        w.alias, w.shown, target.name
-                    );
-                    Ok(Outcome::Done)
-                }
-                Err(e) if e.is_nothing_to_do() => {
-                    note!("{e}: {} not attached", w.shown);
-                    Ok(Outcome::NothingToDo)
-                }
-                Err(source) => Err(ActionError::Virt {
-                    action: "attaching",
-                    what: w.shown.clone(),
-                    domain: target.name.clone(),
-                    source,
-                }),
-            };
-            steps.record(result);
+            steps.record(self.attach_redirdev(conn, target, w));
         }
         conns.release_lock();
+    }
+
+    /// Attaches the redirdev of `w` to the running guest `target` (a dry
+    /// run says what it would do).
+    fn attach_redirdev(
+        &self,
+        conn: &dyn Connection,
+        target: &Target,
+        w: &Wanted,
+    ) -> Result<Outcome, ActionError> {
+        if self.opts.dry_run {
+            self.plan_remote(target, w);
+            return Ok(Outcome::Done);
+        }
+        detail!("redirdev XML for {}:\n{}", w.shown, w.xml);
+        crate::log::step(&format!("attaching {} to '{}'", w.shown, target.name));
+        match conn.attach_live(&target.name, &w.xml) {
+            Ok(()) => {
+                info!(
+                    "attached {} (served by {}) to '{}'",
+                    w.alias, w.shown, target.name
+                );
+                Ok(Outcome::Done)
+            }
+            Err(e) if e.is_nothing_to_do() => {
+                note!("{e}: {} not attached", w.shown);
+                Ok(Outcome::NothingToDo)
+            }
+            Err(source) => Err(ActionError::Virt {
+                action: "attaching",
+                what: w.shown.clone(),
+                domain: target.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The guests vm.conf gives the remote device `endpoint` to, each with
+    /// the device as its element asks for it; with `--domain`, that guest,
+    /// with its own element or else another guest's (one exporting host and
+    /// port is one device, one tunnel). Empty when no element names it.
+    fn endpoint_targets(&self, endpoint: &Endpoint) -> Vec<(Target, Wanted)> {
+        let alias = alias_for(endpoint);
+        let given: Vec<(&DomainConf, Wanted)> = self
+            .config
+            .domains
+            .iter()
+            .filter_map(|d| {
+                let w = wanted(&d.remote).into_iter().find(|w| w.alias == alias)?;
+                Some((d, w))
+            })
+            .collect();
+        match self.opts.domain.as_deref() {
+            Some(name) => {
+                let own = self.config.find_domain(name);
+                given
+                    .iter()
+                    .find(|(d, _)| own.is_some_and(|o| std::ptr::eq(o, *d)))
+                    .or(given.first())
+                    .map(|(_, w)| (self.explicit_target(name), w.clone()))
+                    .into_iter()
+                    .collect()
+            }
+            None => {
+                let mut out: Vec<(Target, Wanted)> = Vec::new();
+                for (d, w) in given {
+                    let t = self.target_for_conf(d);
+                    if !out.iter().any(|(o, _)| *o == t) {
+                        out.push((t, w));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// `bbvirt attach HOST:PORT`: gives the remote device served at
+    /// `endpoint` to the running guests vm.conf gives it to (or to
+    /// `--domain`), as `sync` would, touching none of their other devices.
+    /// vm.conf must name it: only an element says whether it goes through
+    /// a TLS tunnel, and `bbvirt tunnels` makes the tunnel from vm.conf.
+    pub fn attach_endpoint(&self, endpoint: &Endpoint) -> Result<Outcome, ActionError> {
+        let targets = self.endpoint_targets(endpoint);
+        if targets.is_empty() {
+            note!(
+                "{endpoint} is in no DOMAIN_REMOTE_ of {}: nothing to attach (add it to its \
+                 guest's DOMAIN_REMOTE_, which says whether it goes through a TLS tunnel)",
+                self.config.path.display()
+            );
+            return Ok(Outcome::NothingToDo);
+        }
+        let mut conns = self.connections();
+        let mut steps = Steps::default();
+        for (target, w) in &targets {
+            let conn = match self.connect(&mut conns, target) {
+                Ok(c) => c,
+                Err(e) if self.opts.dry_run => {
+                    note!(
+                        "{e}: libvirt could not be asked what '{}' holds: showing the attach \
+                         request only",
+                        target.name
+                    );
+                    self.plan_remote(target, w);
+                    steps.record(Ok(Outcome::Done));
+                    continue;
+                }
+                Err(e) if e.is_nothing_to_do() => {
+                    note!("{e}: {endpoint} not attached to '{}'", target.name);
+                    continue;
+                }
+                Err(source) => {
+                    steps.record(Err(ActionError::Virt {
+                        action: "attaching",
+                        what: endpoint.to_string(),
+                        domain: target.name.clone(),
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            let live = match self.live_redirdevs(conn, &target.name) {
+                Ok(Some(live)) => live,
+                Ok(None) => {
+                    note!("'{}' is not running: {endpoint} not attached", target.name);
+                    continue;
+                }
+                Err(e) => {
+                    steps.record(Err(e));
+                    continue;
+                }
+            };
+            if live.iter().any(|l| w.is_held_by(l)) {
+                note!("{endpoint} is already attached to '{}'", target.name);
+                steps.record(Ok(Outcome::NothingToDo));
+                continue;
+            }
+            // Its alias with another source: replaced, as sync replaces it.
+            if live.iter().any(|l| l.alias == w.alias) {
+                let detached = self.detach_alias(conn, target, &w.alias);
+                let failed = detached.is_err();
+                steps.record(detached);
+                if failed {
+                    continue;
+                }
+            }
+            steps.record(self.attach_redirdev(conn, target, w));
+        }
+        conns.release_lock();
+        steps.finish()
+    }
+
+    /// `bbvirt detach HOST:PORT`: detaches the remote device served at
+    /// `endpoint` (its redirdev, by bbvirt's alias for it) from every
+    /// configured guest that holds it live, or from `--domain`. A guest
+    /// whose DOMAIN_REMOTE_ gives it gets it back at the next `sync`, as a
+    /// detached local device at its next plug.
+    pub fn detach_endpoint(&self, endpoint: &Endpoint) -> Result<Outcome, ActionError> {
+        let alias = alias_for(endpoint);
+        let targets = self.all_targets();
+        if targets.is_empty() {
+            note!(
+                "no domain is configured: nothing to detach {endpoint} from (name its guest with -D)"
+            );
+            return Ok(Outcome::NothingToDo);
+        }
+        let given: Vec<Target> = self
+            .endpoint_targets(endpoint)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let mut conns = self.connections();
+        let mut steps = Steps::default();
+        let mut answered = false;
+        for target in &targets {
+            let conn = match self.connect(&mut conns, target) {
+                Ok(c) => c,
+                // Only a guest vm.conf gives it to can be assumed to hold it.
+                Err(e) if self.opts.dry_run && given.contains(target) => {
+                    note!(
+                        "{e}: libvirt could not be asked whether {endpoint} is attached to '{}': \
+                         showing the detach request only",
+                        target.name
+                    );
+                    super::plan_detach_alias(target, &alias);
+                    steps.record(Ok(Outcome::Done));
+                    continue;
+                }
+                Err(e) if self.opts.dry_run || e.is_nothing_to_do() => continue,
+                Err(source) => {
+                    steps.record(Err(ActionError::Virt {
+                        action: "detaching",
+                        what: endpoint.to_string(),
+                        domain: target.name.clone(),
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            answered = true;
+            match self.live_redirdevs(conn, &target.name) {
+                Ok(Some(live)) if live.iter().any(|l| l.alias == alias) => {
+                    steps.record(self.detach_alias(conn, target, &alias));
+                    if given.contains(target) {
+                        note!(
+                            "vm.conf gives {endpoint} to '{}': the next sync attaches it again",
+                            target.name
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => steps.record(Err(e)),
+            }
+        }
+        conns.release_lock();
+        if answered && steps.errors.is_empty() && steps.outcome != Some(Outcome::Done) {
+            note!("{endpoint} is not attached to any guest bbvirt looked at");
+        }
+        steps.finish()
     }
 
     /// A dry run's line for a redirdev attach.
@@ -218,36 +378,6 @@ mod tests {
             host: w.host.clone(),
             service: w.service.clone(),
         }
-    }
-
-    #[test]
-    fn each_exporting_host_and_port_is_one_device() {
-        let w = wanted(&remote(&[
-            "a.lan:4000",
-            "A.LAN:4000 tls=yes",
-            "[::1]:4000 tls=no",
-        ]));
-        let shown: Vec<(&str, &str, &str)> = w
-            .iter()
-            .map(|w| (w.alias.as_str(), w.host.as_str(), w.service.as_str()))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("ua-bbnet-n-a_lan-4000", "127.0.0.1", "4000"),
-                ("ua-bbnet-6-0_0_0_0_0_0_0_1-4000", "::1", "4000"),
-            ]
-        );
-        assert!(
-            w[0].xml.contains("host='127.0.0.1' service='4000'"),
-            "{}",
-            w[0].xml
-        );
-        assert!(
-            w[1].xml.contains("host='::1' service='4000'"),
-            "{}",
-            w[1].xml
-        );
     }
 
     #[test]

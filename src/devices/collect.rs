@@ -5,7 +5,9 @@ use std::path::Path;
 
 use crate::context::Context;
 use crate::holders::{Holders, device_node};
-use crate::status::{HeldBy, LibvirtStatus, LiveDomain, Route, SysfsStatus, alias_of, routes_of};
+use crate::status::{
+    HeldBy, LibvirtStatus, LiveDomain, Route, SysfsStatus, alias_of, routes_of, served_of,
+};
 use crate::sysfs::{Scan, UsbDevice};
 
 use super::suggest::suggest;
@@ -30,6 +32,12 @@ pub fn collect(ctx: &Context, proc_root: &Path, config: ConfigStatus) -> Report 
         .collect();
     let holders = crate::holders::scan(proc_root, &nodes);
     let seen = crate::status::look_at_libvirt(ctx);
+    // An exporting host's served devices and their clients.
+    let tables = (!ctx.config.serve.is_empty()).then(|| {
+        crate::log::step("reading the TCP socket tables");
+        crate::sockets::read_tables(proc_root)
+    });
+    let served = served_of(ctx.config, &scan.usb, tables.as_ref());
     let devices = scan
         .usb
         .iter()
@@ -49,6 +57,14 @@ pub fn collect(ctx: &Context, proc_root: &Path, config: ConfigStatus) -> Report 
             d.product = details.product;
             d.drivers = details.drivers;
             d.suggestion = suggested(&scan.usb, i);
+            d.served_on = served
+                .iter()
+                .find(|s| {
+                    s.device
+                        .as_ref()
+                        .is_some_and(|sd| (sd.bus, sd.dev) == (dev.busnum, dev.devnum))
+                })
+                .map(|s| s.port);
             d
         })
         .collect();
@@ -64,6 +80,7 @@ pub fn collect(ctx: &Context, proc_root: &Path, config: ConfigStatus) -> Report 
         processes: ProcessesStatus {
             unreadable: holders.unreadable,
         },
+        served,
         warnings,
     }
 }
@@ -123,6 +140,7 @@ fn device(
         assigned_to: route.map(|r| r.domain.libvirt_name().to_string()),
         matched_by: route.map(|r| r.by.clone()),
         suggestion: None,
+        served_on: None,
     }
 }
 

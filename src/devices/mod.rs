@@ -45,6 +45,11 @@
 //!   without their assignments; a missing vm.conf is nothing wrong.
 //!   `--connect` overrides every guest's URI, as for `status`; `--domain`
 //!   is ignored.
+//! - **Served devices**: on an exporting host, the device a `SERVE_USB_`
+//!   element takes (chosen as `bbvirt serve` chooses it,
+//!   [`crate::serve::device_for`]) is shown as served on its port, and each
+//!   element with its client, as `status` shows them
+//!   ([`crate::status::Served`]).
 //!
 //! # Exit status
 //!
@@ -52,14 +57,16 @@
 //! the output says it); 1 when sysfs could not be read or the output not
 //! written; 2 for a usage error.
 //!
-//! # JSON schema (`--json`), version 1
+//! # JSON schema (`--json`), version 2
 //!
 //! One object; fields are only ever added within a schema version, never
 //! renamed, removed or given another meaning (that bumps `schema`).
+//! Version 2 (devices on another host): `served_on` and `served`; every
+//! field of version 1 is there as it was.
 //!
 //! ```text
 //! {
-//!   "schema": 1,
+//!   "schema": 2,
 //!   "devices": [{                     // every USB device but root hubs, by bus then ports
 //!     "address": "BBB:DDD",           // logical address, e.g. "001:002"
 //!     "bus": int, "dev": int,
@@ -102,7 +109,9 @@
 //!         // serial; its serial cannot be written in vm.conf (a NUL byte)
 //!       "twins": ["BBB:DDD"]          // id_port only: the other devices present that the
 //!                                     // element without its port would select too
-//!     } | null
+//!     } | null,
+//!     "served_on": int | null         // (schema 2) the port of the SERVE_USB_<port> that
+//!                                     // takes it on this exporting host; null: none
 //!   }],
 //!   "config": {
 //!     "path": string,                 // the vm.conf read (--config, else the default)
@@ -111,8 +120,10 @@
 //!   },
 //!   "libvirt": { "reachable": bool, "error": string | null },  // as status's
 //!   "sysfs": { "error": string | null },   // set when the USB devices could not be listed
-//!   "processes": { "unreadable": int }     // processes whose open files could not be
+//!   "processes": { "unreadable": int },    // processes whose open files could not be
 //!                                          // looked at (without root): held_by may miss some
+//!   "served": [...]                   // (schema 2) each SERVE_USB_<port>, as status's
+//!                                     // "served" (schema 3 of status)
 //! }
 //! ```
 
@@ -125,7 +136,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::exit::CommandError;
 use crate::libvirt::Hypervisor;
-use crate::status::{HeldBy, LibvirtStatus, SysfsStatus};
+use crate::status::{HeldBy, LibvirtStatus, Served, SysfsStatus};
 use crate::sysfs::Sysfs;
 
 mod collect;
@@ -137,7 +148,7 @@ pub use suggest::{Keys, PortBecause};
 pub use table::render_table;
 
 /// The version of the JSON schema documented above.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Everything `bbvirt devices` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,6 +159,7 @@ pub struct Report {
     pub libvirt: LibvirtStatus,
     pub sysfs: SysfsStatus,
     pub processes: ProcessesStatus,
+    pub served: Vec<Served>,
     /// What sysfs showed that is not part of the report (BitBabblers with
     /// garbage attributes, a device's details unreadable): logged as
     /// warnings by [`run`].
@@ -175,6 +187,8 @@ pub struct Device {
     pub assigned_to: Option<String>,
     pub matched_by: Option<String>,
     pub suggestion: Option<Suggested>,
+    /// The `SERVE_USB_<port>` that takes it (schema 2).
+    pub served_on: Option<u16>,
 }
 
 /// A hostdev in a running guest that names a device.

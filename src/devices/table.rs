@@ -61,6 +61,10 @@ pub fn render_table(report: &Report) -> String {
         return out;
     }
     devices(&mut out, report);
+    if !report.served.is_empty() {
+        out.push('\n');
+        crate::status::served_table(&mut out, &report.served);
+    }
     out.push('\n');
     suggestions(&mut out, report);
     out
@@ -134,6 +138,9 @@ fn used_by(d: &Device) -> String {
             }
             parts.push(host);
         }
+    }
+    if let Some(port) = d.served_on {
+        parts.push(format!("served on {port}"));
     }
     for h in d.hostdevs.iter().filter(|h| h.found_by == FoundBy::Alias) {
         parts.push(format!("stale entry in {}", escape_controls(&h.domain)));

@@ -49,6 +49,16 @@
 //!   to one and reads back ([`redirdev::parse_alias`]); its prefix is none
 //!   of the hostdevs' ([`crate::hostdev`]) nor their prefix, so each kind
 //!   of bbvirt device is told from the others and from an admin's.
+//! - **Seen without QMP**: `status` tells whether a remote device's stream
+//!   is up from the kernel's socket tables and the guest's QEMU's sockets
+//!   ([`crate::sockets`]), never through QEMU's monitor (libvirt taints a
+//!   domain whose monitor is used directly); on an exporting host, from
+//!   what listens or is connected on usbredirect's port.
+//! - **`HOST:PORT` on the command line** (`attach`, `detach`,
+//!   [`crate::device::DeviceArg`]): a word whose part before its first ':'
+//!   is all digits is `BUS:DEV`; IPv6 is bracketed anyway, so the only
+//!   words that could be either are `digits:digits`, and those stay what
+//!   they always were.
 //! - **Reuse**: XML attributes are escaped by [`crate::hostdev::escape_attr`],
 //!   domain XML read with `roxmltree` into [`crate::hostdev::XmlError`],
 //!   and `SERVE_USB_` words split and checked by [`crate::selector`].

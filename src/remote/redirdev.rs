@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
+use super::element::RemoteElement;
 use super::endpoint::{Endpoint, Host, Port, is_valid_name};
 use crate::hostdev::{XmlError, escape_attr};
 
@@ -199,6 +200,54 @@ pub fn redirdev_sources(domain_xml: &str) -> Result<Vec<Located>, XmlError> {
     Ok(out)
 }
 
+/// One remote device a guest should hold: its alias, where QEMU connects
+/// (host and service as the live XML writes them), its XML, and the
+/// element that asks for it. `sync` attaches it, `status` reports it, and
+/// both tell whether a live redirdev is it by [`Wanted::is_held_by`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub alias: String,
+    pub host: String,
+    pub service: String,
+    pub xml: String,
+    /// `HOST:PORT` of the exporting host, for messages.
+    pub shown: String,
+    /// The (first) element that asks for it.
+    pub element: RemoteElement,
+}
+
+impl Wanted {
+    /// Whether the live redirdev `l` is this device as it should be: its
+    /// alias, connecting where the element says (else `sync` replaces it).
+    pub fn is_held_by(&self, l: &Redirdev) -> bool {
+        l.alias == self.alias && l.host == self.host && l.service == self.service
+    }
+}
+
+/// The redirdevs `remote` asks for, one per exporting host and port (a
+/// repeated element is one device: the first one counts).
+pub fn wanted(remote: &[RemoteElement]) -> Vec<Wanted> {
+    let mut out: Vec<Wanted> = Vec::new();
+    for r in remote {
+        let alias = alias_for(&r.endpoint);
+        if out.iter().any(|w| w.alias == alias) {
+            continue;
+        }
+        let to = r.connects_to();
+        // As the live XML writes it: an IPv6 address without brackets.
+        let host = to.host.bare();
+        out.push(Wanted {
+            xml: redirdev_xml(&alias, &to, RECONNECT_SECS),
+            alias,
+            host,
+            service: to.port.to_string(),
+            shown: r.endpoint.to_string(),
+            element: r.clone(),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +421,47 @@ mod tests {
                 service: String::new()
             }]
         );
+    }
+
+    #[test]
+    fn each_exporting_host_and_port_is_one_device() {
+        let remote =
+            |s: &[&str]| -> Vec<RemoteElement> { s.iter().map(|e| e.parse().unwrap()).collect() };
+        let w = wanted(&remote(&[
+            "a.lan:4000",
+            "A.LAN:4000 tls=yes",
+            "[::1]:4000 tls=no",
+        ]));
+        let shown: Vec<(&str, &str, &str)> = w
+            .iter()
+            .map(|w| (w.alias.as_str(), w.host.as_str(), w.service.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("ua-bbnet-n-a_lan-4000", "127.0.0.1", "4000"),
+                ("ua-bbnet-6-0_0_0_0_0_0_0_1-4000", "::1", "4000"),
+            ]
+        );
+        assert!(
+            w[0].xml.contains("host='127.0.0.1' service='4000'"),
+            "{}",
+            w[0].xml
+        );
+        assert!(
+            w[1].xml.contains("host='::1' service='4000'"),
+            "{}",
+            w[1].xml
+        );
+        assert!(w[0].is_held_by(&Redirdev {
+            alias: w[0].alias.clone(),
+            host: "127.0.0.1".into(),
+            service: "4000".into()
+        }));
+        assert!(!w[0].is_held_by(&Redirdev {
+            alias: w[0].alias.clone(),
+            host: "127.0.0.1".into(),
+            service: "4001".into()
+        }));
     }
 }

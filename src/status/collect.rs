@@ -12,12 +12,13 @@ use crate::holders::{Holders, device_node};
 use crate::hostdev::{UsbHostdev, alias_for, usb_alias, usb_hostdevs};
 use crate::libvirt::{Connection, VirtError, uri_label};
 use crate::reconcile::{Placement, StaleReason, placement, stale_entries, stale_usb_entries};
+use crate::remote::redirdev::{Redirdev, redirdevs_in};
 use crate::sysfs::{Scan, UsbDevice, with_serial};
 
 use super::{
     Absent, Attachment, DeviceState, DeviceStatus, DomainState, DomainStatus, HeldBy,
-    LibvirtStatus, ManagedSave, Report, SCHEMA, SavedHostdev, SavedVerdict, StaleEntry, StaleKind,
-    SysfsStatus,
+    LibvirtStatus, ManagedSave, RemoteState, Report, SCHEMA, SavedHostdev, SavedVerdict,
+    StaleEntry, StaleKind, SysfsStatus,
 };
 
 /// One domain whose live XML was looked at (or tried); `bbvirt devices`
@@ -29,6 +30,8 @@ pub(crate) struct LiveDomain {
     pub(crate) state: DomainState,
     /// The USB hostdevs, when the domain runs and its XML could be read.
     pub(crate) hostdevs: Option<Vec<UsbHostdev>>,
+    /// bbvirt's redirdevs (remote devices), from the same XML.
+    pub(crate) redirdevs: Option<Vec<Redirdev>>,
     /// Its USB controllers' models by index (from the same XML), for where
     /// its hostdevs sit in the guest.
     controller_models: BTreeMap<String, String>,
@@ -38,12 +41,12 @@ pub(crate) struct LiveDomain {
 }
 
 impl LiveDomain {
-    fn is(&self, uri: &Option<String>, name: &str) -> bool {
+    pub(super) fn is(&self, uri: &Option<String>, name: &str) -> bool {
         self.uri == *uri && self.name == name
     }
 }
 
-fn uri_of(ctx: &Context, d: &DomainConf) -> Option<String> {
+pub(super) fn uri_of(ctx: &Context, d: &DomainConf) -> Option<String> {
     ctx.target_for_conf(d).uri
 }
 
@@ -57,10 +60,12 @@ fn scan_domain(
     crate::log::step(&format!("reading the live XML of '{name}'"));
     let mut controller_models = BTreeMap::new();
     let mut managed_save = None;
+    let mut redirdevs = None;
     let (state, hostdevs, error) = match conn.live_xml(name) {
         Ok(xml) => match usb_hostdevs(&xml) {
             Ok(h) => {
                 controller_models = crate::controllers::controller_models(&xml).unwrap_or_default();
+                redirdevs = redirdevs_in(&xml).ok();
                 (DomainState::Running, Some(h), None)
             }
             Err(e) => (
@@ -83,6 +88,7 @@ fn scan_domain(
         configured,
         state,
         hostdevs,
+        redirdevs,
         controller_models,
         managed_save,
         error,
@@ -110,7 +116,11 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
         .collect();
     let holders = crate::holders::scan(proc_root, &nodes);
     let seen = look_at_libvirt(ctx);
-    let stale = stale_of(ctx, &seen.domains, present, &routes);
+    let mut stale = stale_of(ctx, &seen.domains, present, &routes);
+    stale.extend(super::remote::stale_redirdevs(ctx, &seen.domains));
+    let net = super::remote::Net::look(ctx, &seen.domains, proc_root);
+    let remote = super::remote::remote_of(ctx, &seen.domains, &net);
+    let served = super::remote::served_of(ctx.config, &scan.usb, net.tables.as_ref());
     let devices: Vec<DeviceStatus> = routes
         .iter()
         .map(|(p, route)| device_status(ctx, p, route.as_ref(), &seen.domains, &holders))
@@ -132,6 +142,9 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
             .iter()
             .all(|d| !matches!(d.state, DeviceState::Missing | DeviceState::Unknown))
         && devices.iter().all(|d| !d.held_on_host)
+        && remote
+            .iter()
+            .all(|r| !matches!(r.state, RemoteState::Missing | RemoteState::Unknown))
         && domains
             .iter()
             .filter_map(|d| d.managed_save.as_ref())
@@ -145,6 +158,8 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
         domains,
         libvirt,
         sysfs: SysfsStatus { error: sysfs_error },
+        remote,
+        served,
         sysfs_warnings,
     }
 }
@@ -278,6 +293,7 @@ fn look_at_configured(
                             configured: true,
                             state: DomainState::Unknown,
                             hostdevs: None,
+                            redirdevs: None,
                             controller_models: BTreeMap::new(),
                             managed_save: None,
                             error: Some(msg.clone()),
@@ -411,6 +427,7 @@ fn stale_of(
                 bus: e.bus,
                 dev: e.dev,
                 reason: stale_kind(&e.reason),
+                endpoint: None,
             });
         }
         for e in usb_stale {
@@ -423,6 +440,7 @@ fn stale_of(
                 serial: None,
                 bus: e.bus,
                 dev: e.dev,
+                endpoint: None,
             });
         }
     }

@@ -2,8 +2,12 @@
 //! device a `DOMAIN_USB_` element selects, where vm.conf assigns each and
 //! where it is attached, the configured serials and elements that have no
 //! device plugged in, the stale bbvirt hostdevs (`ua-bbvirt-*`,
-//! `ua-bbusb-*`), and each configured guest's state. A USB device that
-//! nothing in vm.conf selects is not shown.
+//! `ua-bbusb-*`, and `ua-bbnet-*` redirdevs), and each configured guest's
+//! state; with devices on another host ([`crate::remote`]), each guest's
+//! remote devices and whether their streams are up (hypervisor), and each
+//! `SERVE_USB_` device and its client (exporting host): how these are told
+//! without QMP is in its `remote` part. A USB device that nothing in vm.conf
+//! selects is not shown.
 //!
 //! Read-only: status never changes a guest, never takes the host lock, and
 //! works without libvirt (it then shows the host side and says libvirt could
@@ -28,9 +32,16 @@
 //!   counts (the device is in the wrong guest); an unassigned device
 //!   attached there by hand (`bbvirt attach SERIAL -D GUEST`) is fine.
 //!
+//! A redirdev tagged `ua-bbnet-...` is stale, in a configured domain, when
+//! its `DOMAIN_REMOTE_` does not give it that device (`not_assigned`) or
+//! it connects elsewhere than the element says (`wrong_source`); in
+//! another running domain, when vm.conf gives that device to a configured
+//! guest (`not_assigned`).
+//!
 //! In configured domains these are exactly the entries `bbvirt sync`
-//! removes; in other domains `bbvirt detach-all GUEST` or
-//! `bbvirt detach SERIAL -D GUEST` removes them.
+//! removes; in other domains `bbvirt detach-all GUEST`,
+//! `bbvirt detach SERIAL -D GUEST` or `bbvirt detach HOST:PORT -D GUEST`
+//! removes them.
 //!
 //! # Exit status
 //!
@@ -39,7 +50,8 @@
 //!   a device assigned to a running guest that a host process holds open
 //!   (`held_on_host`: seedd, say);
 //!   a running guest lacks a present device assigned to it (state
-//!   `missing`: `bbvirt sync` attaches it); libvirt could not be reached or
+//!   `missing`: `bbvirt sync` attaches it), or a remote device vm.conf
+//!   gives it (remote state `missing`); libvirt could not be reached or
 //!   answered with an error, or a domain's live XML could not be read (a
 //!   health check that cannot look cannot confirm); sysfs could not be read.
 //!
@@ -49,10 +61,12 @@
 //!
 //! Not problems: an unplugged configured serial (`absent`), a guest that is
 //! shut off or not defined, a device assigned to no guest, a device whose
-//! serial bbvirt cannot use. A vm.conf that cannot be read exits 3 before
+//! serial bbvirt cannot use, a remote device whose exporting host does not
+//! answer (`waiting`: QEMU keeps trying), a served device without a client
+//! or not plugged in. A vm.conf that cannot be read exits 3 before
 //! anything is shown (see `bbvirt check`).
 //!
-//! # JSON schema (`--json`), version 2
+//! # JSON schema (`--json`), version 3
 //!
 //! One object; fields are only ever added within a schema version, never
 //! renamed, removed or given another meaning (that bumps `schema`).
@@ -60,10 +74,13 @@
 //! element matches (so not only BitBabblers), with `id`, `alias` and
 //! `matched_by`; `absent` entries may be an element (`serial` null,
 //! `element` set); `stale` entries of such devices have `serial` null.
+//! Version 3 (devices on another host): `remote`, `served`, `endpoint` of
+//! `stale` entries, and the stale reason `wrong_source`; every field of
+//! version 2 is there as it was.
 //!
 //! ```text
 //! {
-//!   "schema": 2,
+//!   "schema": 3,
 //!   "healthy": bool,                  // exit status 0 iff true
 //!   "devices": [{                     // every BitBabbler plugged in, and every other USB
 //!                                     // device a DOMAIN_USB_ element gets; by bus then ports
@@ -108,8 +125,13 @@
 //!     "alias": string,                // "ua-bbvirt-<serial>" or "ua-bbusb-..."
 //!     "serial": string | null,        // taken from a ua-bbvirt- alias; null for ua-bbusb-
 //!     "bus": int | null, "dev": int | null,   // the address in the hostdev
-//!     "reason": "absent" | "moved" | "not_assigned",
-//!     "assigned_to": string | null    // where vm.conf gives the serial (for not_assigned)
+//!     "reason": "absent" | "moved" | "not_assigned" | "wrong_source",
+//!                                     // wrong_source (schema 3): a ua-bbnet- redirdev
+//!                                     // connecting elsewhere than vm.conf says
+//!     "assigned_to": string | null,   // where vm.conf gives the serial (for not_assigned),
+//!                                     // or a redirdev's remote device
+//!     "endpoint": "HOST:PORT" | null  // (schema 3) a ua-bbnet- redirdev's exporting host
+//!                                     // and port, from its alias; null for a hostdev
 //!   }],
 //!   "domains": [{                     // every configured domain, in vm.conf order
 //!     "id": string,                   // the <id> of DOMAIN_RNG_<id> / DOMAIN_USB_<id>
@@ -137,7 +159,44 @@
 //!     "reachable": bool,              // false when a connection could not be opened
 //!     "error": string | null          // connection or listing errors, "; "-separated
 //!   },
-//!   "sysfs": { "error": string | null }   // set when the USB devices could not be listed
+//!   "sysfs": { "error": string | null },  // set when the USB devices could not be listed
+//!   "remote": [{                      // (schema 3) each configured guest's DOMAIN_REMOTE_
+//!                                     // devices, in vm.conf order, one per host and port
+//!     "domain": string, "uri": string | null,
+//!     "endpoint": "HOST:PORT",        // the exporting host and port ([IPV6]:PORT)
+//!     "tls": bool,                    // false for tls=no
+//!     "alias": string,                // its redirdev's, "ua-bbnet-..."
+//!     "connects_to": "HOST:PORT",     // where QEMU connects: 127.0.0.1:PORT (the local
+//!                                     // end of the TLS tunnel) or, plain, the endpoint
+//!     "state": "connected" | "waiting" | "attached" | "missing" | "inactive" | "unknown",
+//!       // connected: the redirdev is there and the guest's QEMU has an ESTABLISHED
+//!       //   connection to connects_to; waiting: the redirdev is there, no connection
+//!       //   (exporting host down, device unplugged, serve or tunnel down; QEMU keeps
+//!       //   trying); attached: the redirdev is there, the connection could not be
+//!       //   looked at (reason says why); missing: its guest runs without it (a problem);
+//!       // inactive: its guest is shut off or not defined; unknown: its guest's state
+//!       //   could not be read (a problem)
+//!     "qemu_pid": int | null,         // the QEMU process holding the connection
+//!     "reason": string | null         // why waiting, attached or unknown
+//!   }],
+//!   "served": [{                      // (schema 3) each SERVE_USB_<port> of this host,
+//!                                     // in port order
+//!     "port": int, "tls": bool,
+//!     "listen": "ADDR:PORT" | null,   // where usbredirect listens: 127.0.0.1:PORT+10000
+//!                                     // behind the tunnel, 0.0.0.0:PORT for tls=no
+//!     "device": {                     // the device the element selects now, as
+//!                                     // `bbvirt serve` picks it; null: none plugged in
+//!       "address": "BBB:DDD", "bus": int, "dev": int, "port": string,
+//!       "id": "vvvv:pppp", "serial": string | null
+//!     } | null,
+//!     "client": "connected" | "waiting" | "none" | "unknown",
+//!       // connected: a connection is ESTABLISHED on usbredirect's port; waiting: it
+//!       // listens there, no client; none: nothing listens (device unplugged, serve
+//!       // not running); unknown: the socket tables could not be read
+//!     "peer": "ADDR:PORT" | null,     // the client (with TLS: the far end of stunnel's
+//!                                     // connection on PORT), when known
+//!     "reason": string | null         // why there is no client, when it can be told
+//!   }]
 //! }
 //! ```
 
@@ -147,15 +206,17 @@ use crate::context::Context;
 use crate::exit::CommandError;
 
 mod collect;
+mod remote;
 mod table;
 
 pub use collect::collect;
 pub(crate) use collect::{LiveDomain, Route, alias_of, look_at_libvirt, routes_of};
+pub(crate) use remote::served_of;
 pub use table::render_table;
-pub(crate) use table::table as aligned_table;
+pub(crate) use table::{served as served_table, table as aligned_table};
 
 /// The version of the JSON schema documented above.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// Everything `bbvirt status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -168,6 +229,8 @@ pub struct Report {
     pub domains: Vec<DomainStatus>,
     pub libvirt: LibvirtStatus,
     pub sysfs: SysfsStatus,
+    pub remote: Vec<RemoteStatus>,
+    pub served: Vec<Served>,
     /// BitBabblers sysfs shows that bbvirt leaves alone (garbage
     /// attributes, a serial shared by several devices): logged as warnings
     /// by [`run`], not part of the JSON schema.
@@ -260,6 +323,8 @@ pub struct StaleEntry {
     pub dev: Option<u32>,
     pub reason: StaleKind,
     pub assigned_to: Option<String>,
+    /// The exporting host and port of a stale `ua-bbnet-` redirdev.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -268,6 +333,77 @@ pub enum StaleKind {
     Absent,
     Moved,
     NotAssigned,
+    /// A redirdev with bbvirt's alias for a remote device vm.conf gives
+    /// the guest, connecting elsewhere than vm.conf says.
+    WrongSource,
+}
+
+/// A remote device (`DOMAIN_REMOTE_`) of a configured guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteStatus {
+    pub domain: String,
+    pub uri: Option<String>,
+    pub endpoint: String,
+    pub tls: bool,
+    pub alias: String,
+    pub connects_to: String,
+    pub state: RemoteState,
+    pub qemu_pid: Option<u32>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteState {
+    /// Its redirdev is there and the guest's QEMU has its stream up.
+    Connected,
+    /// Its redirdev is there, no stream: QEMU is trying again.
+    Waiting,
+    /// Its redirdev is there; whether the stream is up could not be told.
+    Attached,
+    /// The guest runs without it (a problem: `bbvirt sync` attaches it).
+    Missing,
+    /// The guest is shut off or not defined.
+    Inactive,
+    /// The guest's state or XML could not be read.
+    Unknown,
+}
+
+/// A device this host serves (`SERVE_USB_<port>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Served {
+    pub port: u16,
+    pub tls: bool,
+    pub listen: Option<String>,
+    pub device: Option<ServedDevice>,
+    pub client: ClientState,
+    pub peer: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The device a `SERVE_USB_` element selects now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServedDevice {
+    pub address: String,
+    pub bus: u32,
+    pub dev: u32,
+    pub port: String,
+    pub id: String,
+    pub serial: Option<String>,
+}
+
+/// Whether a served device has its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientState {
+    /// usbredirect holds a connection on its port.
+    Connected,
+    /// usbredirect listens, no client.
+    Waiting,
+    /// Nothing listens there.
+    None,
+    /// The socket tables could not be read.
+    Unknown,
 }
 
 /// A configured domain.

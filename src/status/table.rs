@@ -3,7 +3,7 @@
 
 use crate::device::{DeviceId, is_valid_serial};
 
-use super::{DeviceState, DomainState, Report, StaleKind};
+use super::{ClientState, DeviceState, DomainState, RemoteState, Report, StaleKind};
 
 /// Text from sysfs, vm.conf or libvirt, made safe for a terminal: control
 /// characters escaped (quotes stay as they are, for readability).
@@ -62,6 +62,14 @@ pub fn render_table(report: &Report) -> String {
     for part in [absent, stale, domains] {
         out.push('\n');
         part(&mut out, report);
+    }
+    if !report.remote.is_empty() {
+        out.push('\n');
+        remote(&mut out, report);
+    }
+    if !report.served.is_empty() {
+        out.push('\n');
+        served(&mut out, &report.served);
     }
     if report.domains.iter().any(|d| d.managed_save.is_some()) {
         out.push('\n');
@@ -251,14 +259,21 @@ fn stale(out: &mut String, report: &Report) {
                         Some(a) => format!("wrong guest: assigned to {}", esc(a)),
                         None => "not assigned to this guest".to_string(),
                     },
+                    StaleKind::WrongSource => "connects elsewhere than vm.conf says".to_string(),
                 };
                 vec![
                     esc(&s.domain),
-                    match &s.serial {
-                        Some(serial) => show_serial(Some(serial)),
-                        None => esc(&s.alias),
+                    match (&s.serial, &s.endpoint) {
+                        (Some(serial), _) => show_serial(Some(serial)),
+                        (None, Some(e)) => format!("{} (remote)", esc(e)),
+                        (None, None) => esc(&s.alias),
                     },
-                    show_addr(s.bus, s.dev),
+                    // A redirdev has no USB address.
+                    if crate::remote::redirdev::is_ours(&s.alias) {
+                        "-".to_string()
+                    } else {
+                        show_addr(s.bus, s.dev)
+                    },
                     reason,
                 ]
             })
@@ -300,6 +315,102 @@ fn domains(out: &mut String, report: &Report) {
         };
         table(out, header, &rows);
     }
+}
+
+/// The configured guests' remote devices.
+fn remote(out: &mut String, report: &Report) {
+    out.push_str("Remote devices (DOMAIN_REMOTE_):\n");
+    let rows: Vec<Vec<String>> = report
+        .remote
+        .iter()
+        .map(|r| {
+            let state = match r.state {
+                RemoteState::Connected => "connected",
+                RemoteState::Waiting => "waiting",
+                RemoteState::Attached => "attached",
+                RemoteState::Missing => "NOT ATTACHED",
+                RemoteState::Inactive => "guest down",
+                RemoteState::Unknown => "unknown",
+            };
+            let mut row = vec![
+                esc(&r.endpoint),
+                if r.tls { "tls" } else { "plain" }.to_string(),
+                esc(&r.domain),
+                esc(&r.connects_to),
+                match r.qemu_pid {
+                    Some(pid) => format!("{state} (QEMU pid {pid})"),
+                    None => state.to_string(),
+                },
+            ];
+            row.push(r.reason.as_deref().map(esc).unwrap_or_default());
+            row
+        })
+        .collect();
+    let header: &[&str] = if report.remote.iter().any(|r| r.reason.is_some()) {
+        &[
+            "DEVICE",
+            "TRANSPORT",
+            "GUEST",
+            "QEMU CONNECTS TO",
+            "STATE",
+            "WHY",
+        ]
+    } else {
+        &["DEVICE", "TRANSPORT", "GUEST", "QEMU CONNECTS TO", "STATE"]
+    };
+    table(out, header, &rows);
+}
+
+/// The devices this host serves (`SERVE_USB_`), for `status` and `devices`.
+pub(crate) fn served(out: &mut String, served: &[super::Served]) {
+    out.push_str("Served to other hosts (SERVE_USB_):\n");
+    let rows: Vec<Vec<String>> = served
+        .iter()
+        .map(|s| {
+            let device = match &s.device {
+                Some(d) => format!(
+                    "{} {} ({}{})",
+                    d.address,
+                    d.id,
+                    d.port,
+                    match &d.serial {
+                        Some(serial) => format!(", serial {serial:?}"),
+                        None => String::new(),
+                    }
+                ),
+                None => "(not plugged in)".to_string(),
+            };
+            let client = match (s.client, &s.peer) {
+                (ClientState::Connected, Some(p)) => format!("connected from {p}"),
+                (ClientState::Connected, None) => "connected".to_string(),
+                (ClientState::Waiting, _) => "waiting".to_string(),
+                (ClientState::None, _) => "none".to_string(),
+                (ClientState::Unknown, _) => "unknown".to_string(),
+            };
+            let mut row = vec![
+                s.port.to_string(),
+                if s.tls { "tls" } else { "plain" }.to_string(),
+                esc(&device),
+                s.listen.as_deref().unwrap_or("-").to_string(),
+                client,
+            ];
+            row.push(s.reason.as_deref().map(esc).unwrap_or_default());
+            row
+        })
+        .collect();
+    let header: &[&str] = if served.iter().any(|s| s.reason.is_some()) {
+        &[
+            "PORT",
+            "TRANSPORT",
+            "DEVICE",
+            "USBREDIRECT ON",
+            "CLIENT",
+            "WHY",
+        ]
+    } else {
+        &["PORT", "TRANSPORT", "DEVICE", "USBREDIRECT ON", "CLIENT"]
+    };
+    table(out, header, &rows);
 }
 
 /// The last line of the table: "healthy", or what is wrong.
@@ -350,6 +461,18 @@ fn summary(report: &Report) -> String {
             "devices not attached to their running guests",
         ));
     }
+    let remote_missing = report
+        .remote
+        .iter()
+        .filter(|r| r.state == RemoteState::Missing)
+        .count();
+    if remote_missing > 0 {
+        problems.push(count(
+            remote_missing,
+            "remote device not attached to its running guest",
+            "remote devices not attached to their running guests",
+        ));
+    }
     let held = report.devices.iter().filter(|d| d.held_on_host).count();
     if held > 0 {
         problems.push(count(
@@ -382,7 +505,7 @@ fn summary(report: &Report) -> String {
     if problems.is_empty() {
         problems.push("state unknown".to_string());
     }
-    let fix = if missing > 0 || !report.stale.is_empty() {
+    let fix = if missing + remote_missing > 0 || !report.stale.is_empty() {
         " (bbvirt sync fixes stale and missing entries in configured guests)"
     } else {
         ""

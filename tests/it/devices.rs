@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::util::fake::FakeHv;
 use crate::util::fixture::FixtureTree;
 use crate::util::scene::{config, dom, running};
-use crate::util::{bbvirt, expect_exit, holder, write_config};
+use crate::util::{bbvirt, documented_keys, expect_exit, holder, keys_of, write_config};
 
 /// Buses 1 and 2: two CP210x sticks (10c4:ea60) that share the serial
 /// "0001"; bus 3 behind a hub (3-1): two Z-Wave sticks without a serial
@@ -219,6 +219,7 @@ fn who_has_each_device_and_what_it_is() {
             "suggestion": {"element": "id=10c4:ea60 port=1-1", "word": "'id=10c4:ea60 port=1-1'",
                            "keys": "id_port", "port_because": "same_serial",
                            "twins": ["002:002"]},
+            "served_on": null,
         })
     );
     // The BitBabbler: on the host, held by seedd; g2's entry for it is at
@@ -466,52 +467,16 @@ fn hostile_descriptor_strings_break_nothing() {
     }
 }
 
-/// The keys bbvirt(1) documents for `devices --json`, from the schema
-/// block of its DEVICES section.
-fn documented_keys() -> std::collections::BTreeSet<String> {
-    let man =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/bbvirt.1")).unwrap();
-    let section = man
-        .split("\n.SH LISTING DEVICES\n")
-        .nth(1)
-        .expect("bbvirt(1) has a LISTING DEVICES section");
-    let block = section
-        .split("\n.EX\n")
-        .skip(1)
-        .filter_map(|b| b.split("\n.EE\n").next())
-        .find(|b| b.contains("\"schema\""))
-        .expect("with its JSON schema");
-    let mut keys = std::collections::BTreeSet::new();
-    for part in block.split('"').collect::<Vec<_>>().windows(2) {
-        if part[1].trim_start().starts_with(':') && !part[0].contains(' ') && !part[0].is_empty() {
-            keys.insert(part[0].to_string());
-        }
-    }
-    keys
-}
-
-fn keys_of(v: &Value, out: &mut std::collections::BTreeSet<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                out.insert(k.clone());
-                keys_of(x, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| keys_of(x, out)),
-        _ => {}
-    }
-}
-
-/// The JSON has the documented shape: schema 1, every device with every
+/// The JSON has the documented shape: schema 2, every device with every
 /// field of the documented type.
 fn check_schema(v: &Value) {
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     let str_or_null = |x: &Value| x.is_string() || x.is_null();
     let int_or_null = |x: &Value| x.is_u64() || x.is_null();
     for d in v["devices"].as_array().expect("devices") {
         let o = d.as_object().unwrap();
-        assert_eq!(o.len(), 17, "{d:#}");
+        assert_eq!(o.len(), 18, "{d:#}");
+        assert!(int_or_null(&d["served_on"]), "{d:#}");
         for k in ["address", "port", "id"] {
             assert!(d[k].is_string(), "{k}: {d:#}");
         }
@@ -565,7 +530,8 @@ fn check_schema(v: &Value) {
     assert!(v["libvirt"]["reachable"].is_boolean() && str_or_null(&v["libvirt"]["error"]));
     assert!(str_or_null(&v["sysfs"]["error"]));
     assert!(v["processes"]["unreadable"].is_u64());
-    assert_eq!(v.as_object().unwrap().len(), 6);
+    assert!(v["served"].is_array());
+    assert_eq!(v.as_object().unwrap().len(), 7);
 }
 
 #[test]
@@ -578,15 +544,25 @@ fn the_json_has_every_documented_field_and_no_other() {
         b"seedd\0",
         &["/dev/bus/usb/003/006"],
     );
-    let v = json_of(&report_in(
-        &conf(),
-        &guests().sysfs(),
-        &hv(),
+    // An exporting host too: the BitBabbler served on 4000, a client there.
+    let mut cfg = conf();
+    cfg.serve = vec![(
+        bbvirt::remote::endpoint::Port::new(4000).unwrap(),
+        "port=3-2 tls=no".parse().unwrap(),
+    )];
+    crate::util::socket_tables(
         proc_root.path(),
-    ));
+        &[("10.0.0.7:4000", "10.0.0.2:50000", 0x01, 9)],
+    );
+    let v = json_of(&report_in(&cfg, &guests().sysfs(), &hv(), proc_root.path()));
+    assert_eq!(device(&v, "3-2")["served_on"], 4000);
     let mut seen = std::collections::BTreeSet::new();
     keys_of(&v, &mut seen);
-    assert_eq!(seen, documented_keys(), "doc/bbvirt.1, LISTING DEVICES");
+    assert_eq!(
+        seen,
+        documented_keys("LISTING DEVICES"),
+        "doc/bbvirt.1, LISTING DEVICES"
+    );
 }
 
 #[test]

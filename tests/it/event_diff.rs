@@ -36,6 +36,7 @@ use bbvirt::cli::{Action, Opts};
 use bbvirt::config::Config;
 use bbvirt::context::{Context, Target};
 use bbvirt::daemon::{HostPaths, Readiness};
+use bbvirt::device::DeviceArg;
 use bbvirt::event::{self, UdevEnv, Verdict};
 use bbvirt::sysfs::Sysfs;
 
@@ -255,7 +256,11 @@ fn check_tree(what: &str, root: &Path, cfg: &Config, gates: &[Gate], tally: &mut
         let readiness = gate(gate_dir.path(), g);
         for address in &words {
             let (action, opts) = rule(&format!("attach {address} --syslog"));
-            let Action::Attach { device, .. } = &action else {
+            let Action::Attach {
+                device: DeviceArg::Local(device),
+                ..
+            } = &action
+            else {
                 unreachable!()
             };
             // bbvirt's own attach on a fake libvirt where every guest runs.
@@ -330,7 +335,11 @@ fn check_removes(what: &str, root: &Path, confs: &[Config], gates: &[Gate], tall
             let hv = hypervisor(cfg);
             for (bus, dev) in all.iter().filter_map(|e| e.addr) {
                 let (action, _) = rule(&format!("attach {bus}:{dev}"));
-                let Action::Attach { device, .. } = &action else {
+                let Action::Attach {
+                    device: DeviceArg::Local(device),
+                    ..
+                } = &action
+                else {
                     unreachable!()
                 };
                 let _ = ctx(cfg, &plugged, &hv, &opts, None).attach(device);
@@ -361,7 +370,11 @@ fn check_removes(what: &str, root: &Path, confs: &[Config], gates: &[Gate], tall
         std::fs::remove_file(after.path().join("bus/usb/devices").join(&gone.name)).unwrap();
         let unplugged = Sysfs::new(after.path());
         let (action, opts) = rule(&format!("detach {bus}:{dev} --syslog"));
-        let Action::Detach { device, .. } = &action else {
+        let Action::Detach {
+            device: DeviceArg::Local(device),
+            ..
+        } = &action
+        else {
             unreachable!()
         };
         let udev = UdevEnv {
@@ -472,7 +485,11 @@ fn what_the_front_decides_alone_and_what_it_scans_for() {
         let e = all.iter().find(|e| e.name == name).unwrap();
         let (bus, dev) = e.addr.unwrap();
         let (action, opts) = rule(&format!("attach {bus}:{dev} --syslog"));
-        let Action::Attach { device, .. } = &action else {
+        let Action::Attach {
+            device: DeviceArg::Local(device),
+            ..
+        } = &action
+        else {
             unreachable!()
         };
         let udev = UdevEnv {

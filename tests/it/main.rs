@@ -17,6 +17,7 @@ mod hook_script;
 mod hostile;
 mod install;
 mod remote;
+mod remote_status;
 mod saved;
 mod status;
 mod sysfs;

@@ -79,7 +79,7 @@ fn healthy_host_json_is_exact() {
     assert_eq!(
         json_of(&r),
         json!({
-            "schema": 2,
+            "schema": 3,
             "healthy": true,
             "devices": [
                 {"serial": "KWIF4Q", "id": "0403:7840", "valid_serial": true,
@@ -111,6 +111,8 @@ fn healthy_host_json_is_exact() {
             ],
             "libvirt": {"reachable": true, "error": null},
             "sysfs": {"error": null},
+            "remote": [],
+            "served": [],
         })
     );
 }
@@ -160,9 +162,9 @@ fn stale_entries_absent_and_moved() {
         v["stale"],
         json!([
             {"domain": "g1", "uri": null, "alias": "ua-bbvirt-KWIF4Q", "serial": "KWIF4Q",
-             "bus": 1, "dev": 2, "reason": "moved", "assigned_to": "g1"},
+             "bus": 1, "dev": 2, "reason": "moved", "assigned_to": "g1", "endpoint": null},
             {"domain": "g1", "uri": null, "alias": "ua-bbvirt-GONE11", "serial": "GONE11",
-             "bus": 1, "dev": 7, "reason": "absent", "assigned_to": "g1"},
+             "bus": 1, "dev": 7, "reason": "absent", "assigned_to": "g1", "endpoint": null},
         ])
     );
     // The moved device: its alias is in g1 at the old address; not attached
@@ -220,9 +222,9 @@ fn device_in_the_wrong_domain() {
         v["stale"],
         json!([
             {"domain": "g2", "uri": null, "alias": "ua-bbvirt-KWIF4Q", "serial": "KWIF4Q",
-             "bus": 1, "dev": 4, "reason": "not_assigned", "assigned_to": "g1"},
+             "bus": 1, "dev": 4, "reason": "not_assigned", "assigned_to": "g1", "endpoint": null},
             {"domain": "other", "uri": null, "alias": "ua-bbvirt-QX3TZ7A", "serial": "QX3TZ7A",
-             "bus": 3, "dev": 9, "reason": "not_assigned", "assigned_to": "g2"},
+             "bus": 3, "dev": 9, "reason": "not_assigned", "assigned_to": "g2", "endpoint": null},
         ])
     );
     let k = device(&v, "KWIF4Q");
@@ -533,7 +535,7 @@ fn binary_with_the_libvirt_test_driver() {
     let (out, err) = expect_exit(&run(&["--json"]), exit::FAILED);
     assert_eq!(err, "", "nothing on stderr");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["schema"], 2);
+    assert_eq!(v["schema"], 3);
     assert_eq!(v["healthy"], false);
     assert_eq!(v["libvirt"], json!({"reachable": true, "error": null}));
     assert_eq!(
@@ -778,7 +780,7 @@ fn usb_devices_show_their_element_alias_and_state() {
     assert_eq!(
         v["stale"],
         json!([{"domain": "g2", "uri": null, "alias": "ua-bbusb-10c4ea60-g2-e0-0001",
-                "serial": null, "bus": 1, "dev": 30, "reason": "moved", "assigned_to": null}])
+                "serial": null, "bus": 1, "dev": 30, "reason": "moved", "assigned_to": null, "endpoint": null}])
     );
     let table = render_table(&r);
     assert!(
