@@ -61,7 +61,7 @@ def bbvirt_lines(lab, since, pid=None):
 
 
 def status_json(lab, want_rc=None):
-    """`bbvirt status --json`: (Result, parsed JSON), the JSON of schema 2.
+    """`bbvirt status --json`: (Result, parsed JSON), the JSON of schema 3.
     want_rc: bbvirt must exit with it, and say healthy exactly when it is 0."""
     r = lab.bbvirt('status', '--json', ok=False)
     if want_rc is not None:
@@ -70,7 +70,7 @@ def status_json(lab, want_rc=None):
         j = json.loads(r.out)
     except ValueError as e:
         raise Failure('bbvirt status --json printed no JSON (%s): %s' % (e, r))
-    check(j.get('schema') == 2, 'status --json: schema %r, want 2' % j.get('schema'))
+    check(j.get('schema') == 3, 'status --json: schema %r, want 3' % j.get('schema'))
     if want_rc is not None:
         check(j['healthy'] == (want_rc == 0), 'healthy=%s with exit %s' % (j['healthy'], r.rc))
     return r, j

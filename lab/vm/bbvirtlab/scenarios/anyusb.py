@@ -155,14 +155,14 @@ def expected_element(key, port):
 
 
 def devices_json(lab):
-    """`bbvirt devices --json`, exit 0, schema 1: {port: device}."""
+    """`bbvirt devices --json`, exit 0, schema 2: {port: device}."""
     r = lab.bbvirt('devices', '--json', ok=False)
     check(r.rc == 0, 'bbvirt devices --json: exit %s: %s' % (r.rc, r))
     try:
         j = json.loads(r.out)
     except ValueError as e:
         raise Failure('bbvirt devices --json printed no JSON (%s): %s' % (e, r))
-    check(j.get('schema') == 1, 'devices --json: schema %r, want 1' % j.get('schema'))
+    check(j.get('schema') == 2, 'devices --json: schema %r, want 2' % j.get('schema'))
     check(j['libvirt']['reachable'] and j['sysfs']['error'] is None and j['config']['error'] is None,
           'devices --json: libvirt %s, sysfs %s, config %s' % (j['libvirt'], j['sysfs'], j['config']))
     return {d['port']: d for d in j['devices']}

@@ -34,6 +34,7 @@ reaches the exporting host through the same local tunnel
 the same vm.conf would each have their own. Standard library only.
 """
 
+import json
 import os
 import re
 import shutil
@@ -288,6 +289,24 @@ def sc_remote_migration(lab):
 TWIN = ('10c4', 'ea60', '0001')
 
 
+def remote_states():
+    """The hypervisor's `bbvirt status --json`: {alias: state}."""
+    r = run([BBVIRT, 'status', '--json'], timeout=60)
+    try:
+        return {x.get('alias'): x.get('state') for x in json.loads(r.out).get('remote', [])}
+    except ValueError:
+        return {'?': r.out[:200] + r.err[:200]}
+
+
+def served_clients():
+    """The exporting host's `bbvirt status --json`: {port: client}."""
+    r = run(['ip', 'netns', 'exec', rm.NS, BBVIRT, 'status', '--json'], timeout=60)
+    try:
+        return {x.get('port'): x.get('client') for x in json.loads(r.out).get('served', [])}
+    except ValueError:
+        return {'?': r.out[:200] + r.err[:200]}
+
+
 @scenario(74, 'remote twins', platforms=T)
 def sc_remote_twins(lab):
     from ..core import bus_of_udc
@@ -317,11 +336,25 @@ def sc_remote_twins(lab):
                              'port 4000 to serve %s and 4001 %s' % (at['twin-a'], at['twin-b']))
         notes.append('twins (%s at %s, %s at %s) served %s, each guest holds its own'
                      % (at['twin-a'], port['twin-a'], at['twin-b'], port['twin-b'], ex.served()))
+        # what status says on each side
+        want = {ALIAS: 'connected', alias_b: 'connected'}
+        check(remote_states() == want, "the hypervisor's status: %s, want %s" % (remote_states(), want))
+        check(served_clients() == {4000: 'connected', 4001: 'connected'},
+              "the exporting host's status: %s" % served_clients())
+        notes.append('status: hypervisor %s, exporting host %s' % (remote_states(), served_clients()))
         # one twin unplugged: its guest loses it, the other keeps its own
         lab.unplug_usb('twin-a')
         wait_for(lambda: not held('guestA')[0], 30, 'guestA to lose twin-a')
         check(held('guestB', alias_b)[0], 'guestB lost its twin when guestA\'s was unplugged')
         check(4000 not in ex.served(), 'port 4000 still serves after its twin left: %s' % ex.served())
+        st, _ = wait_for(lambda: (remote_states().get(ALIAS) == 'waiting', remote_states()), 30,
+                         "the hypervisor's status to say guestA's device is waiting")
+        check(served_clients().get(4000) == 'none', "the exporting host's status: %s" % served_clients())
+        # by hand: detach and attach HOST:PORT
+        lab.bbvirt('detach', '%s:4001' % EXP)
+        check(alias_b not in rm.redirdev_sources('guestB'), 'detach %s:4001 left it in guestB' % EXP)
+        lab.bbvirt('attach', '%s:4001' % EXP)
+        wait_for(lambda: held('guestB', alias_b), 60, 'guestB to hold its twin again after attach %s:4001' % EXP)
         d = lab.plug_usb('twin-a', udc['twin-a'])
         wait_for(lambda: held('guestA'), 60, 'twin-a back in guestA')
         check(ex.served().get(4000) == '%d-%d' % (d.bus, d.dev), 'port 4000 serves %s' % ex.served())
