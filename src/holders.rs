@@ -73,23 +73,26 @@ impl Holders {
     }
 }
 
+/// The processes under `proc_root`: each pid and its directory entry;
+/// None when `proc_root` cannot be read.
+fn processes(proc_root: &Path) -> Option<impl Iterator<Item = (u32, std::fs::DirEntry)>> {
+    let entries = std::fs::read_dir(proc_root).ok()?;
+    Some(entries.flatten().filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        Some((pid, entry))
+    }))
+}
+
 /// Finds the holders of the given device nodes under `proc_root`.
 pub fn scan(proc_root: &Path, nodes: &[String]) -> Holders {
     let mut found = Holders::default();
     if nodes.is_empty() {
         return found;
     }
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
+    let Some(processes) = processes(proc_root) else {
         return found;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, entry) in processes {
         let fd_dir = entry.path().join("fd");
         let Ok(fds) = std::fs::read_dir(&fd_dir) else {
             found.unreadable += 1;
@@ -136,17 +139,10 @@ pub fn scan(proc_root: &Path, nodes: &[String]) -> Holders {
 /// running guests of one name give that name both pids.
 pub fn qemu_pids(proc_root: &Path) -> BTreeMap<String, Vec<u32>> {
     let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
+    let Some(processes) = processes(proc_root) else {
         return out;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, entry) in processes {
         if let Some(guest) = std::fs::read(entry.path().join("cmdline"))
             .ok()
             .and_then(|c| qemu_guest(&c))
