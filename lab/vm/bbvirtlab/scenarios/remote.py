@@ -38,7 +38,7 @@ import subprocess
 import threading
 import time
 
-from ..core import BASE_CONF, BBVIRT, LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for, wfile
+from ..core import BASE_CONF, CORE, BBVIRT, LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for, wfile
 
 T = ('trixie',)
 NS = 'bbexp'
@@ -342,6 +342,26 @@ def host_pki(etc, cn, san=None):
     os.chmod(d + '/host-key.pem', 0o600)
 
 
+def hypervisor_tunnels(lab):
+    """The hypervisor's tunnels: bbvirt-tunnels.service on trixie; on
+    bookworm (no systemd) the unit's command line, run by hand: its
+    Popen (None for the unit)."""
+    if lab.platform == 'trixie':
+        r = run(['systemctl', 'restart', 'bbvirt-tunnels.service'], timeout=60)
+        check(r.rc == 0, 'systemctl restart bbvirt-tunnels: %s' % r)
+        return None
+    act('start (hypervisor): %s tunnels --syslog' % BBVIRT)
+    return subprocess.Popen([BBVIRT, 'tunnels', '--syslog'], stdout=subprocess.DEVNULL,
+                            stderr=open('%s/hypervisor-tunnels.log' % WORK, 'a'))
+
+
+def stop_hypervisor_tunnels(lab, proc):
+    if proc is not None:
+        stop_all([proc])
+    if lab.platform == 'trixie':
+        run(['systemctl', 'stop', 'bbvirt-tunnels.service'])
+
+
 def in_exporter(argv, log):
     act('start (exporting host): %s' % ' '.join(argv))
     return subprocess.Popen(['ip', 'netns', 'exec', NS] + argv, stdout=subprocess.DEVNULL,
@@ -379,7 +399,7 @@ def redirdev_sources(dom):
     return res
 
 
-@scenario(71, 'remote by bbvirt', platforms=T)
+@scenario(71, 'remote by bbvirt', platforms=CORE)
 def sc_remote_bbvirt(lab):
     """An exporting host (network namespace) serves LONER01 by its serial
     with `bbvirt serve 4000` and `bbvirt tunnels`; the hypervisor's vm.conf
@@ -405,14 +425,14 @@ def sc_remote_bbvirt(lab):
     host_pki('/etc/bit-babbler', 'hypervisor')
     lab.write_conf(conf)
     procs = []
+    hyp_tunnels = None
     paused = lab.state('guestA') == 'paused'
     try:
         if paused:
             must(['virsh', '-c', 'qemu:///system', 'resume', 'guestA'])
         procs.append(in_exporter([BBVIRT, 'serve', '4000', '-v'], 'exporter-serve'))
         procs.append(in_exporter([BBVIRT, 'tunnels', '-v'], 'exporter-tunnels'))
-        r = run(['systemctl', 'start', 'bbvirt-tunnels.service'], timeout=60)
-        check(r.rc == 0, 'systemctl start bbvirt-tunnels: %s' % r)
+        hyp_tunnels = hypervisor_tunnels(lab)
         wait_for(lambda: listening(PORT, NS) and listening(LOCAL), 30, 'both tunnels to listen')
         lab.bbvirt('sync')
         have = redirdev_sources('guestA')
@@ -475,7 +495,7 @@ def sc_remote_bbvirt(lab):
         lab.timing('remote host up->held', now() - t)
     finally:
         stop_all(procs)
-        run(['systemctl', 'stop', 'bbvirt-tunnels.service'])
+        stop_hypervisor_tunnels(lab, hyp_tunnels)
         run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', REMOTE_ALIAS, '--live'])
         if lab.gadgets.get(LONER) is not None and lab.gadgets[LONER].udc:
             lab.unplug(LONER)
@@ -490,6 +510,7 @@ def sc_remote_bbvirt(lab):
                 out('lab: %s log tail:\n  %s' % (name, '\n  '.join(tail)))
             except OSError:
                 pass
-        r = run(['journalctl', '-b', '-u', 'bbvirt-tunnels.service', '--no-pager', '-n', '15'])
-        out('lab: bbvirt-tunnels.service journal:\n  %s' % '\n  '.join(r.out.splitlines()[-15:]))
+        if lab.platform == 'trixie':
+            r = run(['journalctl', '-b', '-u', 'bbvirt-tunnels.service', '--no-pager', '-n', '15'])
+            out('lab: bbvirt-tunnels.service journal:\n  %s' % '\n  '.join(r.out.splitlines()[-15:]))
     lab.notes.append('; '.join(notes))

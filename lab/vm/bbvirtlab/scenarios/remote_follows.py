@@ -38,10 +38,9 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 
-from ..core import BASE_CONF, BBVIRT, KW, LONER, WORK, act, check, must, now, out, run, scenario, virsh, wait_for
+from ..core import BASE_CONF, CORE, BBVIRT, KW, LONER, WORK, check, must, now, out, run, scenario, virsh, wait_for
 from . import remote as rm
 from .saved import HOST_B, migrate
 
@@ -58,7 +57,7 @@ class Exporter:
     bbvirt-tunnels.service."""
 
     def __init__(self, lab, serve, conf):
-        self.lab, self.serve_lines, self.procs = lab, serve, []
+        self.lab, self.serve_lines, self.procs, self.hyp = lab, serve, [], None
         self.ports = sorted(int(m) for m in re.findall(r'SERVE_USB_(\d+)', serve))
         rm.exporting_host()
         rm.make_pki()
@@ -76,22 +75,15 @@ class Exporter:
         for p in self.ports:
             self.procs.append(rm.in_exporter([BBVIRT, 'serve', str(p), '-v'], 'exporter-serve-%d' % p))
         self.procs.append(rm.in_exporter([BBVIRT, 'tunnels', '-v'], 'exporter-tunnels'))
-        if self.lab.platform == 'trixie':
-            r = run(['systemctl', 'restart', 'bbvirt-tunnels.service'], timeout=60)
-            check(r.rc == 0, 'systemctl restart bbvirt-tunnels: %s' % r)
-        else:
-            # bookworm: no systemd; the unit's command line
-            act('start (hypervisor): %s tunnels --syslog' % BBVIRT)
-            self.procs.append(subprocess.Popen([BBVIRT, 'tunnels', '--syslog'], stdout=subprocess.DEVNULL,
-                                               stderr=open('%s/hypervisor-tunnels.log' % WORK, 'a')))
+        self.hyp = rm.hypervisor_tunnels(self.lab)
         wait_for(lambda: all(rm.listening(p, rm.NS) and rm.listening(p) for p in self.ports), 30,
                  'the tunnels of ports %s to listen on both hosts' % self.ports)
 
     def down(self):
         rm.stop_all(self.procs)
         self.procs = []
-        if self.lab.platform == 'trixie':
-            run(['systemctl', 'stop', 'bbvirt-tunnels.service'])
+        rm.stop_hypervisor_tunnels(self.lab, self.hyp)
+        self.hyp = None
         run(['ip', 'link', 'del', 'bbv0'])
         run(['ip', 'netns', 'del', rm.NS])
         for p in self.ports:
@@ -199,7 +191,7 @@ def never_held(dom, secs, alias=ALIAS):
     return seen
 
 
-@scenario(72, 'remote saved', platforms=T)
+@scenario(72, 'remote saved', platforms=CORE)
 def sc_remote_saved(lab):
     notes = []
     lab.reset(running=('guestA',))
@@ -268,7 +260,7 @@ DOMAIN_REMOTE_guestA=( "%s:4000" )
 """ % EXP
 
 
-@scenario(73, 'remote migration', platforms=T)
+@scenario(73, 'remote migration', platforms=CORE)
 def sc_remote_migration(lab):
     notes = []
     lab.reset(running=('guestA',))
@@ -341,7 +333,7 @@ def served_clients():
         return {'?': r.out[:200] + r.err[:200]}
 
 
-@scenario(74, 'remote twins', platforms=T)
+@scenario(74, 'remote twins', platforms=CORE)
 def sc_remote_twins(lab):
     from ..core import bus_of_udc
     notes = []
