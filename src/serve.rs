@@ -67,9 +67,34 @@ pub enum ServeError {
 /// usbredirect's command line for the device at `busnum`-`devnum`, listening
 /// on `listen` (an IP literal and a port, as usbredirect 0.15 takes them).
 pub fn usbredirect_argv(busnum: u32, devnum: u32, listen: &str) -> Vec<OsString> {
-    ["--device", &format!("{busnum}-{devnum}"), "--as", listen]
-        .iter()
-        .map(OsString::from)
+    [
+        DEVICE_OPTION,
+        &format!("{busnum}-{devnum}"),
+        AS_OPTION,
+        listen,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// usbredirect's option naming the device (`BUS-DEV`).
+const DEVICE_OPTION: &str = "--device";
+/// usbredirect's option that makes it a server (`ADDRESS:PORT`).
+const AS_OPTION: &str = "--as";
+
+/// The options [`usbredirect_argv`] needs that a usbredirect whose
+/// `--help` printed `help` lacks: "recent enough" is having them all
+/// (usbredirect has no `--version`; Debian 12's 0.13 has both, and is the
+/// oldest seen working, in the lab).
+pub fn missing_options(help: &str) -> Vec<&'static str> {
+    [DEVICE_OPTION, AS_OPTION]
+        .into_iter()
+        .filter(|o| {
+            !help
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .any(|w| w == *o)
+        })
         .collect()
 }
 
@@ -228,6 +253,22 @@ fn stop(child: &mut Child) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn recent_enough_is_having_the_options_bbvirt_uses() {
+        // Debian 12's usbredirect 0.13 --help (abridged).
+        let v013 = "Usage:\n  usbredirect [OPTION?]\n\nApplication Options:\n  \
+                    --device            Local USB device to be redirected\n  \
+                    --to                Client URI to connect to\n  \
+                    --as                Server URI to be run\n";
+        assert!(missing_options(v013).is_empty());
+        let client_only = "Application Options:\n  --device  d\n  --to  Client URI\n";
+        assert_eq!(missing_options(client_only), ["--as"]);
+        // A word that merely contains an option does not count.
+        assert_eq!(missing_options("--devices --ask"), ["--device", "--as"]);
+        assert_eq!(missing_options(""), ["--device", "--as"]);
+    }
+
     use super::*;
 
     fn conf(text: &str) -> Config {

@@ -78,12 +78,16 @@ pub fn check_remote(cfg: &Config, tls: &TlsFiles) -> Vec<Finding> {
         ));
     }
     if !cfg.serve.is_empty() {
-        found.push(program_finding(
+        let installed = program_finding(
             &[crate::serve::USBREDIRECT],
             "usbredirect",
-            "apt-get install usbredirect (Fedora: dnf install usbredir-tools); Debian 12's \
-             0.13 spins a CPU while it waits for a client: 0.14 or later is better",
-        ));
+            "apt-get install usbredirect (Fedora: dnf install usbredir-tools)",
+        );
+        let ok = installed.severity == super::Severity::Ok;
+        found.push(installed);
+        if ok {
+            found.push(usbredirect_options_finding());
+        }
     }
     for (id, r) in &remote {
         found.push(reachable_finding(id, r));
@@ -165,6 +169,37 @@ fn program_finding(paths: &[&str], name: &str, fix: &str) -> Finding {
         None => Finding::error(
             format!("{name} is not installed ({})", paths.join(", ")),
             fix,
+        ),
+    }
+}
+
+/// Whether the installed usbredirect is recent enough: its `--help` names
+/// every option `bbvirt serve` gives it ([`crate::serve::missing_options`]).
+fn usbredirect_options_finding() -> Finding {
+    let mut help = Command::new(crate::serve::USBREDIRECT);
+    help.arg("--help");
+    match crate::child::run(&mut help, Duration::from_secs(5), 64 << 10) {
+        Ok(f) => {
+            let text =
+                String::from_utf8_lossy(&[f.stdout.as_slice(), f.stderr.as_slice()].concat())
+                    .into_owned();
+            let missing = crate::serve::missing_options(&text);
+            if missing.is_empty() {
+                Finding::ok("usbredirect is recent enough (it has --device and --as)")
+            } else {
+                Finding::error(
+                    format!(
+                        "{} is too old for bbvirt serve: its --help has no {}",
+                        crate::serve::USBREDIRECT,
+                        missing.join(", ")
+                    ),
+                    "install usbredirect 0.13 or later (Debian 12's is 0.13)",
+                )
+            }
+        }
+        Err(e) => Finding::warning(
+            format!("{} --help could not run: {e}", crate::serve::USBREDIRECT),
+            "its options were not checked",
         ),
     }
 }

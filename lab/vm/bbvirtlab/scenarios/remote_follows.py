@@ -368,6 +368,9 @@ def sc_remote_twins(lab):
         check(served_clients() == {4000: 'connected', 4001: 'connected'},
               "the exporting host's status: %s" % served_clients())
         notes.append('status: hypervisor %s, exporting host %s' % (remote_states(), served_clients()))
+        r = run(['ip', 'netns', 'exec', rm.NS, BBVIRT, 'check', '-v'], timeout=120)
+        check('usbredirect is recent enough' in r.out + r.err,
+              "the exporting host's check says nothing of usbredirect's options: %s" % r)
         # one twin unplugged: its guest loses it, the other keeps its own
         lab.unplug_usb('twin-a')
         wait_for(lambda: not held('guestA')[0], 30, 'guestA to lose twin-a')
