@@ -53,8 +53,9 @@ CONF = rm.BASE_CONF_REMOTE
 
 class Exporter:
     """The exporting host of 71 with `SERVE_USB_` lines of its own, its
-    `bbvirt serve PORT` and `bbvirt tunnels`, and the hypervisor's
-    bbvirt-tunnels.service."""
+    `bbvirt serve PORT` (trixie: the unit bbvirt-serve@PORT, in the
+    namespace by a drop-in) and `bbvirt tunnels`, and the hypervisor's
+    tunnels (trixie: bbvirt-tunnels.service)."""
 
     def __init__(self, lab, serve, conf):
         self.lab, self.serve_lines, self.procs, self.hyp = lab, serve, [], None
@@ -71,9 +72,24 @@ class Exporter:
         rm.host_pki('/etc/bit-babbler', 'hypervisor')
         lab.write_conf(conf)
 
+    DROPIN = '/run/systemd/system/bbvirt-serve@.service.d/bbvirt-lab.conf'
+
     def up(self):
-        for p in self.ports:
-            self.procs.append(rm.in_exporter([BBVIRT, 'serve', str(p), '-v'], 'exporter-serve-%d' % p))
+        if self.lab.platform == 'trixie':
+            # trixie: the package's unit bbvirt-serve@PORT, put in the
+            # exporting host's network namespace and given its vm.conf
+            # (what `ip netns exec` does for the processes of bookworm)
+            from ..core import wfile
+            os.makedirs(os.path.dirname(self.DROPIN), exist_ok=True)
+            wfile(self.DROPIN, '# bbvirt lab: the exporting host is a network namespace\n[Service]\n'
+                  'NetworkNamespacePath=/run/netns/%s\nBindReadOnlyPaths=%s:/etc/bit-babbler\n'
+                  % (rm.NS, rm.EXP_ETC))
+            must(['systemctl', 'daemon-reload'])
+            for p in self.ports:
+                must(['systemctl', 'start', 'bbvirt-serve@%d.service' % p])
+        else:
+            for p in self.ports:
+                self.procs.append(rm.in_exporter([BBVIRT, 'serve', str(p), '-v'], 'exporter-serve-%d' % p))
         self.procs.append(rm.in_exporter([BBVIRT, 'tunnels', '-v'], 'exporter-tunnels'))
         self.hyp = rm.hypervisor_tunnels(self.lab)
         wait_for(lambda: all(rm.listening(p, rm.NS) and rm.listening(p) for p in self.ports), 30,
@@ -82,6 +98,13 @@ class Exporter:
     def down(self):
         rm.stop_all(self.procs)
         self.procs = []
+        if self.lab.platform == 'trixie':
+            for p in self.ports:
+                r = run(['journalctl', '-b', '-u', 'bbvirt-serve@%d.service' % p, '--no-pager', '-n', '10'])
+                out('lab: bbvirt-serve@%d journal:\n  %s' % (p, '\n  '.join(r.out.splitlines()[-10:])))
+                run(['systemctl', 'stop', 'bbvirt-serve@%d.service' % p])
+            run(['rm', '-f', self.DROPIN])
+            run(['systemctl', 'daemon-reload'])
         rm.stop_hypervisor_tunnels(self.lab, self.hyp)
         self.hyp = None
         run(['ip', 'link', 'del', 'bbv0'])
@@ -368,6 +391,10 @@ def sc_remote_twins(lab):
         check(served_clients() == {4000: 'connected', 4001: 'connected'},
               "the exporting host's status: %s" % served_clients())
         notes.append('status: hypervisor %s, exporting host %s' % (remote_states(), served_clients()))
+        r = run(['ip', 'netns', 'exec', rm.NS, BBVIRT, 'devices', '--json'], timeout=60)
+        on = {x.get('port'): x.get('served_on') for x in json.loads(r.out).get('devices', [])}
+        check(on.get(port['twin-a']) == 4000 and on.get(port['twin-b']) == 4001,
+              "the exporting host's devices --json: served_on %s" % on)
         r = run(['ip', 'netns', 'exec', rm.NS, BBVIRT, 'check', '-v'], timeout=120)
         check('usbredirect is recent enough' in r.out + r.err,
               "the exporting host's check says nothing of usbredirect's options: %s" % r)
