@@ -48,8 +48,7 @@ use std::io::{Read, Write};
 
 use crate::config::Config;
 use crate::follow_up::FollowUps;
-use crate::remote::endpoint::Endpoint;
-use crate::remote::redirdev::alias_for;
+use crate::remote::redirdev::{Wanted, wanted};
 use crate::saved;
 use crate::sysfs::{Scan, Sysfs, UsbDevice};
 use crate::{debug, error, info, note, warn};
@@ -234,16 +233,12 @@ fn rewrite(domain: &str, operation: &str, xml: &str, env: &HookEnv) -> Option<St
 }
 
 /// The remote devices this host gives `domain` (vm.conf's
-/// `DOMAIN_REMOTE_`), as alias and where QEMU connects; None when vm.conf
-/// cannot be used. A guest vm.conf does not name gets none.
-fn remote_given(domain: &str, env: &HookEnv) -> Option<Vec<(String, Endpoint)>> {
+/// `DOMAIN_REMOTE_`, [`wanted`]); None when vm.conf cannot be used. A
+/// guest vm.conf does not name gets none.
+fn remote_given(domain: &str, env: &HookEnv) -> Option<Vec<Wanted>> {
     let config = env.config.as_ref().ok()?;
     Some(match config.guest_named(domain) {
-        Some(i) => config.domains[i]
-            .remote
-            .iter()
-            .map(|r| (alias_for(&r.endpoint), r.connects_to()))
-            .collect(),
+        Some(i) => wanted(&config.domains[i].remote),
         None => Vec::new(),
     })
 }

@@ -57,9 +57,8 @@ use std::ops::Range;
 
 use crate::device::UsbId;
 use crate::hostdev::{UsbHostdev, XmlError, alias_id, parked_source_xml, source_xml, usb_hostdevs};
-use crate::remote::endpoint::Endpoint;
 use crate::remote::redirdev::{
-    RECONNECT_SECS, Redirdev, parked, redirdev_sources, source_xml as redirdev_source_xml,
+    RECONNECT_SECS, Redirdev, Wanted, parked, redirdev_sources, source_xml as redirdev_source_xml,
 };
 use crate::sysfs::UsbDevice;
 
@@ -254,8 +253,8 @@ pub struct RemoteRewritten {
 
 /// Rewrites bbvirt's redirdevs (remote devices, [`crate::remote`]) in a
 /// saved domain XML for this host, as [`rewrite`] does its hostdevs: each
-/// one this host gives the guest (`given`: alias and where QEMU connects,
-/// from this host's vm.conf) connects where this host says, with
+/// one this host gives the guest (`given`: what this host's vm.conf gives
+/// it, [`crate::remote::redirdev::wanted`]) connects where this host says, with
 /// reconnecting on; any other is parked. None for `given`: this host
 /// cannot tell (vm.conf unusable), every one is parked. So a migrated or
 /// restored guest never reaches through this host's tunnels a device this
@@ -263,16 +262,16 @@ pub struct RemoteRewritten {
 /// another exporting host), and the one it should hold is back as soon as
 /// QEMU connects (the source's connection is gone, or the exporting host
 /// refuses it until it is).
-pub fn rewrite_remote(
-    xml: &str,
-    given: Option<&[(String, Endpoint)]>,
-) -> Result<RemoteRewritten, XmlError> {
+pub fn rewrite_remote(xml: &str, given: Option<&[Wanted]>) -> Result<RemoteRewritten, XmlError> {
     let mut edits = Vec::new();
     let mut changes = Vec::new();
     for (r, range) in redirdev_sources(xml)? {
         let (fate, connect) = match given {
-            Some(g) => match g.iter().find(|(alias, _)| *alias == r.alias) {
-                Some((_, to)) => (RemoteFate::Connects(to.to_string()), to.clone()),
+            Some(g) => match g.iter().find(|w| w.alias == r.alias) {
+                Some(w) => {
+                    let to = w.element.connects_to();
+                    (RemoteFate::Connects(to.to_string()), to)
+                }
                 None => (RemoteFate::Parked(ParkReason::NotAssigned), parked()),
             },
             None => (RemoteFate::Parked(ParkReason::Unknown), parked()),
@@ -332,25 +331,15 @@ fn indent_before(xml: &str, at: usize) -> String {
 
 /// bbvirt's redirdevs of a saved XML (as it is, no rewrite) that would
 /// connect the guest where this host does not: not parked, and not one
-/// `given` names with that same source (`given`: alias and where QEMU
-/// connects, from this host's vm.conf). The hook refuses a start that
+/// `given` names with that same source (`given`: what this host's vm.conf
+/// gives the guest, [`crate::remote::redirdev::wanted`]). The hook refuses a start that
 /// would keep one (a snapshot revert, which has no XML filter): the same
 /// local port may lead to another device here.
-pub fn foreign_redirdevs(
-    xml: &str,
-    given: &[(String, Endpoint)],
-) -> Result<Vec<Redirdev>, XmlError> {
+pub fn foreign_redirdevs(xml: &str, given: &[Wanted]) -> Result<Vec<Redirdev>, XmlError> {
     Ok(redirdev_sources(xml)?
         .into_iter()
         .map(|(r, _)| r)
-        .filter(|r| {
-            !r.is_parked()
-                && !given.iter().any(|(alias, to)| {
-                    *alias == r.alias
-                        && to.host.bare() == r.host
-                        && to.port.to_string() == r.service
-                })
-        })
+        .filter(|r| !r.is_parked() && !given.iter().any(|w| w.is_held_by(r)))
         .collect())
 }
 

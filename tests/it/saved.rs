@@ -878,16 +878,7 @@ fn sources(xml: &str) -> Vec<(String, String)> {
 fn a_restore_keeps_the_remote_devices_this_host_gives_and_parks_the_others() {
     let xml = saved_remote_xml();
     let cfg = guest_a_remote();
-    let given: Vec<_> = cfg.domains[0]
-        .remote
-        .iter()
-        .map(|r| {
-            (
-                bbvirt::remote::redirdev::alias_for(&r.endpoint),
-                r.connects_to(),
-            )
-        })
-        .collect();
+    let given = bbvirt::remote::redirdev::wanted(&cfg.domains[0].remote);
     let r = saved::rewrite_remote(&xml, Some(&given)).unwrap();
     let out = r.xml.clone().expect("the plain one is parked");
     assert_eq!(
