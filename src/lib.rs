@@ -25,7 +25,7 @@
 //!   `dist/libvirt/hooks/qemu.d/bbvirt`, lets libvirt go on when bbvirt
 //!   cannot run).
 //! - [`saved`]: what bbvirt's hostdevs in a saved guest's XML (restore,
-//!   migration, snapshot) become on this host; [`follow_up`]: the
+//!   migration, snapshot) become on this host; [`follow_up_process`]: the
 //!   background `sync --after-job` the hook starts once libvirt is done.
 //! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`)
 //!   and USB ids; [`sysfs`]: the USB devices under `/sys/bus/usb/devices`,
@@ -99,7 +99,7 @@ pub mod device;
 pub mod devices;
 pub mod event;
 pub mod exit;
-pub mod follow_up;
+pub mod follow_up_process;
 pub mod holders;
 pub mod hook;
 pub mod hostdev;
