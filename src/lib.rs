@@ -17,7 +17,8 @@
 //!   to ([`context::Target`]); one connection per URI and the host lock.
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
 //! - [`status`], [`devices`] (every USB device, who has it, the
-//!   `DOMAIN_USB_` element that selects it), [`check`], [`install`],
+//!   `DOMAIN_USB_` element that selects it; [`report`]: what both show and
+//!   how they look at it), [`check`], [`install`],
 //!   [`completions`]: for the admin ([`install::apparmor`]: the rule that
 //!   lets the daemon's AppArmor profile run a bbvirt outside `/usr/bin`;
 //!   [`check::hook_probe`]: the installed hook run as the daemon would);
@@ -109,6 +110,7 @@ pub mod lock;
 pub mod log;
 pub mod reconcile;
 pub mod remote;
+pub mod report;
 pub mod saved;
 pub mod seedd;
 pub mod selector;

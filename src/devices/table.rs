@@ -2,7 +2,7 @@
 //! devices, then the suggested elements and how to use them.
 
 use crate::device::is_valid_serial;
-use crate::status::aligned_table as table;
+use crate::report::table;
 use crate::text::escape_controls;
 
 use super::{Device, FoundBy, PortBecause, Report};
@@ -63,7 +63,7 @@ pub fn render_table(report: &Report) -> String {
     devices(&mut out, report);
     if !report.served.is_empty() {
         out.push('\n');
-        crate::status::served_table(&mut out, &report.served);
+        crate::report::served::table(&mut out, &report.served);
     }
     out.push('\n');
     suggestions(&mut out, report);
