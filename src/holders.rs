@@ -2,7 +2,9 @@
 //!
 //! Why: a device that a process on the host holds through libusb (seedd,
 //! most often, started before the guest wanted the device) is one that QEMU
-//! cannot take cleanly. `status` says who holds each device.
+//! cannot take cleanly. `status` and `devices` say who holds each device
+//! ([`HeldBy`], here below both reports so that neither depends on the
+//! other).
 //!
 //! How: a holder is a process with an open file descriptor on the device's
 //! node, i.e. a link `/proc/PID/fd/N` that reads back as
@@ -154,6 +156,31 @@ pub fn qemu_pids(proc_root: &Path) -> BTreeMap<String, Vec<u32>> {
         pids.sort_unstable();
     }
     out
+}
+
+/// A process that has a device's node open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBy {
+    pub pid: u32,
+    pub name: String,
+    /// The guest whose QEMU this is, if it is one.
+    pub guest: Option<String>,
+}
+
+impl HeldBy {
+    /// Every process that holds the node of the device at `bus`:`dev`
+    /// ([`crate::holders`]): status and devices both show them.
+    pub fn of_device(holders: &crate::holders::Holders, bus: u32, dev: u32) -> Vec<HeldBy> {
+        holders
+            .of(&crate::holders::device_node(bus, dev))
+            .iter()
+            .map(|h| HeldBy {
+                pid: h.pid,
+                name: h.name.clone(),
+                guest: h.guest.clone(),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! libvirt runs its hooks synchronously while it holds the guest, so a hook
 //! that calls back into libvirt deadlocks. This one never does; it reads
 //! vm.conf, sysfs and `/proc`, writes to sysfs, and starts a follow-up
-//! ([`crate::follow_up`]). What it does per operation:
+//! ([`crate::follow_up_process`]). What it does per operation:
 //!
 //! - `started` (a guest came up) and `reconnect` (libvirtd restarted and
 //!   found it running): it writes `change` to the sysfs `uevent` file of
@@ -47,7 +47,7 @@
 use std::io::{Read, Write};
 
 use crate::config::Config;
-use crate::follow_up::FollowUps;
+use crate::follow_up_process::FollowUps;
 use crate::remote::redirdev::{Wanted, wanted};
 use crate::saved;
 use crate::sysfs::{Scan, Sysfs, UsbDevice};

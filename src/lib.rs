@@ -17,7 +17,8 @@
 //!   to ([`context::Target`]); one connection per URI and the host lock.
 //! - [`actions`]: attach, detach, sync (= attach-all), detach-all.
 //! - [`status`], [`devices`] (every USB device, who has it, the
-//!   `DOMAIN_USB_` element that selects it), [`check`], [`install`],
+//!   `DOMAIN_USB_` element that selects it; [`report`]: what both show and
+//!   how they look at it), [`check`], [`install`],
 //!   [`completions`]: for the admin ([`install::apparmor`]: the rule that
 //!   lets the daemon's AppArmor profile run a bbvirt outside `/usr/bin`;
 //!   [`check::hook_probe`]: the installed hook run as the daemon would);
@@ -25,7 +26,7 @@
 //!   `dist/libvirt/hooks/qemu.d/bbvirt`, lets libvirt go on when bbvirt
 //!   cannot run).
 //! - [`saved`]: what bbvirt's hostdevs in a saved guest's XML (restore,
-//!   migration, snapshot) become on this host; [`follow_up`]: the
+//!   migration, snapshot) become on this host; [`follow_up_process`]: the
 //!   background `sync --after-job` the hook starts once libvirt is done.
 //! - [`device`]: DEVICE identifiers (serial, `BUS:DEV`, `BUS-PORT[.PORT...]`)
 //!   and USB ids; [`sysfs`]: the USB devices under `/sys/bus/usb/devices`,
@@ -99,7 +100,7 @@ pub mod device;
 pub mod devices;
 pub mod event;
 pub mod exit;
-pub mod follow_up;
+pub mod follow_up_process;
 pub mod holders;
 pub mod hook;
 pub mod hostdev;
@@ -109,6 +110,7 @@ pub mod lock;
 pub mod log;
 pub mod reconcile;
 pub mod remote;
+pub mod report;
 pub mod saved;
 pub mod seedd;
 pub mod selector;

@@ -27,7 +27,7 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 static DEADLINE_SECS: AtomicU64 = AtomicU64::new(0);
 
 /// Seconds a run may wait before its work starts (the hook's follow-up:
-/// [`bbvirt::follow_up::WAIT`]), added to its deadline.
+/// [`bbvirt::follow_up_process::WAIT`]), added to its deadline.
 static WAIT_SECS: AtomicU64 = AtomicU64::new(0);
 
 fn main() -> ExitCode {
@@ -63,7 +63,7 @@ fn run() -> i32 {
         after_job: true, ..
     } = action
     {
-        WAIT_SECS.store(bbvirt::follow_up::WAIT.as_secs(), Ordering::SeqCst);
+        WAIT_SECS.store(bbvirt::follow_up_process::WAIT.as_secs(), Ordering::SeqCst);
     }
     // serve and tunnels run until they are stopped: no deadline.
     if matches!(action, Action::Serve { .. } | Action::Tunnels { .. }) {
@@ -205,7 +205,7 @@ fn run_action(action: &Action, opts: &Opts) -> Result<(), CommandError> {
             // A config problem never stops a guest: it is logged, and the
             // hook goes on without (or parks devices, see bbvirt::hook).
             let loaded = load_config(opts, true).map_err(|e| log::chain(&e));
-            let follow_ups = bbvirt::follow_up::Detached {
+            let follow_ups = bbvirt::follow_up_process::Detached {
                 run_dir: bbvirt::lock::run_dir(),
                 exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/bbvirt")),
                 config: opts.config.clone(),

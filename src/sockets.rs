@@ -220,6 +220,17 @@ pub fn socket_inodes(proc_root: &Path, pid: u32) -> std::io::Result<BTreeSet<u64
     Ok(out)
 }
 
+/// A socket for tests, its addresses written `IP:PORT`.
+#[cfg(test)]
+pub(crate) fn test_socket(local: &str, remote: &str, state: TcpState, inode: u64) -> TcpSocket {
+    TcpSocket {
+        local: local.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        state,
+        inode,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,12 +20,12 @@ use crate::sysfs::{AtDevpath, Scan, SysfsError, UsbDevice};
 use crate::text::shell_quote;
 use crate::{debug, detail, info, note, warn};
 
+mod after_job;
 mod detach;
-mod follow_up;
 mod remote;
 mod sync;
 
-pub use follow_up::{Bounds, NOT_RUNNING};
+pub use after_job::{Bounds, NOT_RUNNING};
 
 /// How long a detach may take to show in the live XML.
 const DETACH_WAIT: Duration = Duration::from_secs(10);

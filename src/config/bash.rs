@@ -6,9 +6,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{
-    BASH, BASH_TIMEOUT, ConfigError, MAX_BASH_OUTPUT, RawVar, SourceLines, Validated, validate,
-};
+use super::{ConfigError, RawVar, SourceLines, Validated, validate};
+
+/// The shell used for the fallback (absolute: never looked up in `PATH`).
+pub const BASH: &str = "/bin/bash";
+
+/// How long bash may take to evaluate the file before it is killed.
+pub const BASH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most output we accept from bash (per stream).
+const MAX_BASH_OUTPUT: u64 = 16 << 20;
 
 /// The fixed script bash runs: `$1` is the file.  Its stdout goes to stderr
 /// so that only the dump reaches fd 3 (our stdout).  Dump format, each field

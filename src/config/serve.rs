@@ -53,7 +53,8 @@ pub(super) fn is_serve_var(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NativeError, parse_bytes_lenient, parse_native};
+    use super::super::native::parse_bytes_lenient;
+    use super::super::{NativeError, parse_native};
     use std::path::Path;
 
     #[test]

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use crate::context::Context;
+use crate::holders::HeldBy;
 use crate::holders::{Holders, device_node};
-use crate::status::{
-    HeldBy, LibvirtStatus, LiveDomain, Route, SysfsStatus, alias_of, routes_of, served_of,
+use crate::report::{
+    LibvirtStatus, LiveDomain, Route, SysfsStatus, alias_of, look_at_libvirt, routes_of, served_of,
 };
 use crate::sysfs::{Scan, UsbDevice};
 
@@ -31,7 +32,7 @@ pub fn collect(ctx: &Context, proc_root: &Path, config: ConfigStatus) -> Report 
         .map(|d| device_node(d.busnum, d.devnum))
         .collect();
     let holders = crate::holders::scan(proc_root, &nodes);
-    let seen = crate::status::look_at_libvirt(ctx);
+    let seen = look_at_libvirt(ctx);
     // An exporting host's served devices and their clients.
     let tables = (!ctx.config.serve.is_empty()).then(|| {
         crate::log::step("reading the TCP socket tables");

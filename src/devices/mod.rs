@@ -49,7 +49,7 @@
 //!   element takes (chosen as `bbvirt serve` chooses it,
 //!   [`crate::serve::device_for`]) is shown as served on its port, and each
 //!   element with its client, as `status` shows them
-//!   ([`crate::status::Served`]).
+//!   ([`crate::report::served`]).
 //!
 //! # Exit status
 //!
@@ -135,8 +135,9 @@ use crate::cli::Opts;
 use crate::config::Config;
 use crate::context::Context;
 use crate::exit::CommandError;
+use crate::holders::HeldBy;
 use crate::libvirt::Hypervisor;
-use crate::status::{HeldBy, LibvirtStatus, Served, SysfsStatus};
+use crate::report::{LibvirtStatus, Served, SysfsStatus};
 use crate::sysfs::Sysfs;
 
 mod collect;

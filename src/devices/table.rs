@@ -2,7 +2,7 @@
 //! devices, then the suggested elements and how to use them.
 
 use crate::device::is_valid_serial;
-use crate::status::aligned_table as table;
+use crate::report::table;
 use crate::text::escape_controls;
 
 use super::{Device, FoundBy, PortBecause, Report};
@@ -63,7 +63,7 @@ pub fn render_table(report: &Report) -> String {
     devices(&mut out, report);
     if !report.served.is_empty() {
         out.push('\n');
-        crate::status::served_table(&mut out, &report.served);
+        crate::report::served::table(&mut out, &report.served);
     }
     out.push('\n');
     suggestions(&mut out, report);
@@ -148,6 +148,28 @@ fn used_by(d: &Device) -> String {
     parts.join("; ")
 }
 
+/// Why a suggested element needs the port: `because`, told from `twins`
+/// (the addresses of the devices only the port tells it from), the verb
+/// agreeing with how many they are.
+fn port_note(because: PortBecause, twins: &[String]) -> String {
+    let have = if twins.len() == 1 { "has" } else { "have" };
+    let twins = twins.join(", ");
+    match because {
+        PortBecause::SameSerial => format!(
+            "only the port tells it from {twins} (same id and serial): \
+             moved to another port, it needs a new element"
+        ),
+        PortBecause::NoSerial => format!(
+            "no serial, and {twins} {have} its id: only the port tells it apart; \
+             moved to another port, it needs a new element"
+        ),
+        PortBecause::UnusableSerial => format!(
+            "its serial cannot be written in vm.conf, and {twins} {have} its id: \
+             only the port tells it apart; moved, it needs a new element"
+        ),
+    }
+}
+
 fn suggestions(out: &mut String, report: &Report) {
     out.push_str(
         "Suggested DOMAIN_USB_ elements (each selects exactly its device among those plugged in):\n",
@@ -157,20 +179,8 @@ fn suggestions(out: &mut String, report: &Report) {
         .iter()
         .map(|d| match &d.suggestion {
             Some(s) => {
-                let twins = s.twins.join(", ");
                 let note = match s.port_because {
-                    Some(PortBecause::SameSerial) => format!(
-                        "only the port tells it from {twins} (same id and serial): \
-                         moved to another port, it needs a new element"
-                    ),
-                    Some(PortBecause::NoSerial) => format!(
-                        "no serial, and {twins} has its id: only the port tells it apart; \
-                         moved to another port, it needs a new element"
-                    ),
-                    Some(PortBecause::UnusableSerial) => format!(
-                        "its serial cannot be written in vm.conf, and {twins} has its id: \
-                         only the port tells it apart; moved, it needs a new element"
-                    ),
+                    Some(because) => port_note(because, &s.twins),
                     None => match d.serial.as_deref() {
                         Some(serial) if d.bitbabbler && is_valid_serial(serial) => format!(
                             "a BitBabbler: DOMAIN_RNG_<id>=( {serial} ) gives it by its serial"
@@ -199,4 +209,23 @@ fn suggestions(out: &mut String, report: &Report) {
          <id> being the guest's name (or any shell identifier, with DOMAIN_NAME_<id>=\"NAME\"),\n\
          then run bbvirt check, and bbvirt sync to attach what is plugged in.\n"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verb_agrees_with_the_number_of_twins() {
+        let one = ["001:004".to_string()];
+        let two = ["001:004".to_string(), "001:005".to_string()];
+        for because in [PortBecause::NoSerial, PortBecause::UnusableSerial] {
+            assert!(port_note(because, &one).contains("and 001:004 has its id:"));
+            assert!(port_note(because, &two).contains("and 001:004, 001:005 have its id:"));
+        }
+        assert!(
+            port_note(PortBecause::SameSerial, &two)
+                .starts_with("only the port tells it from 001:004, 001:005 (same id and serial)")
+        );
+    }
 }

@@ -1,18 +1,16 @@
-//! Looking at sysfs and libvirt for `bbvirt status`: every configured
-//! domain on its URI, then the other running domains of each daemon once,
+//! Looking at sysfs, `/proc` and libvirt for `bbvirt status` (libvirt's
+//! domains as [`crate::report::live`] looks at them, for `devices` too),
 //! then the report built from what was seen.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::DomainConf;
-use crate::context::{Connections, Context};
+use crate::context::Context;
 use crate::device::{DeviceId, is_valid_serial};
 use crate::holders::{Holders, device_node};
-use crate::hostdev::{UsbHostdev, alias_for, usb_alias, usb_hostdevs};
-use crate::libvirt::{Connection, VirtError, uri_label};
+use crate::hostdev::UsbHostdev;
 use crate::reconcile::{Placement, StaleReason, placement, stale_entries, stale_usb_entries};
-use crate::remote::redirdev::{Redirdev, redirdevs_in};
+use crate::report::{LiveDomain, Route, alias_of, look_at_libvirt, routes_of, served_of, uri_of};
 use crate::sysfs::{Scan, UsbDevice, with_serial};
 
 use super::{
@@ -20,80 +18,6 @@ use super::{
     LibvirtStatus, ManagedSave, RemoteState, Report, SCHEMA, SavedHostdev, SavedVerdict,
     StaleEntry, StaleKind, SysfsStatus,
 };
-
-/// One domain whose live XML was looked at (or tried); `bbvirt devices`
-/// looks at the same ones.
-pub(crate) struct LiveDomain {
-    pub(crate) uri: Option<String>,
-    pub(crate) name: String,
-    pub(crate) configured: bool,
-    pub(crate) state: DomainState,
-    /// The USB hostdevs, when the domain runs and its XML could be read.
-    pub(crate) hostdevs: Option<Vec<UsbHostdev>>,
-    /// bbvirt's redirdevs (remote devices), from the same XML.
-    pub(crate) redirdevs: Option<Vec<Redirdev>>,
-    /// Its USB controllers' models by index (from the same XML), for where
-    /// its hostdevs sit in the guest.
-    controller_models: BTreeMap<String, String>,
-    /// A shut-off domain's managed save image's XML, if it has one.
-    managed_save: Option<String>,
-    pub(crate) error: Option<String>,
-}
-
-impl LiveDomain {
-    pub(super) fn is(&self, uri: &Option<String>, name: &str) -> bool {
-        self.uri == *uri && self.name == name
-    }
-}
-
-pub(super) fn uri_of(ctx: &Context, d: &DomainConf) -> Option<String> {
-    ctx.target_for_conf(d).uri
-}
-
-/// Reads one domain's live XML and classifies the answer.
-fn scan_domain(
-    conn: &dyn Connection,
-    uri: &Option<String>,
-    name: &str,
-    configured: bool,
-) -> LiveDomain {
-    crate::log::step(&format!("reading the live XML of '{name}'"));
-    let mut controller_models = BTreeMap::new();
-    let mut managed_save = None;
-    let mut redirdevs = None;
-    let (state, hostdevs, error) = match conn.live_xml(name) {
-        Ok(xml) => match usb_hostdevs(&xml) {
-            Ok(h) => {
-                controller_models = crate::controllers::controller_models(&xml).unwrap_or_default();
-                redirdevs = redirdevs_in(&xml).ok();
-                (DomainState::Running, Some(h), None)
-            }
-            Err(e) => (
-                DomainState::Running,
-                None,
-                Some(format!("reading the live XML: {}", crate::log::chain(&e))),
-            ),
-        },
-        Err(VirtError::NotRunning(_)) => {
-            crate::log::step(&format!("looking for a managed save image of '{name}'"));
-            managed_save = conn.managed_save_xml(name).ok().flatten();
-            (DomainState::ShutOff, None, None)
-        }
-        Err(VirtError::NoDomain(_)) => (DomainState::Undefined, None, None),
-        Err(e) => (DomainState::Unknown, None, Some(e.to_string())),
-    };
-    LiveDomain {
-        uri: uri.clone(),
-        name: name.to_string(),
-        configured,
-        state,
-        hostdevs,
-        redirdevs,
-        controller_models,
-        managed_save,
-        error,
-    }
-}
 
 /// Looks at sysfs, `/proc` under `proc_root` (who holds the device nodes,
 /// [`crate::holders`]), libvirt, and whether bbvirt's hook is installed
@@ -120,7 +44,7 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
     stale.extend(super::remote::stale_redirdevs(ctx, &seen.domains));
     let net = super::remote::Net::look(ctx, &seen.domains, proc_root);
     let remote = super::remote::remote_of(ctx, &seen.domains, &net);
-    let served = super::remote::served_of(ctx.config, &scan.usb, net.tables.as_ref());
+    let served = served_of(ctx.config, &scan.usb, net.tables.as_ref());
     let devices: Vec<DeviceStatus> = routes
         .iter()
         .map(|(p, route)| device_status(ctx, p, route.as_ref(), &seen.domains, &holders))
@@ -161,210 +85,6 @@ pub fn collect(ctx: &Context, proc_root: &Path, install_root: &Path) -> Report {
         remote,
         served,
         sysfs_warnings,
-    }
-}
-
-/// Where vm.conf sends a device: its guest, bbvirt's alias for it, and
-/// the setting that does (`DOMAIN_RNG_g1`, `DOMAIN_USB_ha[0]`).
-pub(crate) struct Route<'c> {
-    pub(crate) domain: &'c DomainConf,
-    pub(crate) alias: String,
-    pub(crate) by: String,
-}
-
-/// bbvirt's hostdev alias for a device: its route's, or (a BitBabbler with
-/// a valid serial, assigned to no guest) its serial's, as when attached by
-/// hand; None for any other device no guest gets.
-pub(crate) fn alias_of(dev: &UsbDevice, route: Option<&Route>) -> Option<String> {
-    match route {
-        Some(r) => Some(r.alias.clone()),
-        None => dev
-            .serial
-            .as_deref()
-            .filter(|s| dev.is_bitbabbler() && is_valid_serial(s))
-            .map(alias_for),
-    }
-}
-
-/// The devices status shows, in sysfs order, with their routes: every
-/// BitBabbler, and every other USB device a `DOMAIN_USB_` element gets.
-pub(crate) fn routes_of<'s, 'c>(
-    ctx: &Context<'c>,
-    scan: &'s Scan,
-) -> Vec<(&'s UsbDevice, Option<Route<'c>>)> {
-    let config = ctx.config;
-    let by_element = config.element_routes(&scan.usb);
-    scan.usb
-        .iter()
-        .filter_map(|dev| {
-            let rng = dev
-                .serial
-                .as_deref()
-                .filter(|_| dev.is_bitbabbler())
-                .and_then(|s| Some((s, config.owner_of(s)?)));
-            if let Some((serial, d)) = rng {
-                let by = format!("DOMAIN_RNG_{}", d.id);
-                return Some((
-                    dev,
-                    Some(Route {
-                        domain: d,
-                        alias: alias_for(serial),
-                        by,
-                    }),
-                ));
-            }
-            let element = by_element
-                .iter()
-                .find(|(d, _)| *d == dev)
-                .and_then(|(_, r)| *r)
-                .map(|(d, e)| {
-                    let domain = &config.domains[d];
-                    Route {
-                        domain,
-                        alias: usb_alias(dev.id, &domain.id, e, dev.serial.as_deref()),
-                        by: format!("DOMAIN_USB_{}[{e}]", domain.id),
-                    }
-                });
-            (element.is_some() || dev.is_bitbabbler()).then_some((dev, element))
-        })
-        .collect()
-}
-
-/// What libvirt showed.
-pub(crate) struct Seen {
-    /// Every domain looked at: the configured ones, then the others that run.
-    pub(crate) domains: Vec<LiveDomain>,
-    /// False when a connection could not be opened.
-    pub(crate) reachable: bool,
-    /// Connection and listing errors, and errors reading other domains.
-    pub(crate) errors: Vec<String>,
-}
-
-/// First every configured domain on every URI, then the other running
-/// domains of each daemon once: two URIs may reach the same daemon
-/// (`qemu:///system` and root's default), and a configured guest seen
-/// through the other URI is still the configured guest.
-pub(crate) fn look_at_libvirt(ctx: &Context) -> Seen {
-    let mut seen = Seen {
-        domains: Vec::new(),
-        reachable: true,
-        errors: Vec::new(),
-    };
-    let mut conns = Connections::read_only(ctx.hv);
-    let open = look_at_configured(ctx, &mut conns, &mut seen);
-    look_at_others(&mut conns, &open, &mut seen);
-    // Errors reading other (unconfigured) domains count as libvirt errors.
-    let others: Vec<String> = seen
-        .domains
-        .iter()
-        .filter(|s| !s.configured)
-        .filter_map(|s| Some(format!("domain '{}': {}", s.name, s.error.as_ref()?)))
-        .collect();
-    seen.errors.extend(others);
-    seen
-}
-
-/// Reads the configured domains, URI by URI in config order; returns the
-/// URIs whose connection opened, in order.
-fn look_at_configured(
-    ctx: &Context,
-    conns: &mut Connections,
-    seen: &mut Seen,
-) -> Vec<Option<String>> {
-    let mut open: Vec<Option<String>> = Vec::new();
-    for uri in ctx.uris() {
-        let names: Vec<&str> = ctx
-            .config
-            .domains
-            .iter()
-            .filter(|d| uri_of(ctx, d) == uri)
-            .map(DomainConf::libvirt_name)
-            .collect();
-        let conn = match conns.get(uri.as_deref()) {
-            Ok(c) => c,
-            Err(e) => {
-                seen.reachable = false;
-                let msg = e.to_string();
-                for name in names {
-                    if !seen.domains.iter().any(|s| s.is(&uri, name)) {
-                        seen.domains.push(LiveDomain {
-                            uri: uri.clone(),
-                            name: name.to_string(),
-                            configured: true,
-                            state: DomainState::Unknown,
-                            hostdevs: None,
-                            redirdevs: None,
-                            controller_models: BTreeMap::new(),
-                            managed_save: None,
-                            error: Some(msg.clone()),
-                        });
-                    }
-                }
-                seen.errors.push(msg);
-                continue;
-            }
-        };
-        for name in &names {
-            if !seen.domains.iter().any(|s| s.is(&uri, name)) {
-                seen.domains.push(scan_domain(conn, &uri, name, true));
-            }
-        }
-        open.push(uri);
-    }
-    open
-}
-
-/// Reads the running domains vm.conf does not name, once per daemon.
-fn look_at_others(conns: &mut Connections, open: &[Option<String>], seen: &mut Seen) {
-    // The daemon each URI reached, as libvirt names it (else the URI itself).
-    let daemon: Vec<Option<String>> = open
-        .iter()
-        .map(|uri| {
-            conns
-                .get(uri.as_deref())
-                .ok()
-                .and_then(|c| c.canonical_uri())
-                .or_else(|| uri.clone())
-        })
-        .collect();
-    let daemon_of = |uri: &Option<String>| -> Option<Option<String>> {
-        open.iter()
-            .position(|u| u == uri)
-            .map(|i| daemon[i].clone())
-    };
-    for (i, uri) in open.iter().enumerate() {
-        if daemon[..i].contains(&daemon[i]) {
-            continue;
-        }
-        let Ok(conn) = conns.get(uri.as_deref()) else {
-            continue;
-        };
-        crate::log::step(&format!(
-            "listing the running domains at {}",
-            uri_label(uri.as_deref())
-        ));
-        match conn.running_domains() {
-            Ok(running) => {
-                for name in running {
-                    let known = seen
-                        .domains
-                        .iter()
-                        .any(|s| s.name == name && daemon_of(&s.uri) == Some(daemon[i].clone()));
-                    if known {
-                        continue;
-                    }
-                    let s = scan_domain(conn, uri, &name, false);
-                    // Stopped or undefined since it was listed: nothing in it.
-                    if s.state == DomainState::Running || s.error.is_some() {
-                        seen.domains.push(s);
-                    }
-                }
-            }
-            Err(e) => seen.errors.push(format!(
-                "listing the running domains at {}: {e}",
-                uri_label(uri.as_deref())
-            )),
-        }
     }
 }
 

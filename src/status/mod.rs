@@ -210,10 +210,12 @@ mod remote;
 mod table;
 
 pub use collect::collect;
-pub(crate) use collect::{LiveDomain, Route, alias_of, look_at_libvirt, routes_of};
-pub(crate) use remote::served_of;
 pub use table::render_table;
-pub(crate) use table::{served as served_table, table as aligned_table};
+
+pub use crate::holders::HeldBy;
+pub use crate::report::{
+    ClientState, DomainState, LibvirtStatus, Served, ServedDevice, SysfsStatus,
+};
 
 /// The version of the JSON schema documented above.
 pub const SCHEMA: u32 = 3;
@@ -256,31 +258,6 @@ pub struct DeviceStatus {
     pub state: DeviceState,
     pub held_by: Vec<HeldBy>,
     pub held_on_host: bool,
-}
-
-/// A process that has a device's node open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeldBy {
-    pub pid: u32,
-    pub name: String,
-    /// The guest whose QEMU this is, if it is one.
-    pub guest: Option<String>,
-}
-
-impl HeldBy {
-    /// Every process that holds the node of the device at `bus`:`dev`
-    /// ([`crate::holders`]): status and devices both show them.
-    pub fn of_device(holders: &crate::holders::Holders, bus: u32, dev: u32) -> Vec<HeldBy> {
-        holders
-            .of(&crate::holders::device_node(bus, dev))
-            .iter()
-            .map(|h| HeldBy {
-                pid: h.pid,
-                name: h.name.clone(),
-                guest: h.guest.clone(),
-            })
-            .collect()
-    }
 }
 
 /// A guest holding a device's bbvirt hostdev.
@@ -369,43 +346,6 @@ pub enum RemoteState {
     Unknown,
 }
 
-/// A device this host serves (`SERVE_USB_<port>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Served {
-    pub port: u16,
-    pub tls: bool,
-    pub listen: Option<String>,
-    pub device: Option<ServedDevice>,
-    pub client: ClientState,
-    pub peer: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// The device a `SERVE_USB_` element selects now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServedDevice {
-    pub address: String,
-    pub bus: u32,
-    pub dev: u32,
-    pub port: String,
-    pub id: String,
-    pub serial: Option<String>,
-}
-
-/// Whether a served device has its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientState {
-    /// usbredirect holds a connection on its port.
-    Connected,
-    /// usbredirect listens, no client.
-    Waiting,
-    /// Nothing listens there.
-    None,
-    /// The socket tables could not be read.
-    Unknown,
-}
-
 /// A configured domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DomainStatus {
@@ -446,26 +386,6 @@ pub enum SavedVerdict {
     Dropped,
     Fails,
     WrongDevice,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DomainState {
-    Running,
-    ShutOff,
-    Undefined,
-    Unknown,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LibvirtStatus {
-    pub reachable: bool,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SysfsStatus {
-    pub error: Option<String>,
 }
 
 /// The report as JSON (pretty-printed, with a final newline).

@@ -1,7 +1,8 @@
-//! Devices on another host in `status` (and `devices`): on a hypervisor,
-//! each configured guest's remote devices (`DOMAIN_REMOTE_`): whether its
-//! live XML holds the redirdev and whether QEMU's stream is up; on an
-//! exporting host, each `SERVE_USB_` device and its client.
+//! Devices on another host in `status`: on a hypervisor, each configured
+//! guest's remote devices (`DOMAIN_REMOTE_`): whether its live XML holds
+//! the redirdev and whether QEMU's stream is up; on an exporting host, each
+//! `SERVE_USB_` device and its client ([`crate::report::served`], shown by
+//! `devices` too).
 //!
 //! Why the sockets and not QEMU: QEMU's own view (`info usb`, through
 //! libvirt's `qemu-monitor-command`) taints the domain for good. The
@@ -24,19 +25,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use crate::config::Config;
 use crate::context::Context;
 use crate::remote::element::Transport;
-use crate::remote::endpoint::{Endpoint, Host, Port};
+use crate::remote::endpoint::{Endpoint, Host};
 use crate::remote::redirdev::{Redirdev, Wanted, parse_alias, wanted};
-use crate::sockets::{OnPort, TcpSocket, connected_to, on_port};
-use crate::sysfs::UsbDevice;
+use crate::sockets::{TcpSocket, connected_to};
 
-use super::collect::{LiveDomain, uri_of};
-use super::{
-    ClientState, DomainState, RemoteState, RemoteStatus, Served, ServedDevice, StaleEntry,
-    StaleKind,
-};
+use super::{DomainState, RemoteState, RemoteStatus, StaleEntry, StaleKind};
+use crate::report::{LiveDomain, uri_of};
 
 /// A guest's QEMU processes: each pid with its socket inodes, or why they
 /// could not be read.
@@ -279,118 +275,15 @@ fn stale_entry(
     }
 }
 
-/// Each `SERVE_USB_` element of this host, in port order: the device it
-/// selects now among `usb` ([`crate::serve::device_for`], as `bbvirt
-/// serve` picks it), where usbredirect listens for it, and its client in
-/// `tables` (None: not read).
-pub(crate) fn served_of(
-    config: &Config,
-    usb: &[UsbDevice],
-    tables: Option<&Result<Vec<TcpSocket>, String>>,
-) -> Vec<Served> {
-    config
-        .serve
-        .iter()
-        .map(|(port, element)| {
-            let dev = crate::serve::device_for(config, *port, usb);
-            let listen = crate::serve::listen_address(*port, element).ok();
-            let inner = crate::serve::listen_port(*port, element);
-            let tls = element.transport == Transport::Tls;
-            let (client, peer, reason) = client_of(*port, tls, &inner, dev.is_some(), tables);
-            Served {
-                port: port.get(),
-                tls,
-                listen,
-                device: dev.map(|d| ServedDevice {
-                    address: d.address().to_string(),
-                    bus: d.busnum,
-                    dev: d.devnum,
-                    port: d.physical().to_string(),
-                    id: d.id.to_string(),
-                    serial: d.serial.clone(),
-                }),
-                client,
-                peer,
-                reason,
-            }
-        })
-        .collect()
-}
-
-/// The client of the device served at `port`, usbredirect listening on
-/// port `listen`: who is on that port, and for TLS the far end of
-/// stunnel's socket on `port` (the client's own address).
-fn client_of(
-    port: Port,
-    tls: bool,
-    listen: &Result<Port, crate::serve::ServeError>,
-    plugged: bool,
-    tables: Option<&Result<Vec<TcpSocket>, String>>,
-) -> (ClientState, Option<String>, Option<String>) {
-    let unknown = |why: String| (ClientState::Unknown, None, Some(why));
-    let listen = match listen {
-        Ok(l) => *l,
-        Err(e) => return unknown(e.to_string()),
-    };
-    let tables = match tables {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return unknown(format!("the socket tables could not be read: {e}")),
-        None => return unknown("the socket tables were not read".into()),
-    };
-    let outer = on_port(tables, port.get());
-    match on_port(tables, listen.get()) {
-        OnPort::Connected(peer) => {
-            let peer = match (tls, outer) {
-                (true, OnPort::Connected(p)) => Some(p.to_string()),
-                (true, _) => None,
-                (false, _) => Some(peer.to_string()),
-            };
-            (ClientState::Connected, peer, None)
-        }
-        OnPort::Listening if tls && outer == OnPort::Nothing => (
-            ClientState::Waiting,
-            None,
-            Some(format!(
-                "nothing listens on port {port}: the TLS tunnel (bbvirt tunnels) is not running, \
-                 no client can reach the device"
-            )),
-        ),
-        OnPort::Listening => (ClientState::Waiting, None, None),
-        OnPort::Nothing if !plugged => (
-            ClientState::None,
-            None,
-            Some("no device the element selects is plugged in".into()),
-        ),
-        OnPort::Nothing => (
-            ClientState::None,
-            None,
-            Some(format!(
-                "nothing listens on port {listen}: bbvirt serve {port} (bbvirt-serve@{port}) is \
-                 not running, or usbredirect is between two clients"
-            )),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sockets::TcpState;
-
-    fn sock(local: &str, remote: &str, state: TcpState, inode: u64) -> TcpSocket {
-        TcpSocket {
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            state,
-            inode,
-        }
-    }
+    use crate::sockets::test_socket as sock;
 
     fn w(element: &str) -> Wanted {
         wanted(&[element.parse().unwrap()]).remove(0)
     }
-
-    const ANY: &str = "0.0.0.0:0";
 
     #[test]
     fn the_stream_by_the_guests_qemu_sockets() {
@@ -479,72 +372,5 @@ mod tests {
         let of = |s: &str| addresses_of(&s.parse().unwrap()).unwrap();
         assert_eq!(of("10.0.0.7:4001"), ["10.0.0.7:4001".parse().unwrap()]);
         assert_eq!(of("[fd00::7]:4002"), ["[fd00::7]:4002".parse().unwrap()]);
-    }
-
-    #[test]
-    fn a_served_devices_client() {
-        let p = |n: u16| Port::new(n).unwrap();
-        let tls_listen = Ok(p(14000));
-        let plain_listen = Ok(p(4001));
-        let connected = Ok(vec![
-            sock("127.0.0.1:14000", ANY, TcpState::Listen, 1),
-            sock(
-                "127.0.0.1:14000",
-                "127.0.0.1:40000",
-                TcpState::Established,
-                2,
-            ),
-            sock(
-                "127.0.0.1:40000",
-                "127.0.0.1:14000",
-                TcpState::Established,
-                3,
-            ),
-            sock("[::]:4000", "[::]:0", TcpState::Listen, 4),
-            sock(
-                "[fd00::7]:4000",
-                "[fd00::2]:50000",
-                TcpState::Established,
-                5,
-            ),
-            sock("0.0.0.0:4001", ANY, TcpState::Listen, 6),
-            sock("10.0.0.7:4001", "10.0.0.2:50001", TcpState::Established, 7),
-        ]);
-        assert_eq!(
-            client_of(p(4000), true, &tls_listen, true, Some(&connected)),
-            (ClientState::Connected, Some("[fd00::2]:50000".into()), None)
-        );
-        assert_eq!(
-            client_of(p(4001), false, &plain_listen, true, Some(&connected)),
-            (ClientState::Connected, Some("10.0.0.2:50001".into()), None)
-        );
-        let waiting = Ok(vec![
-            sock("127.0.0.1:14000", ANY, TcpState::Listen, 1),
-            sock("[::]:4000", "[::]:0", TcpState::Listen, 4),
-        ]);
-        assert_eq!(
-            client_of(p(4000), true, &tls_listen, true, Some(&waiting)),
-            (ClientState::Waiting, None, None)
-        );
-        let no_tunnel = Ok(vec![sock("127.0.0.1:14000", ANY, TcpState::Listen, 1)]);
-        let got = client_of(p(4000), true, &tls_listen, true, Some(&no_tunnel));
-        assert_eq!(got.0, ClientState::Waiting);
-        assert!(got.2.unwrap().contains("bbvirt tunnels"));
-        let nothing = Ok(vec![]);
-        let got = client_of(p(4000), true, &tls_listen, false, Some(&nothing));
-        assert_eq!(got.0, ClientState::None);
-        assert!(got.2.unwrap().contains("plugged in"));
-        let got = client_of(p(4000), true, &tls_listen, true, Some(&nothing));
-        assert!(
-            got.2
-                .unwrap()
-                .contains("nothing listens on port 14000: bbvirt serve 4000")
-        );
-        let got = client_of(p(4000), true, &tls_listen, true, None);
-        assert_eq!(got.0, ClientState::Unknown);
-        let overflow = Err(crate::serve::ServeError::NoInnerPort { port: p(60000) });
-        let got = client_of(p(60000), true, &overflow, true, Some(&nothing));
-        assert_eq!(got.0, ClientState::Unknown);
-        assert!(got.2.unwrap().contains("65535"));
     }
 }

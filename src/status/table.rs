@@ -2,8 +2,9 @@
 //! a last line that says what is wrong.
 
 use crate::device::{DeviceId, is_valid_serial};
+use crate::report::table;
 
-use super::{ClientState, DeviceState, DomainState, RemoteState, Report, StaleKind};
+use super::{DeviceState, DomainState, RemoteState, Report, StaleKind};
 
 /// Text from sysfs, vm.conf or libvirt, made safe for a terminal: control
 /// characters escaped (quotes stay as they are, for readability).
@@ -31,29 +32,6 @@ fn show_uri(uri: Option<&str>) -> String {
     uri.map_or_else(|| "(default)".to_string(), esc)
 }
 
-/// Appends an aligned table: two spaces of indent and between columns
-/// (`bbvirt devices` draws its tables with it too).
-pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(header.len()) {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::from(" ");
-        for (cell, w) in row.iter().zip(&widths) {
-            line.push(' ');
-            line.push_str(cell);
-            let pad = w.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', pad + 1));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-}
-
 /// The report as the human-readable table.
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
@@ -69,7 +47,7 @@ pub fn render_table(report: &Report) -> String {
     }
     if !report.served.is_empty() {
         out.push('\n');
-        served(&mut out, &report.served);
+        crate::report::served::table(&mut out, &report.served);
     }
     if report.domains.iter().any(|d| d.managed_save.is_some()) {
         out.push('\n');
@@ -361,59 +339,6 @@ fn remote(out: &mut String, report: &Report) {
     table(out, header, &rows);
 }
 
-/// The devices this host serves (`SERVE_USB_`), for `status` and `devices`.
-pub(crate) fn served(out: &mut String, served: &[super::Served]) {
-    out.push_str("Served to other hosts (SERVE_USB_):\n");
-    let rows: Vec<Vec<String>> = served
-        .iter()
-        .map(|s| {
-            let device = match &s.device {
-                Some(d) => format!(
-                    "{} {} ({}{})",
-                    d.address,
-                    d.id,
-                    d.port,
-                    match &d.serial {
-                        Some(serial) => format!(", serial {serial:?}"),
-                        None => String::new(),
-                    }
-                ),
-                None => "(not plugged in)".to_string(),
-            };
-            let client = match (s.client, &s.peer) {
-                (ClientState::Connected, Some(p)) => format!("connected from {p}"),
-                (ClientState::Connected, None) => "connected".to_string(),
-                (ClientState::Waiting, _) => "waiting".to_string(),
-                (ClientState::None, _) => "none".to_string(),
-                (ClientState::Unknown, _) => "unknown".to_string(),
-            };
-            let mut row = vec![
-                s.port.to_string(),
-                if s.tls { "tls" } else { "plain" }.to_string(),
-                esc(&device),
-                s.listen.as_deref().unwrap_or("-").to_string(),
-                client,
-            ];
-            row.push(s.reason.as_deref().map(esc).unwrap_or_default());
-            row
-        })
-        .collect();
-    let header: &[&str] = if served.iter().any(|s| s.reason.is_some()) {
-        &[
-            "PORT",
-            "TRANSPORT",
-            "DEVICE",
-            "USBREDIRECT ON",
-            "CLIENT",
-            "WHY",
-        ]
-    } else {
-        &["PORT", "TRANSPORT", "DEVICE", "USBREDIRECT ON", "CLIENT"]
-    };
-    table(out, header, &rows);
-}
-
-/// The last line of the table: "healthy", or what is wrong.
 /// The shut-off guests with a managed save image: bbvirt's devices in it,
 /// what libvirt would do with each as saved, and what to do.
 fn saved(out: &mut String, report: &Report) {
@@ -439,6 +364,7 @@ fn saved(out: &mut String, report: &Report) {
     }
 }
 
+/// The last line of the table: "healthy", or what is wrong.
 fn summary(report: &Report) -> String {
     if report.healthy {
         return "Status: healthy".to_string();

@@ -11,7 +11,7 @@ use bbvirt::actions::{Bounds, Outcome};
 use bbvirt::cli::Opts;
 use bbvirt::config::Config;
 use bbvirt::context::Context;
-use bbvirt::follow_up::FollowUps;
+use bbvirt::follow_up_process::FollowUps;
 use bbvirt::hook::{self, HookEnv};
 use bbvirt::hostdev::usb_hostdevs;
 use bbvirt::saved::{self, Fate, ParkReason, Verdict};

@@ -1,6 +1,7 @@
-//! `bbvirt sync NAME --after-job`: the hook's follow-up after a restore, an
-//! incoming migration or a snapshot revert ([`crate::follow_up`] says why
-//! and how it is started).
+//! `bbvirt sync NAME --after-job`: what the hook's follow-up does after a
+//! restore, an incoming migration or a snapshot revert, once libvirt's job
+//! on the guest is over ([`crate::follow_up_process`] says why it is a
+//! process of its own and how it is started).
 //!
 //! It waits, without the host lock, until libvirt has no job on the guest
 //! (the restore or migration is over), then takes every bbvirt entry out of
@@ -18,7 +19,7 @@
 //! host's devices). It gives up quietly
 //! when the guest is not running, or libvirt not reachable, for
 //! [`NOT_RUNNING`] (the restore or migration failed), and with a warning
-//! after [`crate::follow_up::WAIT`] of libvirt being busy with it.
+//! after [`crate::follow_up_process::WAIT`] of libvirt being busy with it.
 
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,7 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Bounds {
         Bounds {
-            wait: crate::follow_up::WAIT,
+            wait: crate::follow_up_process::WAIT,
             not_running: NOT_RUNNING,
             poll: Duration::from_secs(1),
         }

@@ -1,5 +1,8 @@
-//! The follow-up: a guest restored, migrated in or reverted to a snapshot
-//! gets its devices once libvirt is done with it.
+//! The follow-up process: starting it, detached, and telling whether one is
+//! pending. The follow-up gets a guest restored, migrated in or reverted to
+//! a snapshot its devices once libvirt is done with it; what that run does
+//! is `src/actions/after_job.rs`' job, how and why it runs apart is this
+//! module's.
 //!
 //! Why a process of its own: the libvirt hook runs while libvirt holds the
 //! guest, and must never call libvirt (it would deadlock); udev's runs must
