@@ -77,7 +77,9 @@ impl Holders {
 
 /// The processes under `proc_root`: each pid and its directory entry;
 /// None when `proc_root` cannot be read.
-fn processes(proc_root: &Path) -> Option<impl Iterator<Item = (u32, std::fs::DirEntry)>> {
+pub(crate) fn processes(
+    proc_root: &Path,
+) -> Option<impl Iterator<Item = (u32, std::fs::DirEntry)>> {
     let entries = std::fs::read_dir(proc_root).ok()?;
     Some(entries.flatten().filter_map(|entry| {
         let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;

@@ -231,6 +231,55 @@ pub(crate) fn test_socket(local: &str, remote: &str, state: TcpState, inode: u64
     }
 }
 
+/// A program listening on a TCP port of this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub port: u16,
+    pub pid: u32,
+    /// Its `/proc/PID/comm`.
+    pub name: String,
+}
+
+/// The listening sockets of `sockets` whose owners hold one of them among
+/// `owners` (pid, name and socket inodes of each process): who listens
+/// where. A listening socket no process of `owners` holds is left out.
+pub fn listeners(sockets: &[TcpSocket], owners: &[(u32, String, BTreeSet<u64>)]) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for s in sockets.iter().filter(|s| s.state == TcpState::Listen) {
+        for (pid, name, inodes) in owners {
+            let l = Listener {
+                port: s.local.port(),
+                pid: *pid,
+                name: name.clone(),
+            };
+            if inodes.contains(&s.inode) && !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    out
+}
+
+/// Every process under `proc_root` that holds a socket, with its name and
+/// socket inodes (processes whose descriptors cannot be read are left out:
+/// without root, most).
+pub fn socket_owners(proc_root: &Path) -> Vec<(u32, String, BTreeSet<u64>)> {
+    let Some(processes) = crate::holders::processes(proc_root) else {
+        return Vec::new();
+    };
+    processes
+        .filter_map(|(pid, entry)| {
+            let inodes = socket_inodes(proc_root, pid)
+                .ok()
+                .filter(|i| !i.is_empty())?;
+            let name = std::fs::read_to_string(entry.path().join("comm"))
+                .map(|s| s.trim_end_matches('\n').to_string())
+                .unwrap_or_else(|_| "?".to_string());
+            Some((pid, name, inodes))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +303,25 @@ mod tests {
     }
 
     #[cfg(target_endian = "little")]
+    #[test]
+    fn listeners_are_the_listening_sockets_with_their_owners() {
+        let sockets = parse_table(TCP).unwrap();
+        let owners = vec![
+            (11, "usbredirect".to_string(), BTreeSet::from([23456, 5])),
+            (12, "qemu".to_string(), BTreeSet::from([777])),
+        ];
+        assert_eq!(
+            listeners(&sockets, &owners),
+            [Listener {
+                port: 14000,
+                pid: 11,
+                name: "usbredirect".into()
+            }],
+            "the established socket of pid 12 is no listener"
+        );
+        assert!(listeners(&sockets, &[]).is_empty());
+    }
+
     #[test]
     fn ipv4_table() {
         let t = parse_table(TCP).unwrap();

@@ -189,7 +189,11 @@ pub fn run(
         crate::log::step("checking the devices on other hosts");
         let tls =
             crate::remote::tunnel::TlsFiles::in_dir(Path::new(crate::remote::tunnel::TLS_DIR));
-        emit(remote::check_remote(cfg, &tls));
+        emit(remote::check_remote(
+            cfg,
+            &tls,
+            &crate::holders::proc_root(),
+        ));
     }
 
     crate::log::step("listing the USB devices in sysfs");

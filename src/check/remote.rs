@@ -1,6 +1,8 @@
 //! Checking USB over the network ([`crate::remote`]): plaintext on the
-//! network, the tunnels' clashes, the certificates, the engines installed,
-//! and whether each exporting host answers now. Only what vm.conf uses is
+//! network, the tunnels' clashes, their ports taken by another program
+//! (from the kernel's socket tables and `/proc/PID/fd`, [`crate::sockets`]),
+//! the certificates, the engines installed (usbredirect with the options
+//! bbvirt gives it), and whether each exporting host answers now. Only what vm.conf uses is
 //! checked: a host with no `SERVE_USB_` and no `DOMAIN_REMOTE_` gets no
 //! line from here.
 
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::remote::element::{RemoteElement, Transport};
-use crate::remote::tunnel::{TlsFiles, stunnel_conf};
+use crate::remote::endpoint::Port;
+use crate::remote::tunnel::{TlsFiles, local_ports, stunnel_conf};
+use crate::sockets::Listener;
 
 use super::Finding;
 
@@ -20,7 +24,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every finding about the remote devices of `cfg`, its certificates in
 /// `tls`.
-pub fn check_remote(cfg: &Config, tls: &TlsFiles) -> Vec<Finding> {
+pub fn check_remote(cfg: &Config, tls: &TlsFiles, proc_root: &Path) -> Vec<Finding> {
     let remote: Vec<(&str, &RemoteElement)> = cfg
         .domains
         .iter()
@@ -89,8 +93,47 @@ pub fn check_remote(cfg: &Config, tls: &TlsFiles) -> Vec<Finding> {
             found.push(usbredirect_options_finding());
         }
     }
+    let sockets = crate::sockets::read_tables(proc_root).unwrap_or_default();
+    let owners = crate::sockets::socket_owners(proc_root);
+    found.extend(ports_in_use(
+        &local_ports(&cfg.serve, &elements),
+        &crate::sockets::listeners(&sockets, &owners),
+    ));
     for (id, r) in &remote {
         found.push(reachable_finding(id, r));
+    }
+    found
+}
+
+/// The programs that are bbvirt's own on the ports of its remote USB path:
+/// stunnel (Debian's binary is `stunnel4`) and usbredirect.
+const OWN_LISTENERS: [&str; 3] = ["stunnel", "stunnel4", "usbredirect"];
+
+/// A port of `ports` (each with what bbvirt binds there,
+/// [`local_ports`]) where another program than stunnel or usbredirect
+/// listens: an error, since bbvirt's tunnel or usbredirect cannot listen
+/// there (or, worse, QEMU reaches that program).
+fn ports_in_use(ports: &[(Port, &str)], listening: &[Listener]) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for (port, what) in ports {
+        for l in listening
+            .iter()
+            .filter(|l| l.port == port.get() && !OWN_LISTENERS.contains(&l.name.as_str()))
+        {
+            let role = match *what {
+                "serve" => "the port a device is served at",
+                "inner" => "usbredirect's port behind the tunnel",
+                _ => "the local end of a tunnel to an exporting host",
+            };
+            found.push(Finding::error(
+                format!(
+                    "port {port} ({role}) is in use by {} (pid {})",
+                    crate::text::shell_quote(&l.name),
+                    l.pid
+                ),
+                "stop that program or give the device another port in vm.conf",
+            ));
+        }
     }
     found
 }
@@ -247,10 +290,44 @@ mod tests {
             .collect()
     }
 
+    /// A proc root with nothing in it: no sockets, no processes.
+    const NO_PROC: &str = "/nonexistent/proc";
+
+    #[test]
+    fn a_port_another_program_listens_on_is_an_error_naming_it() {
+        let p = |n| Port::new(n).unwrap();
+        let l = |port, pid, name: &str| Listener {
+            port,
+            pid,
+            name: name.into(),
+        };
+        let ports = [(p(4000), "serve"), (p(4001), "remote"), (p(14000), "inner")];
+        let listening = [
+            l(4000, 10, "stunnel4"),
+            l(14000, 11, "usbredirect"),
+            l(4001, 12, "nginx"),
+            l(22, 13, "sshd"),
+        ];
+        let found = ports_in_use(&ports, &listening);
+        let texts: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 1, "{texts:#?}");
+        assert_eq!(found[0].severity, Severity::Error);
+        assert!(
+            texts[0].contains("port 4001 (the local end of a tunnel to an exporting host) is in use by nginx (pid 12)"),
+            "{texts:#?}"
+        );
+        // A hostile process name is quoted, not passed on as it is.
+        let odd = ports_in_use(&ports, &[l(4000, 14, "x; rm -rf /")]);
+        assert!(odd[0].to_string().contains("'x; rm -rf /'"), "{}", odd[0]);
+        assert!(ports_in_use(&ports, &[]).is_empty());
+    }
+
     #[test]
     fn nothing_remote_no_line() {
         let tls = TlsFiles::in_dir(Path::new("/nonexistent"));
-        assert!(check_remote(&conf("DOMAIN_RNG_a=(ABC1234)\n"), &tls).is_empty());
+        assert!(
+            check_remote(&conf("DOMAIN_RNG_a=(ABC1234)\n"), &tls, Path::new(NO_PROC)).is_empty()
+        );
     }
 
     #[test]
@@ -261,7 +338,7 @@ mod tests {
             "DOMAIN_REMOTE_a=( \"127.0.0.1:1 tls=no\" \"192.0.2.7:4000 tls=no\" \"192.0.2.8:4001\" )\n\
              SERVE_USB_4001=\"port=1-1\"\nSERVE_USB_4002=\"port=1-2 tls=no\"\n",
         );
-        let found = check_remote(&c, &tls);
+        let found = check_remote(&c, &tls, Path::new(NO_PROC));
         let warnings = lines(&found, Severity::Warning);
         assert!(
             warnings

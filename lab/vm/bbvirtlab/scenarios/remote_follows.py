@@ -22,7 +22,8 @@ host and the helpers are those of scenarios/remote.py.
                     And nobody else gets a device: through bbvirt's own
                     tunnels, a client without a certificate, one of another
                     CA and a second valid client get no usbredir byte, and
-                    the guest keeps it.
+                    the guest keeps it. A program on one of bbvirt's ports:
+                    the exporting host's `check` names it.
   75 remote bench   side by side in turns, 5 rounds: plug to held of
                     LONER01 on the exporting host and of guestA's local
                     KWIF4Q (held: in QEMU's `info usb` at 480 Mb/s); FIGURE
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 from ..core import BASE_CONF, CORE, BBVIRT, KW, LONER, WORK, check, must, now, out, run, scenario, virsh, wait_for
@@ -430,6 +432,20 @@ def sc_remote_twins(lab):
                   '%s received usbredir data: %r' % (what, r.out[:200]))
             check(held('guestA')[0], 'guestA lost its device after %s tried' % what)
             notes.append('%s: nothing (rc %s, %d bytes), guestA keeps it' % (what, r.rc, len(r.out)))
+        # a port of bbvirt's taken by another program: check names it
+        lab.unplug_usb('twin-a')
+        wait_for(lambda: 4000 not in ex.served(), 30, "port 4000's usbredirect to stop")
+        blocker = subprocess.Popen(['ip', 'netns', 'exec', rm.NS, 'python3', '-c',
+                                    'import socket, time\ns = socket.socket()\n'
+                                    's.bind(("127.0.0.1", 14000))\ns.listen()\ntime.sleep(120)\n'])
+        try:
+            wait_for(lambda: rm.listening(14000, rm.NS), 30, 'the blocker to listen on 14000')
+            r = run(['ip', 'netns', 'exec', rm.NS, BBVIRT, 'check'], timeout=120)
+            check("port 14000 (usbredirect's port behind the tunnel) is in use by python3" in r.out + r.err,
+                  "check did not name the program on port 14000: %s" % r)
+            notes.append('a program on port 14000: check names it')
+        finally:
+            rm.stop_all([blocker])
     finally:
         ex.down()
         for dom, a in (('guestA', ALIAS), ('guestB', alias_b)):
