@@ -47,6 +47,7 @@ PORT = 4000          # the served port on the exporting host (stunnel, TLS)
 INNER = 4100         # usbredirect on the exporting host's loopback
 LOCAL = 4000         # the hypervisor's stunnel client on its loopback
 ALIAS = 'ua-bbnet-probe'
+DROP = 6             # 71: seconds the link stays down (<reconnect> tries every 2)
 PKI = WORK + '/pki'
 
 
@@ -409,7 +410,9 @@ def sc_remote_bbvirt(lab):
     unplug for the guest and a replug (new address) brings it back with
     nobody acting, the bytes between the hosts are TLS, detach-all removes
     it; the connection between the hosts killed (`ss -K`): back with nobody
-    acting; the exporting host down while the guest starts: the start goes
+    acting; the link down for 6 s with the hypervisor's end of the
+    connection lost (the exporting host's end never hears of it): back
+    with nobody acting once the link is up, and it stays; the exporting host down while the guest starts: the start goes
     on, the hook's follow-up attaches the redirdev, and the device arrives
     when the exporting host comes up."""
     notes = []
@@ -475,6 +478,28 @@ def sc_remote_bbvirt(lab):
         _, secs = wait_for(lambda: held('guestA'), 60, 'LONER01 back in guestA after the connection was killed')
         notes.append('connection killed->held again %.1fs' % (now() - t))
         lab.timing('remote connection killed->held', now() - t)
+        # 3b. the link down for longer than <reconnect>'s 2 s, the
+        # hypervisor's end of the connection gone with it (its socket
+        # killed while no packet can pass: the exporting host's end never
+        # hears of it), then up again: back with nobody acting, and it stays
+        must(['ip', 'link', 'set', 'bbv0', 'down'])
+        try:
+            run(['ss', '-K', 'dst', EXP_IP, 'dport', '=', str(PORT)])
+            wait_for(lambda: not_held('guestA'), 30, 'guestA to lose LONER01 with the link down')
+            time.sleep(DROP)
+        finally:
+            must(['ip', 'link', 'set', 'bbv0', 'up'])
+        t = now()
+        _, secs = wait_for(lambda: held('guestA'), 90, 'LONER01 back in guestA after the link came up')
+        notes.append('link down %ds (connection lost)->held %.1fs after the link came up' % (DROP, now() - t))
+        lab.timing('remote link up->held', now() - t)
+        lost = []
+        for _ in range(20):
+            ok, line = held('guestA')
+            if not ok:
+                lost.append(line)
+            time.sleep(0.5)
+        check(not lost, 'LONER01 came back, then went again: %s' % lost[:3])
         # 4. the exporting host down when the guest starts: the start neither
         # fails nor waits; the device arrives when the host comes up
         stop_all(procs)
