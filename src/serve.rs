@@ -25,7 +25,9 @@
 //! itself listens on every IPv4 address at PORT. The device is polled every
 //! [`POLL`]: plugged in, it is served within about that time.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::remote::element::{ServeElement, Transport};
 use crate::remote::endpoint::Port;
+use crate::sockets::{TcpSocket, TcpState};
 use crate::sysfs::{Sysfs, UsbDevice};
 use crate::{info, note, warn};
 
@@ -164,19 +167,24 @@ pub fn run(config: &Config, sysfs: &Sysfs, port: Port) -> Result<(), ServeError>
         let started = Instant::now();
         let mut child = spawn(&dev, &listen)?;
         info!("serving {} on port {port} ({listen})", dev.describe());
-        let gone = watch(sysfs, &dev, &mut child);
+        let end = watch(sysfs, &dev, &mut child, listen_port(port, element)?.get());
         let lived = started.elapsed();
-        if gone {
-            info!(
+        match end {
+            End::DeviceGone => info!(
                 "{} is gone: stopped serving it on port {port}",
                 dev.describe()
-            );
-        } else {
-            note!(
+            ),
+            End::Exited => note!(
                 "usbredirect for {} ended after {} s (its client went)",
                 dev.describe(),
                 lived.as_secs()
-            );
+            ),
+            End::ClientGone(c) => note!(
+                "usbredirect for {}: its client {c} went after {} s and it went on: \
+                 stopped it, to serve the next one",
+                dev.describe(),
+                lived.as_secs()
+            ),
         }
         backoff = if lived < SHORT_LIFE {
             (backoff * 2).min(MAX_BACKOFF)
@@ -204,13 +212,55 @@ fn spawn(dev: &UsbDevice, listen: &str) -> Result<Child, ServeError> {
     cmd.spawn().map_err(ServeError::Spawn)
 }
 
-/// Waits while usbredirect runs and its device stays at its address; true
-/// when the device went (usbredirect is then stopped), false when
-/// usbredirect ended by itself.
-fn watch(sysfs: &Sysfs, dev: &UsbDevice, child: &mut Child) -> bool {
+/// Why a usbredirect stopped serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its device went; bbvirt stopped it.
+    DeviceGone,
+    /// It ended by itself (after its client, as 0.15 does).
+    Exited,
+    /// Its client's connection went and it did not end; bbvirt stopped it.
+    ClientGone(SocketAddr),
+}
+
+/// The far ends of the ESTABLISHED sockets among `inodes` (usbredirect's)
+/// on local port `port`: its client, as the kernel's tables say.
+pub fn clients(sockets: &[TcpSocket], inodes: &BTreeSet<u64>, port: u16) -> Vec<SocketAddr> {
+    sockets
+        .iter()
+        .filter(|s| {
+            s.state == TcpState::Established && s.local.port() == port && inodes.contains(&s.inode)
+        })
+        .map(|s| s.remote)
+        .collect()
+}
+
+/// Whether the client usbredirect served (`first`, the first one seen) is
+/// gone from `now` (its clients at this look).
+fn client_gone(first: Option<SocketAddr>, now: &[SocketAddr]) -> Option<SocketAddr> {
+    first.filter(|c| !now.contains(c))
+}
+
+/// usbredirect's clients now, from the socket tables; None when they
+/// cannot be read (no decision is taken on that).
+fn clients_of(child: &Child, port: u16) -> Option<Vec<SocketAddr>> {
+    let proc_root = crate::holders::proc_root();
+    let sockets = crate::sockets::read_tables(&proc_root).ok()?;
+    let inodes = crate::sockets::socket_inodes(&proc_root, child.id()).ok()?;
+    Some(clients(&sockets, &inodes, port))
+}
+
+/// Waits while usbredirect runs, its device stays at its address and its
+/// first client stays connected. usbredirect serves one client; 0.15 ends
+/// when it goes, but 0.13 (Debian 12) was seen in the lab going on without
+/// serving the next one when a second connection waited as the first went
+/// (scenario 71, the link down): so bbvirt stops it then, and the next
+/// client gets a fresh one.
+fn watch(sysfs: &Sysfs, dev: &UsbDevice, child: &mut Child, port: u16) -> End {
+    let mut first: Option<SocketAddr> = None;
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => return false,
+            Ok(Some(_)) => return End::Exited,
             Ok(None) => {}
             Err(e) => warn!("waiting for usbredirect: {e}"),
         }
@@ -228,7 +278,14 @@ fn watch(sysfs: &Sysfs, dev: &UsbDevice, child: &mut Child) -> bool {
             .unwrap_or(false);
         if !here {
             stop(child);
-            return true;
+            return End::DeviceGone;
+        }
+        if let Some(now) = clients_of(child, port) {
+            if let Some(c) = client_gone(first, &now) {
+                stop(child);
+                return End::ClientGone(c);
+            }
+            first = first.or_else(|| now.first().copied());
         }
         std::thread::sleep(POLL);
     }
@@ -253,6 +310,27 @@ fn stop(child: &mut Child) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_first_client_gone_is_the_end_of_a_usbredirect() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:36B0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 10 1 0\n\
+           1: 0100007F:36B0 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 11 1 0\n\
+           2: 0100007F:36B0 0100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 12 1 0\n\
+           3: 0100007F:0FA0 0100007F:C352 01 00000000:00000000 00:00000000 00000000     0        0 13 1 0\n";
+        let sockets = crate::sockets::parse_table(table).unwrap();
+        let mine = BTreeSet::from([10, 11, 13]);
+        // Only its own ESTABLISHED sockets on its port: 127.0.0.1:14000's
+        // client at port 50000 (inode 12 is another process's, 13 another port).
+        let now = clients(&sockets, &mine, 14000);
+        assert_eq!(now, ["127.0.0.1:50000".parse::<SocketAddr>().unwrap()]);
+        let c = now[0];
+        assert_eq!(client_gone(None, &now), None, "no client seen yet");
+        assert_eq!(client_gone(Some(c), &now), None);
+        let other: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        assert_eq!(client_gone(Some(c), &[other]), Some(c), "another one now");
+        assert_eq!(client_gone(Some(c), &[]), Some(c));
+    }
 
     #[test]
     fn recent_enough_is_having_the_options_bbvirt_uses() {
