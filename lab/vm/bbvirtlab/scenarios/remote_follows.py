@@ -437,6 +437,7 @@ def sc_remote_twins(lab):
         wait_for(lambda: 4000 not in ex.served(), 30, "port 4000's usbredirect to stop")
         blocker = subprocess.Popen(['ip', 'netns', 'exec', rm.NS, 'python3', '-c',
                                     'import socket, time\ns = socket.socket()\n'
+                                    's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
                                     's.bind(("127.0.0.1", 14000))\ns.listen()\ntime.sleep(120)\n'])
         try:
             wait_for(lambda: rm.listening(14000, rm.NS), 30, 'the blocker to listen on 14000')
