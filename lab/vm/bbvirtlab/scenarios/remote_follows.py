@@ -24,6 +24,9 @@ host and the helpers are those of scenarios/remote.py.
                     CA and a second valid client get no usbredir byte, and
                     the guest keeps it. A program on one of bbvirt's ports:
                     the exporting host's `check` names it.
+  76 remote snapshot  guestS (scenario 27's guest, a qcow2 disk) holds
+                    LONER01 from the exporting host; an internal snapshot
+                    with memory and a revert: it holds it again.
   75 remote bench   side by side in turns, 5 rounds: plug to held of
                     LONER01 on the exporting host and of guestA's local
                     KWIF4Q (held: in QEMU's `info usb` at 480 Mb/s); FIGURE
@@ -503,5 +506,44 @@ def sc_remote_bench(lab):
                 lab.unplug(s)
         for dom in paused:
             run(['virsh', '-c', 'qemu:///system', 'suspend', dom])
+        lab.write_conf(BASE_CONF)
+    lab.notes.append('; '.join(notes))
+
+
+@scenario(76, 'remote snapshot', platforms=CORE)
+def sc_remote_snapshot(lab):
+    """guestS (scenario 27's guest with a qcow2 disk) holds LONER01 from
+    the exporting host; an internal snapshot with memory, then a revert:
+    guestS holds it again with nobody acting, its one redirdev still to
+    127.0.0.1:4000."""
+    from .saved import GUEST_S, snapshot_guest   # 27's guest
+    notes = []
+    snapshot_guest(lab)
+    alias = ALIAS
+    conf = rm.BASE_CONF_REMOTE.replace('DOMAIN_REMOTE_guestA', 'DOMAIN_REMOTE_guestS')
+    ex = Exporter(lab, 'SERVE_USB_4000="id=0403:7840 serial=%s"\n' % LONER, conf)
+    try:
+        ex.up()
+        lab.bbvirt('sync')
+        d = lab.plug(LONER)
+        wait_for(lambda: held(GUEST_S), 60, 'LONER01 at 480 Mb/s in guestS')
+        notes.append('plug->held %.1fs' % (now() - d.t_plug))
+        must(['virsh', '-c', 'qemu:///system', 'snapshot-create-as', GUEST_S, 'r1'], timeout=180)
+        t = now()
+        r = run(['virsh', '-c', 'qemu:///system', 'snapshot-revert', GUEST_S, 'r1'], timeout=180)
+        check(r.rc == 0, 'snapshot-revert failed: %s' % r)
+        end = now()
+        wait_for(lambda: held(GUEST_S), 60, 'LONER01 back in guestS after the revert')
+        lab.timing('remote revert end->held', now() - end)
+        notes.append('revert (%.1fs) end->held %.1fs' % (end - t, now() - end))
+        have = rm.redirdev_sources(GUEST_S)
+        check(have == {alias: '127.0.0.1:4000'}, "guestS's redirdevs after the revert: %s" % have)
+    finally:
+        ex.down()
+        run(['virsh', '-c', 'qemu:///system', 'destroy', GUEST_S])
+        for s in run(['virsh', '-c', 'qemu:///system', 'snapshot-list', GUEST_S, '--name']).out.split():
+            run(['virsh', '-c', 'qemu:///system', 'snapshot-delete', GUEST_S, s])
+        if lab.gadgets.get(LONER) is not None and lab.gadgets[LONER].udc:
+            lab.unplug(LONER)
         lab.write_conf(BASE_CONF)
     lab.notes.append('; '.join(notes))
