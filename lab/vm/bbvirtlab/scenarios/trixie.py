@@ -48,7 +48,7 @@ from ..core import (AB, BBVIRT, BR, KW, LONER, STORM, URI, WORK, act, check, fin
 from ..helpers import bbvirt_pids, crash_recorder, crashes, qemu_pids, seed_of
 
 T = ('trixie',)
-ORDER = [50, 51, 58, 1, 2, 3, 4, 5, 10, 11, 52, 54, 70, 71, 72, 73, 74, 75, 59, 60, 55, 56, 61, 62, 63, 64, 65]
+ORDER = [50, 51, 58, 1, 2, 3, 4, 5, 10, 11, 52, 54, 70, 71, 72, 73, 74, 75, 76, 59, 60, 55, 56, 61, 62, 63, 64, 65]
 # The main boot's default: 1-4 (hotplug, unplug, replug, coldplug) are the
 # steps of 52, judged by the same checks, so they run only when asked for
 # (lab/run --platform trixie --only 1,2,3,4): 4 minutes of TCG less. 70
