@@ -25,7 +25,6 @@
 //! itself listens on every IPv4 address at PORT. The device is polled every
 //! [`POLL`]: plugged in, it is served within about that time.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -35,7 +34,6 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::remote::element::{ServeElement, Transport};
 use crate::remote::endpoint::Port;
-use crate::sockets::{TcpSocket, TcpState};
 use crate::sysfs::{Sysfs, UsbDevice};
 use crate::{info, note, warn};
 
@@ -223,18 +221,6 @@ enum End {
     ClientGone(SocketAddr),
 }
 
-/// The far ends of the ESTABLISHED sockets among `inodes` (usbredirect's)
-/// on local port `port`: its client, as the kernel's tables say.
-pub fn clients(sockets: &[TcpSocket], inodes: &BTreeSet<u64>, port: u16) -> Vec<SocketAddr> {
-    sockets
-        .iter()
-        .filter(|s| {
-            s.state == TcpState::Established && s.local.port() == port && inodes.contains(&s.inode)
-        })
-        .map(|s| s.remote)
-        .collect()
-}
-
 /// Whether the client usbredirect served (`first`, the first one seen) is
 /// gone from `now` (its clients at this look).
 fn client_gone(first: Option<SocketAddr>, now: &[SocketAddr]) -> Option<SocketAddr> {
@@ -247,7 +233,7 @@ fn clients_of(child: &Child, port: u16) -> Option<Vec<SocketAddr>> {
     let proc_root = crate::holders::proc_root();
     let sockets = crate::sockets::read_tables(&proc_root).ok()?;
     let inodes = crate::sockets::socket_inodes(&proc_root, child.id()).ok()?;
-    Some(clients(&sockets, &inodes, port))
+    Some(crate::sockets::clients(&sockets, &inodes, port))
 }
 
 /// Waits while usbredirect runs, its device stays at its address and its
@@ -319,10 +305,10 @@ mod tests {
            2: 0100007F:36B0 0100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 12 1 0\n\
            3: 0100007F:0FA0 0100007F:C352 01 00000000:00000000 00:00000000 00000000     0        0 13 1 0\n";
         let sockets = crate::sockets::parse_table(table).unwrap();
-        let mine = BTreeSet::from([10, 11, 13]);
+        let mine = std::collections::BTreeSet::from([10, 11, 13]);
         // Only its own ESTABLISHED sockets on its port: 127.0.0.1:14000's
         // client at port 50000 (inode 12 is another process's, 13 another port).
-        let now = clients(&sockets, &mine, 14000);
+        let now = crate::sockets::clients(&sockets, &mine, 14000);
         assert_eq!(now, ["127.0.0.1:50000".parse::<SocketAddr>().unwrap()]);
         let c = now[0];
         assert_eq!(client_gone(None, &now), None, "no client seen yet");

@@ -164,6 +164,19 @@ pub fn connected_to<'s>(
     })
 }
 
+/// The far ends of the ESTABLISHED sockets among `inodes` (a process's,
+/// [`socket_inodes`]) on local port `port`: the clients it serves there
+/// (`bbvirt serve` watches usbredirect's).
+pub fn clients(sockets: &[TcpSocket], inodes: &BTreeSet<u64>, port: u16) -> Vec<SocketAddr> {
+    sockets
+        .iter()
+        .filter(|s| {
+            s.state == TcpState::Established && s.local.port() == port && inodes.contains(&s.inode)
+        })
+        .map(|s| s.remote)
+        .collect()
+}
+
 /// Who is on the local TCP port `port` of this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnPort {
