@@ -219,6 +219,22 @@ def never_held(dom, secs, alias=ALIAS):
     return seen
 
 
+def put_back(lab, ex, paused, unplug=(LONER,)):
+    """The end of 72, 73 and 75: the exporting host down, guestA running
+    again without bbvirt's redirdev, the gadgets of `unplug` out, the
+    guests this scenario resumed paused again, vm.conf as it was."""
+    ex.down()
+    if lab.state('guestA') not in ('running', 'paused'):
+        run(['virsh', '-c', 'qemu:///system', 'start', 'guestA'], timeout=120)
+    run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', ALIAS, '--live'])
+    for serial in unplug:
+        if lab.gadgets.get(serial) is not None and lab.gadgets[serial].udc:
+            lab.unplug(serial)
+    for dom in paused:
+        run(['virsh', '-c', 'qemu:///system', 'suspend', dom])
+    lab.write_conf(BASE_CONF)
+
+
 @scenario(72, 'remote saved', platforms=CORE)
 def sc_remote_saved(lab):
     notes = []
@@ -270,15 +286,7 @@ def sc_remote_saved(lab):
     finally:
         run(['rm', '-f', image])
         run(['virsh', '-c', 'qemu:///system', 'managedsave-remove', 'guestA'])
-        ex.down()
-        if lab.state('guestA') not in ('running', 'paused'):
-            run(['virsh', '-c', 'qemu:///system', 'start', 'guestA'], timeout=120)
-        run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', ALIAS, '--live'])
-        if lab.gadgets.get(LONER) is not None and lab.gadgets[LONER].udc:
-            lab.unplug(LONER)
-        for dom in paused:
-            run(['virsh', '-c', 'qemu:///system', 'suspend', dom])
-        lab.write_conf(BASE_CONF)
+        put_back(lab, ex, paused)
     lab.notes.append('; '.join(notes))
 
 
@@ -323,20 +331,12 @@ def sc_remote_migration(lab):
                 check(have == {ALIAS: '127.0.0.1:4000'}, "guestA's redirdevs back on A: %s" % have)
         check('guestA' not in lab.active(b), 'guestA still runs on host B')
     finally:
-        ex.down()
         run(['virsh', '-c', HOST_B.uri, 'destroy', 'guestA'])
         if HOST_B.proc is not None and HOST_B.proc.poll() is None:
             # host B's libvirtd goes (59 reboots the VM after this)
             rm.stop_all([HOST_B.proc])
         HOST_B.proc = None
-        if lab.state('guestA') not in ('running', 'paused'):
-            run(['virsh', '-c', 'qemu:///system', 'start', 'guestA'], timeout=120)
-        run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', ALIAS, '--live'])
-        if lab.gadgets.get(LONER) is not None and lab.gadgets[LONER].udc:
-            lab.unplug(LONER)
-        for dom in paused:
-            run(['virsh', '-c', 'qemu:///system', 'suspend', dom])
-        lab.write_conf(BASE_CONF)
+        put_back(lab, ex, paused)
     lab.notes.append('; '.join(notes))
 
 
@@ -499,14 +499,7 @@ def sc_remote_bench(lab):
                      'ratio %.2f' % (ROUNDS, ' '.join('%.1f' % x for x in remote), rmed,
                                      ' '.join('%.1f' % x for x in local), lmed, rmed / lmed))
     finally:
-        ex.down()
-        run(['virsh', '-c', 'qemu:///system', 'detach-device-alias', 'guestA', ALIAS, '--live'])
-        for s in (LONER, KW):
-            if lab.gadgets.get(s) is not None and lab.gadgets[s].udc:
-                lab.unplug(s)
-        for dom in paused:
-            run(['virsh', '-c', 'qemu:///system', 'suspend', dom])
-        lab.write_conf(BASE_CONF)
+        put_back(lab, ex, paused, unplug=(LONER, KW))
     lab.notes.append('; '.join(notes))
 
 
